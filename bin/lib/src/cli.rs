@@ -1,0 +1,314 @@
+//! What every binary shares on the command line: the flag table that feeds `--help` (and that
+//! the man pages and completions are checked against), usage errors (exit 2), error chains
+//! on stderr, exit codes, and finding sibling binaries.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// One flag of a binary or subcommand.
+#[derive(Debug)]
+pub struct Flag {
+    pub long: &'static str,
+    pub short: Option<char>,
+    /// The value's placeholder (`NAME`, `N`), or `None` for a switch.
+    pub value: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// One subcommand (`banger-vm new`), or the binary itself when it has none.
+#[derive(Debug)]
+pub struct Command {
+    pub name: &'static str,
+    /// Positional arguments as shown in the synopsis, e.g. `NAME` or `[NAME...]`.
+    pub args: &'static str,
+    pub about: &'static str,
+    pub flags: &'static [Flag],
+}
+
+/// A binary's whole command-line surface.
+#[derive(Debug)]
+pub struct Tool {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Empty for binaries without subcommands; then `main` describes the positional args.
+    pub commands: &'static [Command],
+    pub main: Option<&'static Command>,
+    /// Free text after the flag lists (environment, examples).
+    pub footer: &'static str,
+}
+
+/// The flags every binary takes.
+pub const COMMON: &[Flag] = &[
+    Flag {
+        long: "help",
+        short: Some('h'),
+        value: None,
+        help: "print this help and exit",
+    },
+    Flag {
+        long: "version",
+        short: Some('V'),
+        value: None,
+        help: "print the version and exit",
+    },
+];
+
+fn flag_lines(out: &mut String, flags: &[Flag]) {
+    for f in flags {
+        let mut left = match f.short {
+            Some(c) => format!("  -{c}, --{}", f.long),
+            None => format!("      --{}", f.long),
+        };
+        if let Some(v) = f.value {
+            left.push(' ');
+            left.push_str(v);
+        }
+        if left.len() < 28 {
+            out.push_str(&format!("{left:<28}{}\n", f.help));
+        } else {
+            out.push_str(&format!("{left}\n{:<28}{}\n", "", f.help));
+        }
+    }
+}
+
+fn synopsis(tool: &Tool, c: &Command) -> String {
+    let mut s = if c.name.is_empty() {
+        tool.name.to_string()
+    } else {
+        format!("{} {}", tool.name, c.name)
+    };
+    if !c.args.is_empty() {
+        s.push(' ');
+        s.push_str(c.args);
+    }
+    if !c.flags.is_empty() {
+        s.push_str(" [OPTIONS]");
+    }
+    s
+}
+
+impl Tool {
+    /// The full `--help` text.
+    pub fn help(&self) -> String {
+        let mut out = format!("{} {}: {}\n\nUsage:\n", self.name, crate::VERSION, self.about);
+        if let Some(m) = self.main {
+            out.push_str(&format!("  {}\n", synopsis(self, m)));
+        }
+        for c in self.commands {
+            out.push_str(&format!("  {}\n", synopsis(self, c)));
+        }
+        if !self.commands.is_empty() {
+            out.push_str("\nCommands:\n");
+            for c in self.commands {
+                out.push_str(&format!("  {:<12}{}\n", c.name, c.about));
+            }
+        }
+        if let Some(m) = self.main {
+            if !m.flags.is_empty() {
+                out.push_str("\nOptions:\n");
+                flag_lines(&mut out, m.flags);
+            }
+        }
+        for c in self.commands.iter().filter(|c| !c.flags.is_empty()) {
+            out.push_str(&format!("\nOptions for {}:\n", c.name));
+            flag_lines(&mut out, c.flags);
+        }
+        out.push_str("\nCommon options:\n");
+        flag_lines(&mut out, COMMON);
+        if !self.footer.is_empty() {
+            out.push('\n');
+            out.push_str(self.footer.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// `--help` for one subcommand.
+    pub fn command_help(&self, name: &str) -> String {
+        let Some(c) = self.command(name) else {
+            return self.help();
+        };
+        let mut out = format!("{}: {}\n\nUsage:\n  {}\n", synopsis(self, c), c.about, synopsis(self, c));
+        if !c.flags.is_empty() {
+            out.push_str("\nOptions:\n");
+            flag_lines(&mut out, c.flags);
+        }
+        out.push_str("\nCommon options:\n");
+        flag_lines(&mut out, COMMON);
+        out
+    }
+
+    pub fn command(&self, name: &str) -> Option<&Command> {
+        self.commands.iter().find(|c| c.name == name)
+    }
+
+    /// Prints the help on stdout and exits 0.
+    pub fn exit_help(&self, command: Option<&str>) -> ! {
+        let text = match command {
+            Some(c) => self.command_help(c),
+            None => self.help(),
+        };
+        print!("{text}");
+        std::process::exit(0)
+    }
+
+    /// Prints the version on stdout and exits 0.
+    pub fn exit_version(&self) -> ! {
+        println!("{} {}", self.name, crate::VERSION);
+        std::process::exit(0)
+    }
+
+    /// A usage error: message, hint, exit 2.
+    pub fn usage_error(&self, err: &dyn std::fmt::Display) -> ExitCode {
+        eprintln!("{}: usage error: {err}", self.name);
+        eprintln!("Try '{} --help'.", self.name);
+        ExitCode::from(EXIT_USAGE)
+    }
+}
+
+/// Prints `BIN: error: message` and a `  caused by: ...` line per source on stderr.
+pub fn report(bin: &str, err: &dyn Error) {
+    eprintln!("{bin}: error: {err}");
+    for cause in chain(err).into_iter().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+/// The error and its sources, outermost first, as strings.
+pub fn chain(err: &dyn Error) -> Vec<String> {
+    let mut out = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push(e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+/// The error chain as one line, for a record's `error.message`.
+pub fn one_line(err: &dyn Error) -> String {
+    chain(err).join(": ")
+}
+
+/// Finds a sibling binary: the directory of the running executable first, then PATH.
+pub fn sibling(bin: &str) -> Option<PathBuf> {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let p = dir.join(bin);
+            if is_executable(&p) {
+                return Some(p);
+            }
+        }
+    }
+    which(bin)
+}
+
+/// Looks a program up on PATH.
+pub fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| is_executable(p))
+}
+
+pub fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Parses a size such as `512M`, `10G`, `1.5G`, `4096` (bytes) into bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let m: u64 = match unit.as_str() {
+                "B" => 1,
+                "K" | "KB" | "KIB" => 1 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                "T" | "TB" | "TIB" => 1 << 40,
+                _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 512M, 10G)"))?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("{s:?}: a size must be positive"));
+    }
+    let bytes = n * mult as f64;
+    if bytes > u64::MAX as f64 / 2.0 {
+        return Err(format!("{s:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Tool = Tool {
+        name: "banger-x",
+        about: "test tool",
+        commands: &[Command {
+            name: "go",
+            args: "NAME",
+            about: "go somewhere",
+            flags: &[Flag {
+                long: "speed",
+                short: Some('s'),
+                value: Some("N"),
+                help: "how fast",
+            }],
+        }],
+        main: None,
+        footer: "",
+    };
+
+    #[test]
+    fn help_lists_every_flag() {
+        let h = T.help();
+        assert!(h.contains("banger-x go NAME [OPTIONS]"));
+        assert!(h.contains("-s, --speed N"));
+        assert!(h.contains("--help"));
+        assert!(h.contains("--version"));
+        let ch = T.command_help("go");
+        assert!(ch.contains("--speed"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("10g").unwrap(), 10 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1G").is_err());
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chains() {
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(chain(&e), vec!["outer", "inner"]);
+        assert_eq!(one_line(&e), "outer: inner");
+    }
+}

@@ -1,0 +1,227 @@
+//! Paths and configuration, from one place.
+//!
+//! Precedence: environment (`BANGER_*`) over the config file (`$BANGER_CONFIG_DIR/config.json`,
+//! default `/etc/banger/config.json`) over the defaults for an installed host. Tests and
+//! unprivileged users relocate everything through the environment.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Default subnet for the guests' bridge.
+pub const DEFAULT_SUBNET: &str = "10.200.0.0/24";
+/// Default bridge name.
+pub const DEFAULT_BRIDGE: &str = "banger0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid JSON")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{var}={value:?} is not valid: {why}")]
+    Env {
+        var: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// The optional config file; every key may be absent.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub state_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    pub helper_socket: Option<PathBuf>,
+    pub root_dir: Option<PathBuf>,
+    pub jail_dir: Option<PathBuf>,
+    pub subnet: Option<String>,
+    pub bridge: Option<String>,
+    pub firecracker: Option<PathBuf>,
+    pub jailer: Option<PathBuf>,
+    pub boot_args_extra: Option<String>,
+}
+
+/// What `banger-system install` writes to `$BANGER_CONFIG_DIR/install.json`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct InstallInfo {
+    pub owner: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub installed_at: String,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where `/etc/banger`-style files live (config.json, install.json).
+    pub config_dir: PathBuf,
+    /// The owner's state: VM records, VM dirs, images, locks.
+    pub state_dir: PathBuf,
+    /// Runtime files: API socket symlinks, hosts file.
+    pub run_dir: PathBuf,
+    /// The root helper's socket.
+    pub helper_socket: PathBuf,
+    /// The helper's own root-owned state (the ledger).
+    pub root_dir: PathBuf,
+    /// Base of the jailer chroots.
+    pub jail_dir: PathBuf,
+    pub subnet: String,
+    pub bridge: String,
+    pub firecracker: Option<PathBuf>,
+    pub jailer: Option<PathBuf>,
+    pub boot_args_extra: String,
+    /// Set from install.json, or `BANGER_OWNER_UID` (tests).
+    pub owner_uid: Option<u32>,
+    pub owner_gid: Option<u32>,
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn env_str(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+fn env_u32(var: &'static str) -> Result<Option<u32>, ConfigError> {
+    match env_str(var) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ConfigError::Env {
+            var,
+            value: v,
+            why: "expected a numeric id",
+        }),
+    }
+}
+
+impl Config {
+    /// Loads the configuration: environment over config file over defaults.
+    pub fn load() -> Result<Config, ConfigError> {
+        let config_dir = env_path("BANGER_CONFIG_DIR").unwrap_or_else(|| "/etc/banger".into());
+        let file = read_config_file(&config_dir.join("config.json"))?;
+        let install = read_install(&config_dir).ok().flatten();
+        let owner_uid = env_u32("BANGER_OWNER_UID")?.or(install.as_ref().map(|i| i.uid));
+        let owner_gid = env_u32("BANGER_OWNER_GID")?
+            .or(install.as_ref().map(|i| i.gid))
+            .or(owner_uid);
+        Ok(Config {
+            state_dir: env_path("BANGER_STATE_DIR")
+                .or(file.state_dir)
+                .unwrap_or_else(|| "/var/lib/banger".into()),
+            run_dir: env_path("BANGER_RUN_DIR")
+                .or(file.run_dir)
+                .unwrap_or_else(|| "/run/banger".into()),
+            helper_socket: env_path("BANGER_HELPER_SOCKET")
+                .or(file.helper_socket)
+                .unwrap_or_else(|| "/run/banger-root/helper.sock".into()),
+            root_dir: env_path("BANGER_ROOT_DIR")
+                .or(file.root_dir)
+                .unwrap_or_else(|| "/var/lib/banger-root".into()),
+            jail_dir: env_path("BANGER_JAIL_DIR")
+                .or(file.jail_dir)
+                .unwrap_or_else(|| "/srv/jailer".into()),
+            subnet: env_str("BANGER_SUBNET")
+                .or(file.subnet)
+                .unwrap_or_else(|| DEFAULT_SUBNET.into()),
+            bridge: env_str("BANGER_BRIDGE")
+                .or(file.bridge)
+                .unwrap_or_else(|| DEFAULT_BRIDGE.into()),
+            firecracker: env_path("BANGER_FIRECRACKER").or(file.firecracker),
+            jailer: env_path("BANGER_JAILER").or(file.jailer),
+            boot_args_extra: env_str("BANGER_BOOT_ARGS_EXTRA")
+                .or(file.boot_args_extra)
+                .unwrap_or_default(),
+            config_dir,
+            owner_uid,
+            owner_gid,
+        })
+    }
+
+    /// `state/vms`: one directory per VM, holding `vm.json` and the VM's files.
+    pub fn vms_dir(&self) -> PathBuf {
+        self.state_dir.join("vms")
+    }
+    /// `state/vms/NAME`.
+    pub fn vm_dir(&self, name: &str) -> PathBuf {
+        self.vms_dir().join(name)
+    }
+    /// `state/images`: the image store.
+    pub fn images_dir(&self) -> PathBuf {
+        self.state_dir.join("images")
+    }
+    /// `state/locks`: lock files (never deleted, so flock stays race-free).
+    pub fn locks_dir(&self) -> PathBuf {
+        self.state_dir.join("locks")
+    }
+    /// The helper's ledger file.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.root_dir.join("ledger.json")
+    }
+    /// install.json, written by `banger-system install`.
+    pub fn install_path(&self) -> PathBuf {
+        self.config_dir.join("install.json")
+    }
+    /// Install metadata, if banger was installed on this host.
+    pub fn install_info(&self) -> Option<InstallInfo> {
+        read_install(&self.config_dir).ok().flatten()
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn read_install(config_dir: &Path) -> Result<Option<InstallInfo>, ConfigError> {
+    let path = config_dir.join("install.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| ConfigError::Parse { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_rejects_unknown_keys() {
+        let err = serde_json::from_str::<ConfigFile>(r#"{"stat_dir": "/x"}"#);
+        assert!(err.is_err());
+        let ok: ConfigFile = serde_json::from_str(r#"{"state_dir": "/x"}"#).unwrap();
+        assert_eq!(ok.state_dir, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn missing_files_are_defaults() {
+        let dir = std::env::temp_dir().join(format!("banger-cfg-{}", std::process::id()));
+        assert!(read_config_file(&dir.join("config.json")).is_ok());
+        assert!(read_install(&dir).unwrap().is_none());
+    }
+}

@@ -1,0 +1,19 @@
+//! banger's shared library: everything the step binaries have in common.
+//!
+//! - [`record`]: JSON-lines records on stdin/stdout and the `error` forwarding rule.
+//! - [`step`]: the loop every step runs (stdin or NAME, lock, save, emit, exit code).
+//! - [`store`]: the state store (one file per VM, atomic writes, flock locks).
+//! - [`config`]: paths and configuration from one place (defaults, config file, environment).
+//! - [`proto`] and [`client`]: the root helper's wire protocol and its client.
+//! - [`cli`]: flag tables, `--help`, usage errors, error chains and exit codes.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod proto;
+pub mod record;
+pub mod step;
+pub mod store;
+
+/// The version every binary reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,283 @@
+//! Records: one JSON object per line on stdin and stdout.
+//!
+//! A record is kept as a `serde_json::Map` with insertion order preserved, so every field a
+//! step does not know (other steps' sections, user annotations) passes through untouched.
+
+use serde_json::{Map, Value};
+use std::io::{BufRead, Write};
+
+/// The record format version.
+pub const RECORD_VERSION: u64 = 1;
+
+/// A record: a JSON object.
+pub type Record = Map<String, Value>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read records from stdin")]
+    Io(#[source] std::io::Error),
+    #[error("line {line}: not valid JSON")]
+    Json {
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("line {line}: expected a JSON object (a record), found {found}")]
+    NotObject { line: usize, found: &'static str },
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads records from a buffered reader, one per line, skipping blank lines.
+/// Yields `(line_number, record)`; line numbers start at 1.
+pub struct Reader<R> {
+    inner: R,
+    line: usize,
+    buf: String,
+}
+
+impl<R: BufRead> Reader<R> {
+    pub fn new(inner: R) -> Self {
+        Reader {
+            inner,
+            line: 0,
+            buf: String::new(),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Reader<R> {
+    type Item = Result<(usize, Record), ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buf.clear();
+            match self.inner.read_line(&mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(ReadError::Io(e))),
+            }
+            self.line += 1;
+            let text = self.buf.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let line = self.line;
+            return Some(match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(map)) => Ok((line, map)),
+                Ok(other) => Err(ReadError::NotObject {
+                    line,
+                    found: kind(&other),
+                }),
+                Err(source) => Err(ReadError::Json { line, source }),
+            });
+        }
+    }
+}
+
+/// Writes records to stdout, one per line, flushed per record. A closed stdout (EPIPE)
+/// ends the process quietly with status 0, as the design asks.
+pub struct Writer<W: Write> {
+    out: W,
+}
+
+impl Writer<std::io::Stdout> {
+    pub fn stdout() -> Self {
+        Writer {
+            out: std::io::stdout(),
+        }
+    }
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(out: W) -> Self {
+        Writer { out }
+    }
+
+    /// Writes one record and flushes. Exits 0 on EPIPE; other errors are returned.
+    pub fn emit(&mut self, rec: &Record) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let res = self.out.write_all(&line).and_then(|_| self.out.flush());
+        match res {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+            other => other,
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// A record's `name`, if it is a string.
+pub fn name(rec: &Record) -> Option<&str> {
+    rec.get("name").and_then(Value::as_str)
+}
+
+/// True when the record carries an `error` section (a step upstream failed on it).
+pub fn has_error(rec: &Record) -> bool {
+    rec.get("error").is_some_and(|e| !e.is_null())
+}
+
+/// Sets the `error` section: the step, a stable code, and a human message.
+pub fn set_error(rec: &mut Record, step: &str, code: &str, message: &str) {
+    let mut e = Map::new();
+    e.insert("step".into(), step.into());
+    e.insert("code".into(), code.into());
+    e.insert("message".into(), message.into());
+    rec.insert("error".into(), Value::Object(e));
+}
+
+/// A new record with `v`, `type` and `name`.
+pub fn new(kind: &str, name: &str) -> Record {
+    let mut r = Map::new();
+    r.insert("v".into(), RECORD_VERSION.into());
+    r.insert("type".into(), kind.into());
+    r.insert("name".into(), name.into());
+    r
+}
+
+/// Checks the envelope: `v` is 1, `type` and `name` are strings. Returns a reason if not.
+pub fn check_envelope(rec: &Record, want_type: &str) -> Result<(), String> {
+    match rec.get("v") {
+        Some(v) if v.as_u64() == Some(RECORD_VERSION) => {}
+        Some(v) => return Err(format!("unsupported record version {v} (this banger reads v=1)")),
+        None => return Err("record has no \"v\" field".into()),
+    }
+    match rec.get("type").and_then(Value::as_str) {
+        Some(t) if t == want_type => {}
+        Some(t) => return Err(format!("record of type {t:?} where a {want_type:?} record was expected")),
+        None => return Err("record has no \"type\" field".into()),
+    }
+    if name(rec).is_none() {
+        return Err("record has no \"name\" field".into());
+    }
+    Ok(())
+}
+
+/// The section `key` as an object, if present.
+pub fn section<'a>(rec: &'a Record, key: &str) -> Option<&'a Map<String, Value>> {
+    rec.get(key).and_then(Value::as_object)
+}
+
+/// Current time as RFC 3339 UTC (seconds precision), without a date crate.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(input: &str) -> Vec<Result<(usize, Record), ReadError>> {
+        Reader::new(input.as_bytes()).collect()
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_and_lines_counted() {
+        let got = read_all("\n{\"a\":1}\n\n   \n{\"b\":2}\n");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap().0, 2);
+        assert_eq!(got[1].as_ref().unwrap().0, 5);
+    }
+
+    #[test]
+    fn non_object_names_the_line() {
+        let got = read_all("{\"a\":1}\n[1,2]\n");
+        let err = got[1].as_ref().unwrap_err().to_string();
+        assert_eq!(err, "line 2: expected a JSON object (a record), found an array");
+        let got = read_all("nope\n");
+        assert!(got[0].as_ref().unwrap_err().to_string().starts_with("line 1: not valid JSON"));
+    }
+
+    #[test]
+    fn last_line_without_newline_is_read() {
+        let got = read_all("{\"a\":1}");
+        assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_pass_through_in_order() {
+        let input = r#"{"v":1,"type":"vm","name":"a","zeta":{"x":[1,2,{"y":null}]},"alpha":"é\u0001","n":1.5e300}"#;
+        let (_, mut rec) = read_all(input).pop().unwrap().unwrap();
+        rec.insert("snap".into(), serde_json::json!({"method": "copy"}));
+        let mut w = Writer::new(Vec::new());
+        w.emit(&rec).unwrap();
+        let out = String::from_utf8(w.into_inner()).unwrap();
+        assert!(out.ends_with('\n'));
+        let back: Value = serde_json::from_str(&out).unwrap();
+        let orig: Value = serde_json::from_str(input).unwrap();
+        for (k, v) in orig.as_object().unwrap() {
+            assert_eq!(&back[k], v, "field {k} changed");
+        }
+        let keys: Vec<_> = back.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["v", "type", "name", "zeta", "alpha", "n", "snap"]);
+    }
+
+    #[test]
+    fn error_section() {
+        let mut r = new("vm", "a");
+        assert!(!has_error(&r));
+        r.insert("error".into(), Value::Null);
+        assert!(!has_error(&r));
+        set_error(&mut r, "net", "subnet_overlap", "boom");
+        assert!(has_error(&r));
+        assert_eq!(r["error"]["step"], "net");
+    }
+
+    #[test]
+    fn envelope_checks() {
+        let r = new("vm", "a");
+        assert!(check_envelope(&r, "vm").is_ok());
+        assert!(check_envelope(&r, "image").is_err());
+        let mut r2 = r.clone();
+        r2.insert("v".into(), 2.into());
+        assert!(check_envelope(&r2, "vm").unwrap_err().contains("version"));
+        let mut r3 = r.clone();
+        r3.remove("name");
+        assert!(check_envelope(&r3, "vm").is_err());
+    }
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_315_200), "2026-11-22T02:40:00Z");
+    }
+}
