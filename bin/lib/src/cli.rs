@@ -96,7 +96,12 @@ fn synopsis(tool: &Tool, c: &Command) -> String {
 impl Tool {
     /// The full `--help` text.
     pub fn help(&self) -> String {
-        let mut out = format!("{} {}: {}\n\nUsage:\n", self.name, crate::VERSION, self.about);
+        let mut out = format!(
+            "{} {}: {}\n\nUsage:\n",
+            self.name,
+            crate::VERSION,
+            self.about
+        );
         if let Some(m) = self.main {
             out.push_str(&format!("  {}\n", synopsis(self, m)));
         }
@@ -134,7 +139,12 @@ impl Tool {
         let Some(c) = self.command(name) else {
             return self.help();
         };
-        let mut out = format!("{}: {}\n\nUsage:\n  {}\n", synopsis(self, c), c.about, synopsis(self, c));
+        let mut out = format!(
+            "{}: {}\n\nUsage:\n  {}\n",
+            synopsis(self, c),
+            c.about,
+            synopsis(self, c)
+        );
         if !c.flags.is_empty() {
             out.push_str("\nOptions:\n");
             flag_lines(&mut out, c.flags);

@@ -141,9 +141,7 @@ impl Helper {
         stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
         stream.write_all(&line).map_err(io)?;
         let mut answer = String::new();
-        BufReader::new(&stream)
-            .read_line(&mut answer)
-            .map_err(io)?;
+        BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
         if answer.is_empty() {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -151,5 +149,97 @@ impl Helper {
             )));
         }
         serde_json::from_str(answer.trim_end()).map_err(|_| ClientError::Garbled { answer })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(tag: &str, install: Option<(&str, u32)>) -> Config {
+        let dir = std::env::temp_dir().join(format!("banger-client-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some((owner, uid)) = install {
+            let info = crate::config::InstallInfo {
+                owner: owner.into(),
+                uid,
+                gid: uid,
+                version: "x".into(),
+                installed_at: "t".into(),
+            };
+            std::fs::write(dir.join("install.json"), serde_json::to_vec(&info).unwrap()).unwrap();
+        }
+        Config {
+            config_dir: dir.clone(),
+            state_dir: dir.join("state"),
+            run_dir: dir.join("run"),
+            helper_socket: dir.join("nope.sock"),
+            root_dir: dir.join("root"),
+            jail_dir: dir.join("jail"),
+            subnet: "10.200.0.0/24".into(),
+            bridge: "banger0".into(),
+            firecracker: None,
+            jailer: None,
+            boot_args_extra: String::new(),
+            owner_uid: None,
+            owner_gid: None,
+        }
+    }
+
+    fn err() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::NotFound)
+    }
+
+    #[test]
+    fn not_installed_says_install() {
+        let h = Helper::new(&cfg("none", None), None);
+        let e = h.unreachable(1000, err());
+        assert!(matches!(e, ClientError::NotInstalled { .. }));
+        assert!(
+            e.to_string().contains("run: sudo banger system install"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn installed_but_down_says_restart() {
+        let h = Helper::new(&cfg("down", Some(("alice", 1000))), None);
+        let e = h.unreachable(1000, err());
+        assert!(
+            e.to_string().contains("run: sudo banger system restart"),
+            "{e}"
+        );
+        // Root without a local handler gets the same advice.
+        let e = h.unreachable(0, err());
+        assert!(e.to_string().contains("restart"), "{e}");
+    }
+
+    #[test]
+    fn wrong_user_names_the_owner() {
+        let h = Helper::new(&cfg("other", Some(("alice", 1000))), None);
+        let e = h.unreachable(1001, err());
+        assert!(
+            e.to_string().contains("banger is installed for alice"),
+            "{e}"
+        );
+        assert_eq!(e.code(), "permission_denied");
+    }
+
+    #[test]
+    fn root_falls_back_in_process() {
+        fn local(_: &Config, req: &Request) -> Response {
+            Response::ok(serde_json::json!({"local": req.op}))
+        }
+        let h = Helper::new(&cfg("local", None), Some(local));
+        if rustix::process::geteuid().is_root() {
+            let v = h.call("ping", Value::Null).unwrap();
+            assert_eq!(v["local"], "ping");
+        } else {
+            assert!(matches!(
+                h.call("ping", Value::Null),
+                Err(ClientError::NotInstalled { .. })
+            ));
+        }
     }
 }

@@ -10,6 +10,8 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod fc_api;
+pub mod find_pid;
 pub mod proto;
 pub mod record;
 pub mod step;

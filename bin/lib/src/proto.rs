@@ -124,7 +124,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, OpError> {
     let req: Request = serde_json::from_slice(line)
         .map_err(|e| OpError::new(code::BAD_REQUEST, format!("malformed request: {e}")))?;
     if !req.args.is_null() && !req.args.is_object() {
-        return Err(OpError::new(code::BAD_REQUEST, "\"args\" must be an object"));
+        return Err(OpError::new(
+            code::BAD_REQUEST,
+            "\"args\" must be an object",
+        ));
     }
     Ok(req)
 }
@@ -150,10 +153,26 @@ mod tests {
     fn parse_rejects_bad_shapes() {
         assert!(parse_request(br#"{"op":"ping"}"#).is_ok());
         assert!(parse_request(br#"{"op":"ping","args":{}}"#).is_ok());
-        assert_eq!(parse_request(br#"{"op":"ping","args":[1]}"#).unwrap_err().code, "bad_request");
+        assert_eq!(
+            parse_request(br#"{"op":"ping","args":[1]}"#)
+                .unwrap_err()
+                .code,
+            "bad_request"
+        );
         assert_eq!(parse_request(b"nope").unwrap_err().code, "bad_request");
-        assert_eq!(parse_request(br#"{"args":{}}"#).unwrap_err().code, "bad_request");
-        assert_eq!(parse_request(br#"{"op":1}"#).unwrap_err().code, "bad_request");
-        assert_eq!(parse_request(br#"{"op":"x","cmd":"rm -rf /"}"#).unwrap_err().code, "bad_request");
+        assert_eq!(
+            parse_request(br#"{"args":{}}"#).unwrap_err().code,
+            "bad_request"
+        );
+        assert_eq!(
+            parse_request(br#"{"op":1}"#).unwrap_err().code,
+            "bad_request"
+        );
+        assert_eq!(
+            parse_request(br#"{"op":"x","cmd":"rm -rf /"}"#)
+                .unwrap_err()
+                .code,
+            "bad_request"
+        );
     }
 }

@@ -151,12 +151,20 @@ pub fn new(kind: &str, name: &str) -> Record {
 pub fn check_envelope(rec: &Record, want_type: &str) -> Result<(), String> {
     match rec.get("v") {
         Some(v) if v.as_u64() == Some(RECORD_VERSION) => {}
-        Some(v) => return Err(format!("unsupported record version {v} (this banger reads v=1)")),
+        Some(v) => {
+            return Err(format!(
+                "unsupported record version {v} (this banger reads v=1)"
+            ))
+        }
         None => return Err("record has no \"v\" field".into()),
     }
     match rec.get("type").and_then(Value::as_str) {
         Some(t) if t == want_type => {}
-        Some(t) => return Err(format!("record of type {t:?} where a {want_type:?} record was expected")),
+        Some(t) => {
+            return Err(format!(
+                "record of type {t:?} where a {want_type:?} record was expected"
+            ))
+        }
         None => return Err("record has no \"type\" field".into()),
     }
     if name(rec).is_none() {
@@ -221,9 +229,16 @@ mod tests {
     fn non_object_names_the_line() {
         let got = read_all("{\"a\":1}\n[1,2]\n");
         let err = got[1].as_ref().unwrap_err().to_string();
-        assert_eq!(err, "line 2: expected a JSON object (a record), found an array");
+        assert_eq!(
+            err,
+            "line 2: expected a JSON object (a record), found an array"
+        );
         let got = read_all("nope\n");
-        assert!(got[0].as_ref().unwrap_err().to_string().starts_with("line 1: not valid JSON"));
+        assert!(got[0]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .starts_with("line 1: not valid JSON"));
     }
 
     #[test]

@@ -206,13 +206,17 @@ impl Step<'_> {
             record::set_error(rec, self.step, &e.code, &e.message());
             return (false, true);
         }
-        let result = self.store.lock_vm(&name).map_err(StepError::from).and_then(|_g| {
-            let action = f(rec)?;
-            if action == Action::Save {
-                self.store.save(rec)?;
-            }
-            Ok(action)
-        });
+        let result = self
+            .store
+            .lock_vm(&name)
+            .map_err(StepError::from)
+            .and_then(|_g| {
+                let action = f(rec)?;
+                if action == Action::Save {
+                    self.store.save(rec)?;
+                }
+                Ok(action)
+            });
         match result {
             Ok(action) => (true, action != Action::Consume),
             Err(e) => {
@@ -220,6 +224,20 @@ impl Step<'_> {
                 record::set_error(rec, self.step, &e.code, &e.message());
                 (false, true)
             }
+        }
+    }
+}
+
+/// Loads the configuration and opens the store, or reports why not (exit 1).
+pub fn setup(bin: &str) -> Result<(crate::config::Config, Store), ExitCode> {
+    match crate::config::Config::load() {
+        Ok(cfg) => {
+            let store = Store::from_config(&cfg);
+            Ok((cfg, store))
+        }
+        Err(e) => {
+            cli::report(bin, &e);
+            Err(ExitCode::from(cli::EXIT_FAILURE))
         }
     }
 }
@@ -293,7 +311,8 @@ mod tests {
     #[test]
     fn error_records_are_forwarded_untouched_and_fail_the_run() {
         let s = store();
-        let input = r#"{"v":1,"type":"vm","name":"a","error":{"step":"snap","code":"x","message":"m"}}"#;
+        let input =
+            r#"{"v":1,"type":"vm","name":"a","error":{"step":"snap","code":"x","message":"m"}}"#;
         let mut called = false;
         let (code, out) = run(&s, input, |_| {
             called = true;
@@ -301,14 +320,18 @@ mod tests {
         });
         assert!(!called);
         assert_eq!(code, ExitCode::from(1));
-        assert_eq!(out[0], serde_json::from_str::<serde_json::Value>(input).unwrap());
+        assert_eq!(
+            out[0],
+            serde_json::from_str::<serde_json::Value>(input).unwrap()
+        );
         assert!(!s.exists("a"));
     }
 
     #[test]
     fn a_failure_marks_the_record_and_goes_on() {
         let s = store();
-        let input = "{\"v\":1,\"type\":\"vm\",\"name\":\"a\"}\n{\"v\":1,\"type\":\"vm\",\"name\":\"b\"}\n";
+        let input =
+            "{\"v\":1,\"type\":\"vm\",\"name\":\"a\"}\n{\"v\":1,\"type\":\"vm\",\"name\":\"b\"}\n";
         let (code, out) = run(&s, input, |r| {
             if record::name(r) == Some("a") {
                 Err(StepError::msg("boom", "it broke"))
@@ -318,7 +341,10 @@ mod tests {
         });
         assert_eq!(code, ExitCode::from(1));
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0]["error"], json!({"step":"test","code":"boom","message":"it broke"}));
+        assert_eq!(
+            out[0]["error"],
+            json!({"step":"test","code":"boom","message":"it broke"})
+        );
         assert!(out[1].get("error").is_none());
         assert!(!s.exists("a"), "a failed step saves nothing");
         assert!(s.exists("b"));

@@ -16,7 +16,9 @@ pub enum StoreError {
     NotFound { name: String },
     #[error("a VM named {name:?} already exists (pick another name, or remove it with: banger-vm rm {name})")]
     Exists { name: String },
-    #[error("invalid VM name {name:?}: use 1-32 characters a-z, 0-9 and '-', starting with a letter")]
+    #[error(
+        "invalid VM name {name:?}: use 1-32 characters a-z, 0-9 and '-', starting with a letter"
+    )]
     BadName { name: String },
     #[error("cannot create directory {path}")]
     Mkdir {
@@ -62,8 +64,7 @@ pub fn valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 32
         && b[0].is_ascii_lowercase()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 

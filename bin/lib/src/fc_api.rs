@@ -1,0 +1,1 @@
+//! The Firecracker API client over its Unix socket. Being built.

@@ -1,0 +1,263 @@
+//! The ledger: every privileged resource the helper created, per VM.
+//!
+//! Root-owned (directory 0700, file 0600), written atomically under a lock, so it
+//! survives restarts and crashes and two helpers (or a helper and an in-process fallback)
+//! never lose each other's entries. Teardown and cleanup only ever touch resources that
+//! have an entry here.
+
+use banger::store::{write_atomic, Lock, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot create the ledger directory {path}")]
+    Mkdir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock the ledger")]
+    Lock(#[source] StoreError),
+    #[error("cannot read the ledger {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the ledger {path} is corrupt (fix or move it aside; nothing was changed)")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write the ledger {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One privileged resource.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// The VM it belongs to (or `-` for shared resources such as the bridge).
+    pub vm: String,
+    /// `tap`, `bridge`, `nft-table`, `nft-rule`, `loop`, `dm`, `disk`, `jail`, `mount`, `cgroup`...
+    pub kind: String,
+    /// The resource's own name: interface name, device path, file path, rule handle.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+    #[serde(default)]
+    pub created_at: String,
+}
+
+impl Entry {
+    pub fn new(vm: &str, kind: &str, id: &str, data: Value) -> Entry {
+        Entry {
+            vm: vm.into(),
+            kind: kind.into(),
+            id: id.into(),
+            data,
+            created_at: banger::record::now_rfc3339(),
+        }
+    }
+    fn same(&self, vm: &str, kind: &str, id: &str) -> bool {
+        self.vm == vm && self.kind == kind && self.id == id
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    v: u32,
+    entries: Vec<Entry>,
+}
+
+/// The ledger at a path.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    path: PathBuf,
+}
+
+impl Ledger {
+    pub fn new(path: impl Into<PathBuf>) -> Ledger {
+        Ledger { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn ensure_dir(&self) -> Result<(), LedgerError> {
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| LedgerError::Mkdir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<Lock, LedgerError> {
+        self.ensure_dir()?;
+        Lock::exclusive(&self.path.with_extension("lock")).map_err(LedgerError::Lock)
+    }
+
+    fn read(&self) -> Result<File, LedgerError> {
+        match std::fs::read(&self.path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| LedgerError::Corrupt {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(File {
+                v: 1,
+                entries: Vec::new(),
+            }),
+            Err(source) => Err(LedgerError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn write(&self, f: &File) -> Result<(), LedgerError> {
+        let mut bytes = serde_json::to_vec_pretty(f).map_err(|e| LedgerError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        write_atomic(&self.path, &bytes, 0o600).map_err(|source| LedgerError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Read-modify-write under the ledger lock. `f` returns a value passed back to the caller.
+    pub fn update<T>(&self, f: impl FnOnce(&mut Vec<Entry>) -> T) -> Result<T, LedgerError> {
+        let _g = self.lock()?;
+        let mut file = self.read()?;
+        let before = file.entries.clone();
+        let out = f(&mut file.entries);
+        if file.entries != before {
+            file.v = 1;
+            self.write(&file)?;
+        }
+        Ok(out)
+    }
+
+    /// Every entry.
+    pub fn list(&self) -> Result<Vec<Entry>, LedgerError> {
+        let _g = self.lock()?;
+        Ok(self.read()?.entries)
+    }
+
+    /// Entries of one VM.
+    pub fn for_vm(&self, vm: &str) -> Result<Vec<Entry>, LedgerError> {
+        Ok(self.list()?.into_iter().filter(|e| e.vm == vm).collect())
+    }
+
+    /// Adds an entry; an entry with the same vm/kind/id is replaced (idempotent steps).
+    pub fn add(&self, e: Entry) -> Result<(), LedgerError> {
+        self.update(|v| {
+            v.retain(|x| !x.same(&e.vm, &e.kind, &e.id));
+            v.push(e);
+        })
+    }
+
+    /// Removes an entry; returns whether it was there.
+    pub fn remove(&self, vm: &str, kind: &str, id: &str) -> Result<bool, LedgerError> {
+        self.update(|v| {
+            let n = v.len();
+            v.retain(|x| !x.same(vm, kind, id));
+            v.len() != n
+        })
+    }
+
+    /// The entry for vm/kind/id, if the ledger has it.
+    pub fn get(&self, vm: &str, kind: &str, id: &str) -> Result<Option<Entry>, LedgerError> {
+        Ok(self.list()?.into_iter().find(|x| x.same(vm, kind, id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> Ledger {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "banger-ledger-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        Ledger::new(d.join("root").join("ledger.json"))
+    }
+
+    #[test]
+    fn add_list_remove_and_modes() {
+        let l = tmp();
+        assert!(l.list().unwrap().is_empty());
+        l.add(Entry::new("a", "tap", "bgr-a", Value::Null)).unwrap();
+        l.add(Entry::new("a", "tap", "bgr-a", Value::Null)).unwrap();
+        l.add(Entry::new("b", "tap", "bgr-b", Value::Null)).unwrap();
+        assert_eq!(l.list().unwrap().len(), 2);
+        assert_eq!(l.for_vm("a").unwrap().len(), 1);
+        assert!(l.remove("a", "tap", "bgr-a").unwrap());
+        assert!(!l.remove("a", "tap", "bgr-a").unwrap());
+        let mode = std::fs::metadata(l.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(l.path().parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        // A new handle (a restarted helper) sees the same entries.
+        let again = Ledger::new(l.path());
+        assert_eq!(again.list().unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn concurrent_adds_lose_nothing() {
+        let l = tmp();
+        let ts: Vec<_> = (0..8)
+            .map(|t| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        l.add(Entry::new("v", "tap", &format!("t{t}-{i}"), Value::Null))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(l.list().unwrap().len(), 160);
+        let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn corrupt_ledger_is_an_error_not_a_reset() {
+        let l = tmp();
+        l.add(Entry::new("a", "tap", "x", Value::Null)).unwrap();
+        std::fs::write(l.path(), b"{garbage").unwrap();
+        assert!(matches!(l.list(), Err(LedgerError::Corrupt { .. })));
+        assert!(l.add(Entry::new("b", "tap", "y", Value::Null)).is_err());
+        assert_eq!(std::fs::read(l.path()).unwrap(), b"{garbage");
+        let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
+    }
+}

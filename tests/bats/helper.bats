@@ -1,0 +1,132 @@
+#!/usr/bin/env bats
+# banger-helper as a user (and an attacker) sees it: a real helper on a temp socket.
+
+load test_helper
+
+setup() {
+    banger_env
+    require_root
+    start_helper --owner "$OWNER_UID"
+}
+
+teardown() {
+    banger_teardown
+}
+
+@test "helper: ping answers root with version, pid and owner" {
+    run helper_call '{"op":"ping"}'
+    assert_success
+    assert_output --partial '"ok":true'
+    assert_output --partial "\"pid\":$HELPER_PID"
+    assert_output --partial "\"owner\":$OWNER_UID"
+}
+
+@test "helper: ping answers the owner uid" {
+    run as_uid "$OWNER_UID" socat -t 5 - "UNIX-CONNECT:$BANGER_HELPER_SOCKET" <<<'{"op":"ping"}'
+    assert_success
+    assert_output --partial '"ok":true'
+    assert_output --partial "\"caller\":$OWNER_UID"
+}
+
+@test "helper: another uid is refused with permission_denied and the attempt is logged" {
+    run as_uid "$OTHER_UID" socat -t 5 - "UNIX-CONNECT:$BANGER_HELPER_SOCKET" <<<'{"op":"ping"}'
+    assert_success
+    assert_output --partial '"code":"permission_denied"'
+    run grep "refused uid $OTHER_UID" "$BATS_TEST_TMPDIR/helper.log"
+    assert_success
+}
+
+@test "helper: malformed JSON, unknown op, bad args, invalid names get clear errors" {
+    run helper_call 'nope'
+    assert_output --partial '"code":"bad_request"'
+    run helper_call '{"op":"rm-rf"}'
+    assert_output --partial '"code":"unknown_op"'
+    run helper_call '{"op":"ping","args":{"cmd":"id"}}'
+    assert_output --partial '"code":"invalid_args"'
+    run helper_call '{"op":"ledger.list","args":{"vm":"../../etc"}}'
+    assert_output --partial '"code":"invalid_name"'
+    run helper_call '{"op":"ledger.list","args":{"vm":"Bad_Name"}}'
+    assert_output --partial '"code":"invalid_name"'
+    run helper_call '{"op":"ledger.list","args":{"vm":"a"}}'
+    assert_output '{"ok":true,"result":{"entries":[]}}'
+}
+
+@test "helper: an oversized request is refused with too_large" {
+    run bash -c "head -c 70000 /dev/zero | tr '\\0' 'a' | socat -t 5 - UNIX-CONNECT:$BANGER_HELPER_SOCKET"
+    assert_output --partial '"code":"too_large"'
+}
+
+@test "helper: a slow client is cut off with timeout" {
+    stop_helper
+    start_helper --owner "$OWNER_UID" --read-timeout 1
+    run bash -c "(printf '{\"op\":'; sleep 3) | socat -t 5 - UNIX-CONNECT:$BANGER_HELPER_SOCKET"
+    assert_output --partial '"code":"timeout"'
+}
+
+@test "helper: survives a flood of malformed and oversized requests without leaking fds" {
+    helper_call '{"op":"ping"}' >/dev/null
+    local before after i
+    before=$(ls /proc/"$HELPER_PID"/fd | wc -l)
+    local pids=()
+    for i in $(seq 1 150); do
+        printf 'garbage %s\n' "$i" | socat -t 2 - "UNIX-CONNECT:$BANGER_HELPER_SOCKET" >/dev/null &
+        pids+=($!)
+        head -c 70000 /dev/zero | socat -t 2 - "UNIX-CONNECT:$BANGER_HELPER_SOCKET" >/dev/null 2>&1 &
+        pids+=($!)
+        printf '{"op":' | socat -t 2 - "UNIX-CONNECT:$BANGER_HELPER_SOCKET" >/dev/null &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+    kill -0 "$HELPER_PID"
+    run helper_call '{"op":"ping"}'
+    assert_output --partial '"ok":true'
+    # Give finished connection threads a moment to close their sockets.
+    for i in $(seq 1 50); do
+        after=$(ls /proc/"$HELPER_PID"/fd | wc -l)
+        [ "$after" -le "$before" ] && break
+        sleep 0.1
+    done
+    [ "$after" -le "$before" ] || { echo "fds before=$before after=$after" >&2; false; }
+}
+
+@test "helper: a second helper on the same socket refuses to start" {
+    run banger-helper --socket "$BANGER_HELPER_SOCKET"
+    assert_failure
+    assert_output --partial "already answers"
+}
+
+@test "helper: a stale socket file is replaced" {
+    stop_helper
+    [ -S "$BANGER_HELPER_SOCKET" ]
+    start_helper --owner "$OWNER_UID"
+    run helper_call '{"op":"ping"}'
+    assert_output --partial '"ok":true'
+}
+
+@test "helper: systemd socket activation (LISTEN_FDS) is accepted" {
+    stop_helper
+    rm -f "$BANGER_HELPER_SOCKET"
+    command -v systemd-socket-activate >/dev/null || skip "systemd-socket-activate not installed"
+    systemd-socket-activate -l "$BANGER_HELPER_SOCKET" banger-helper 2>>"$BATS_TEST_TMPDIR/helper.log" &
+    HELPER_PID=$!
+    for _ in $(seq 1 100); do [ -S "$BANGER_HELPER_SOCKET" ] && break; sleep 0.02; done
+    run helper_call '{"op":"ping"}'
+    assert_output --partial '"ok":true'
+}
+
+@test "helper: the ledger is root-only and survives a restart" {
+    run helper_call '{"op":"ledger.list"}'
+    assert_success
+    [ -d "$BANGER_ROOT_DIR" ]
+    [ "$(stat -c %a "$BANGER_ROOT_DIR")" = 700 ]
+}
+
+@test "banger-helper: --help, --version and usage errors" {
+    run banger-helper --help
+    assert_success
+    assert_output --partial "--socket"
+    run banger-helper --version
+    assert_output --partial "banger-helper "
+    run banger-helper --frobnicate
+    assert_failure 2
+}
