@@ -1,0 +1,23 @@
+# fish completion for banger-vm
+function __banger_vm_names
+    command ls -1 (set -q BANGER_STATE_DIR; and echo $BANGER_STATE_DIR; or echo /var/lib/banger)/vms 2>/dev/null
+end
+function __banger_vm_images
+    command ls -1 (set -q BANGER_STATE_DIR; and echo $BANGER_STATE_DIR; or echo /var/lib/banger)/images 2>/dev/null
+end
+set -l cmds new list status rm
+complete -c banger-vm -f
+complete -c banger-vm -s h -l help -d 'print help'
+complete -c banger-vm -s V -l version -d 'print version'
+complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a new -d 'create a VM record'
+complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a list -d 'print every VM record'
+complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a status -d 'print current records'
+complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a rm -d 'remove VM records'
+complete -c banger-vm -n '__fish_seen_subcommand_from new' -s i -l image -x -a '(__banger_vm_images)' -d 'image to boot'
+complete -c banger-vm -n '__fish_seen_subcommand_from new' -l vcpus -x -d 'virtual CPUs'
+complete -c banger-vm -n '__fish_seen_subcommand_from new' -l mem -x -d 'memory in MiB'
+complete -c banger-vm -n '__fish_seen_subcommand_from new' -l disk-size -x -d 'grow the root disk'
+complete -c banger-vm -n '__fish_seen_subcommand_from new' -l ssh-key -r -F -d 'public key for root'
+complete -c banger-vm -n '__fish_seen_subcommand_from list' -s t -l table -d 'table for people'
+complete -c banger-vm -n '__fish_seen_subcommand_from rm' -s f -l force -d 'run the inverse steps first'
+complete -c banger-vm -n '__fish_seen_subcommand_from status rm' -a '(__banger_vm_names)'
