@@ -1,0 +1,105 @@
+//! `banger-net forward NAME HOSTPORT[:GUESTPORT][/tcp|/udp]... [--remove]`.
+
+use crate::updown::{call, helper};
+use crate::BIN;
+use banger::config::Config;
+use banger::record;
+use banger::step::{Action, Input, Step, StepError};
+use banger::store::Store;
+use serde_json::{json, Value};
+use std::process::ExitCode;
+
+/// One forward as written on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub proto: &'static str,
+}
+
+fn port(s: &str, whole: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{whole:?}: {s:?} is not a port (1-65535)"))
+}
+
+impl Spec {
+    /// `8080:80`, `8080:80/udp`, `2222` (same port on both sides), `53/udp`.
+    pub fn parse(s: &str) -> Result<Spec, String> {
+        let (ports, proto) = match s.rsplit_once('/') {
+            Some((p, "tcp")) => (p, "tcp"),
+            Some((p, "udp")) => (p, "udp"),
+            Some((_, other)) => return Err(format!("{s:?}: protocol {other:?} is not tcp or udp")),
+            None => (s, "tcp"),
+        };
+        let (h, g) = ports.split_once(':').unwrap_or((ports, ports));
+        Ok(Spec {
+            host_port: port(h, s)?,
+            guest_port: port(g, s)?,
+            proto,
+        })
+    }
+}
+
+pub fn run(cfg: &Config, store: &Store, name: &str, specs: &[Spec], remove: bool) -> ExitCode {
+    let helper = helper(cfg);
+    let step = Step {
+        bin: BIN,
+        step: "net",
+        store,
+    };
+    step.run(Input::Names(vec![name.to_string()]), |rec| {
+        if record::section(rec, "net").is_none() {
+            return Err(StepError::msg(
+                "not_found",
+                format!("{name} has no network: run banger-net up {name} first"),
+            ));
+        }
+        let mut forwards = Value::Null;
+        for s in specs {
+            let answer = call(
+                &helper,
+                "net.forward",
+                json!({"vm": name, "host_port": s.host_port, "guest_port": s.guest_port,
+                       "proto": s.proto, "remove": remove}),
+            )?;
+            forwards = answer["forwards"].clone();
+        }
+        if let Some(Value::Object(net)) = rec.get_mut("net") {
+            net.insert("forwards".into(), forwards);
+        }
+        Ok(Action::Save)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        let s = |h, g, p| Spec {
+            host_port: h,
+            guest_port: g,
+            proto: p,
+        };
+        assert_eq!(Spec::parse("8080:80").unwrap(), s(8080, 80, "tcp"));
+        assert_eq!(Spec::parse("8080:80/tcp").unwrap(), s(8080, 80, "tcp"));
+        assert_eq!(Spec::parse("5353:53/udp").unwrap(), s(5353, 53, "udp"));
+        assert_eq!(Spec::parse("2222").unwrap(), s(2222, 2222, "tcp"));
+        for bad in [
+            "",
+            "0:80",
+            "80:0",
+            "70000:80",
+            "a:b",
+            "80:80/sctp",
+            "80:",
+            ":80",
+            "-1",
+        ] {
+            assert!(Spec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! `up` and `down`: a VM's address, tap and the shared bridge, NAT table and forwarding.
+
+use super::nft::{self, Forward};
+use super::subnet::{bridge_mac, mac_for, tap_for};
+use super::sys::{self, run, Link};
+use super::{
+    Net, NetError, KIND_ADDR, KIND_BRIDGE, KIND_RULE, KIND_SYSCTL, KIND_TABLE, KIND_TAP, SHARED,
+    SYSCTL_FORWARD,
+};
+use crate::ledger::Entry;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+/// What `up` made or found, for the record's `net` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpInfo {
+    pub bridge: String,
+    pub tap: String,
+    pub mac: String,
+    pub ip: String,
+    pub prefix: u8,
+    pub gateway: String,
+    pub uplink: Option<String>,
+    pub forwards: Vec<Value>,
+    /// True when the address was allocated by this call (false: an existing one).
+    pub allocated: bool,
+}
+
+/// What `down` removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownInfo {
+    pub removed: Vec<String>,
+    pub bridge_removed: bool,
+}
+
+/// What this call created, so a failure half way can remove exactly that.
+#[derive(Default)]
+struct Made {
+    addr: Option<Ipv4Addr>,
+    tap: Option<String>,
+    bridge: bool,
+    table: bool,
+    sysctl: bool,
+}
+
+/// Ensures the VM's network: address, bridge, NAT, forwarding, tap. Idempotent: a VM that
+/// already has an address keeps it, and missing pieces are repaired.
+pub fn up(net: &Net, vm: &str, want: Option<Ipv4Addr>) -> Result<UpInfo, NetError> {
+    let _g = net.lock()?;
+    let entries = net.ledger.list()?;
+    let mut made = Made::default();
+    let (ip, fresh) = claim(net, &entries, vm, want)?;
+    if fresh {
+        made.addr = Some(ip);
+    }
+    match build(net, vm, ip, &mut made) {
+        Ok(mut info) => {
+            info.allocated = fresh;
+            Ok(info)
+        }
+        Err(e) => {
+            undo(net, vm, &made);
+            Err(e)
+        }
+    }
+}
+
+/// The VM's address: its ledger entry, else `want` if it is free, else the lowest free.
+fn claim(
+    net: &Net,
+    entries: &[Entry],
+    vm: &str,
+    want: Option<Ipv4Addr>,
+) -> Result<(Ipv4Addr, bool), NetError> {
+    if let Some(ip) = entries
+        .iter()
+        .filter(|e| e.vm == vm && e.kind == KIND_ADDR)
+        .find_map(|e| e.id.parse::<Ipv4Addr>().ok())
+    {
+        return Ok((ip, false));
+    }
+    let mut taken: BTreeSet<Ipv4Addr> = entries
+        .iter()
+        .filter(|e| e.kind == KIND_ADDR)
+        .filter_map(|e| e.id.parse().ok())
+        .collect();
+    taken.extend(held_by_records(net, vm));
+    let ip = match want {
+        Some(w) if net.subnet.is_guest(w) && !taken.contains(&w) => w,
+        _ => net
+            .subnet
+            .first_free(&taken)
+            .ok_or_else(|| NetError::Exhausted {
+                subnet: net.subnet.to_string(),
+                capacity: net.subnet.capacity(),
+            })?,
+    };
+    net.ledger.add(Entry::new(
+        vm,
+        KIND_ADDR,
+        &ip.to_string(),
+        json!({"mac": mac_for(ip), "tap": tap_for(ip)}),
+    ))?;
+    Ok((ip, true))
+}
+
+/// Addresses written in other VMs' records (`net.ip`): never handed out while a record
+/// holds them, even if the ledger lost them.
+fn held_by_records(net: &Net, except: &str) -> Vec<Ipv4Addr> {
+    let Ok(dir) = std::fs::read_dir(&net.vms_dir) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter(|d| {
+            d.file_name()
+                .to_str()
+                .is_some_and(|n| n != except && banger::store::valid_name(n))
+        })
+        .filter_map(|d| {
+            let p = d.path().join("vm.json");
+            let m = std::fs::symlink_metadata(&p).ok()?;
+            if !m.is_file() || m.len() > 1 << 20 {
+                return None;
+            }
+            let v: Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            v.get("net")?.get("ip")?.as_str()?.parse().ok()
+        })
+        .collect()
+}
+
+fn find<'l>(links: &'l [Link], name: &str) -> Option<&'l Link> {
+    links.iter().find(|l| l.ifname == name)
+}
+
+fn build(net: &Net, vm: &str, ip: Ipv4Addr, made: &mut Made) -> Result<UpInfo, NetError> {
+    let links = sys::links()?;
+    made.bridge = ensure_bridge(net, &links)?;
+    let uplink = sys::uplink()?;
+    made.table = ensure_nat(net, uplink.as_deref())?;
+    made.sysctl = ensure_forwarding(net)?;
+    let tap = tap_for(ip);
+    if find(&links, &tap).is_none() {
+        net.ledger.add(Entry::new(
+            vm,
+            KIND_TAP,
+            &tap,
+            json!({"bridge": net.bridge, "uid": net.owner_uid, "gid": net.owner_gid}),
+        ))?;
+        made.tap = Some(tap.clone());
+        let mut args = vec!["tuntap", "add", "dev", &tap, "mode", "tap"];
+        let (uid, gid) = (
+            net.owner_uid.map(|u| u.to_string()),
+            net.owner_gid.map(|g| g.to_string()),
+        );
+        if let Some(u) = &uid {
+            args.extend(["user", u.as_str()]);
+        }
+        if let Some(g) = &gid {
+            args.extend(["group", g.as_str()]);
+        }
+        run("ip", &args, None)?;
+    } else if net.ledger.get(vm, KIND_TAP, &tap)?.is_none() {
+        return Err(NetError::Collision { name: tap });
+    }
+    run(
+        "ip",
+        &["link", "set", "dev", &tap, "master", &net.bridge, "up"],
+        None,
+    )?;
+    let forwards = ensure_forwards(net, vm)?;
+    Ok(UpInfo {
+        bridge: net.bridge.clone(),
+        tap,
+        mac: mac_for(ip),
+        ip: ip.to_string(),
+        prefix: net.subnet.prefix,
+        gateway: net.subnet.gateway().to_string(),
+        uplink,
+        forwards,
+        allocated: false,
+    })
+}
+
+/// The bridge, with the gateway address, up. Returns whether it was created now.
+fn ensure_bridge(net: &Net, links: &[Link]) -> Result<bool, NetError> {
+    let b = &net.bridge;
+    let entry = net.ledger.get(SHARED, KIND_BRIDGE, b)?;
+    let exists = find(links, b);
+    let subnet = net.subnet.to_string();
+    if let Some(e) = &entry {
+        let old = e.data["subnet"].as_str().unwrap_or_default();
+        if old != subnet {
+            return Err(NetError::SubnetChanged {
+                bridge: b.clone(),
+                old: old.into(),
+                new: subnet,
+            });
+        }
+    }
+    let gw = net.subnet.gateway();
+    let prefix = net.subnet.prefix;
+    let created = match (exists, &entry) {
+        (Some(_), None) => return Err(NetError::ForeignBridge { name: b.clone() }),
+        (Some(_), Some(_)) => false,
+        (None, _) => {
+            if let Some(what) = sys::overlap(&net.subnet, b)? {
+                return Err(NetError::Overlap {
+                    subnet: subnet.clone(),
+                    what,
+                });
+            }
+            let mac = bridge_mac(gw);
+            net.ledger.add(Entry::new(
+                SHARED,
+                KIND_BRIDGE,
+                b,
+                json!({"subnet": subnet, "gateway": gw.to_string(), "mac": mac}),
+            ))?;
+            if let Err(e) = run(
+                "ip",
+                &["link", "add", "name", b, "address", &mac, "type", "bridge"],
+                None,
+            ) {
+                let _ = net.ledger.remove(SHARED, KIND_BRIDGE, b);
+                return Err(e);
+            }
+            true
+        }
+    };
+    if created || !sys::has_addr(b, gw, prefix)? {
+        run(
+            "ip",
+            &["addr", "replace", &format!("{gw}/{prefix}"), "dev", b],
+            None,
+        )?;
+    }
+    if created || !exists.is_some_and(Link::is_up) {
+        run("ip", &["link", "set", "dev", b, "up"], None)?;
+    }
+    Ok(created)
+}
+
+/// banger's nftables table with the masquerade rule for the current uplink.
+fn ensure_nat(net: &Net, uplink: Option<&str>) -> Result<bool, NetError> {
+    let entry = net.ledger.get(SHARED, KIND_TABLE, nft::TABLE_ID)?;
+    let exists = nft::table_exists()?;
+    if exists && entry.is_none() {
+        return Err(NetError::ForeignTable);
+    }
+    if entry.is_none() {
+        net.ledger.add(Entry::new(
+            SHARED,
+            KIND_TABLE,
+            nft::TABLE_ID,
+            json!({"subnet": net.subnet.to_string()}),
+        ))?;
+    }
+    let res = nft::apply(&nft::ensure_script(&net.subnet, &net.bridge, uplink));
+    if res.is_err() && !exists {
+        let _ = nft::delete_table();
+        let _ = net.ledger.remove(SHARED, KIND_TABLE, nft::TABLE_ID);
+    }
+    res.map(|_| !exists)
+}
+
+/// IPv4 forwarding on; the previous value is kept in the ledger to restore later.
+fn ensure_forwarding(net: &Net) -> Result<bool, NetError> {
+    let cur = sys::ip_forward()?;
+    if cur == "1" {
+        return Ok(false);
+    }
+    if net
+        .ledger
+        .get(SHARED, KIND_SYSCTL, SYSCTL_FORWARD)?
+        .is_none()
+    {
+        net.ledger.add(Entry::new(
+            SHARED,
+            KIND_SYSCTL,
+            SYSCTL_FORWARD,
+            json!({"previous": cur}),
+        ))?;
+    }
+    sys::set_ip_forward("1")?;
+    Ok(true)
+}
+
+/// The VM's forwards from the ledger, with any rule that went missing put back.
+pub(super) fn ensure_forwards(net: &Net, vm: &str) -> Result<Vec<Value>, NetError> {
+    let mine: Vec<Entry> = net
+        .ledger
+        .for_vm(vm)?
+        .into_iter()
+        .filter(|e| e.kind == KIND_RULE)
+        .collect();
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    let present: BTreeSet<String> = nft::rules()?.into_iter().map(|r| r.2).collect();
+    let mut out = Vec::new();
+    for e in mine {
+        let Some(f) = forward_of(&e) else { continue };
+        if !present.contains(&f.comment()) {
+            nft::apply(&f.add_script())?;
+        }
+        out.push(forward_json(&f));
+    }
+    Ok(out)
+}
+
+/// The forward a ledger entry describes.
+pub(super) fn forward_of(e: &Entry) -> Option<Forward> {
+    let (proto, port) = e.id.split_once('/')?;
+    Some(Forward {
+        vm: e.vm.clone(),
+        proto: proto.into(),
+        host_port: port.parse().ok()?,
+        guest_ip: e.data["guest_ip"].as_str()?.parse().ok()?,
+        guest_port: u16::try_from(e.data["guest_port"].as_u64()?).ok()?,
+    })
+}
+
+/// A forward as the record's `net.forwards` holds it.
+pub(super) fn forward_json(f: &Forward) -> Value {
+    json!({"host_port": f.host_port, "guest_port": f.guest_port, "proto": f.proto})
+}
+
+fn undo(net: &Net, vm: &str, made: &Made) {
+    if let Some(tap) = &made.tap {
+        let _ = run("ip", &["link", "del", "dev", tap], None);
+        let _ = net.ledger.remove(vm, KIND_TAP, tap);
+    }
+    if let Some(ip) = made.addr {
+        let _ = net.ledger.remove(vm, KIND_ADDR, &ip.to_string());
+    }
+    if made.bridge || made.table || made.sysctl {
+        let _ = remove_shared(net, made.bridge, made.table, made.sysctl);
+    }
+}
+
+/// Removes the VM's forwards, tap and address; then the shared pieces when no VM holds an
+/// address any more, unless `keep_bridge`.
+pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError> {
+    let _g = net.lock()?;
+    let mut removed = Vec::new();
+    let entries = net.ledger.for_vm(vm)?;
+    for e in entries.iter().filter(|e| e.kind == KIND_RULE) {
+        if let Some(f) = forward_of(e) {
+            nft::delete_commented(&f.comment())?;
+        }
+        net.ledger.remove(vm, KIND_RULE, &e.id)?;
+        removed.push(format!("nft-rule {}", e.id));
+    }
+    if entries.iter().any(|e| e.kind == KIND_TAP) {
+        let links = sys::links()?;
+        for e in entries.iter().filter(|e| e.kind == KIND_TAP) {
+            if find(&links, &e.id).is_some() {
+                run("ip", &["link", "del", "dev", &e.id], None)?;
+            }
+            net.ledger.remove(vm, KIND_TAP, &e.id)?;
+            removed.push(format!("tap {}", e.id));
+        }
+    }
+    for e in entries.iter().filter(|e| e.kind == KIND_ADDR) {
+        net.ledger.remove(vm, KIND_ADDR, &e.id)?;
+        removed.push(format!("addr {}", e.id));
+    }
+    let mut bridge_removed = false;
+    if !keep_bridge {
+        bridge_removed = remove_shared(net, true, true, true)?;
+    }
+    Ok(DownInfo {
+        removed,
+        bridge_removed,
+    })
+}
+
+/// Removes the shared pieces (those selected, and only those in the ledger) when no VM
+/// holds an address or a tap. Returns whether the bridge went.
+fn remove_shared(net: &Net, bridge: bool, table: bool, sysctl: bool) -> Result<bool, NetError> {
+    let all = net.ledger.list()?;
+    if all
+        .iter()
+        .any(|e| e.kind == KIND_ADDR || e.kind == KIND_TAP)
+    {
+        return Ok(false);
+    }
+    if table
+        && all
+            .iter()
+            .any(|e| e.kind == KIND_TABLE && e.id == nft::TABLE_ID)
+    {
+        nft::delete_table()?;
+        net.ledger.remove(SHARED, KIND_TABLE, nft::TABLE_ID)?;
+    }
+    let mut gone = false;
+    if bridge {
+        for e in all.iter().filter(|e| e.kind == KIND_BRIDGE) {
+            if sys::links()?.iter().any(|l| l.ifname == e.id) {
+                run("ip", &["link", "del", "dev", &e.id], None)?;
+            }
+            net.ledger.remove(SHARED, KIND_BRIDGE, &e.id)?;
+            gone = true;
+        }
+    }
+    if sysctl {
+        if let Some(e) = all
+            .iter()
+            .find(|e| e.kind == KIND_SYSCTL && e.id == SYSCTL_FORWARD)
+        {
+            if let Some(prev) = e.data["previous"].as_str() {
+                if prev == "0" || prev == "1" {
+                    sys::set_ip_forward(prev)?;
+                }
+            }
+            net.ledger.remove(SHARED, KIND_SYSCTL, SYSCTL_FORWARD)?;
+        }
+    }
+    Ok(gone)
+}
