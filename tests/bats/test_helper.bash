@@ -15,7 +15,7 @@ STANDIN_FIRECRACKER="$BIN/firecracker"
 STANDIN_JAILER="$BIN/jailer"
 
 banger_env() {
-    export PATH="$BIN:$PATH"
+    export PATH="$BIN:$REPO/bin/scripts:$PATH"
     export BANGER_STATE_DIR="$BATS_TEST_TMPDIR/state"
     export BANGER_RUN_DIR="$BATS_TEST_TMPDIR/run"
     export BANGER_CONFIG_DIR="$BATS_TEST_TMPDIR/etc"

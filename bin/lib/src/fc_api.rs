@@ -44,7 +44,7 @@ pub enum FcError {
         path: String,
         sock: PathBuf,
         #[source]
-        source: ureq::Error,
+        source: Box<ureq::Error>,
     },
     #[error("{method} {path}: Firecracker's answer is not the JSON expected: {body:?}")]
     Body {
@@ -294,7 +294,7 @@ impl Client {
                 method,
                 path: path.into(),
                 sock: self.sock.clone(),
-                source,
+                source: Box::new(source),
             },
         }
     }

@@ -108,6 +108,7 @@ pub fn status(store: &Store, input: Input) -> ExitCode {
             let name = record::name(rec).unwrap_or_default().to_string();
             *rec = store.load(&name)?;
         }
+        crate::control::live(rec);
         Ok(Action::Emit)
     })
 }

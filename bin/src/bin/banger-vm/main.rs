@@ -1,5 +1,8 @@
 //! banger-vm: a VM's record and life.
 
+mod access;
+mod boot;
+mod control;
 mod list;
 mod new;
 mod rm;
@@ -51,6 +54,64 @@ const LIST_FLAGS: &[Flag] = &[Flag {
     help: "a table for people instead of JSON lines",
 }];
 
+const START_FLAGS: &[Flag] = &[
+    Flag {
+        long: "wait-console",
+        short: None,
+        value: Some("TEXT"),
+        help: "ready when a console line contains TEXT (instead of the SSH port)",
+    },
+    Flag {
+        long: "no-wait",
+        short: None,
+        value: None,
+        help: "return right after InstanceStart",
+    },
+    Flag {
+        long: "timeout",
+        short: None,
+        value: Some("SECS"),
+        help: "give up waiting after SECS (default 300)",
+    },
+];
+
+const WAIT_FLAGS: &[Flag] = &[
+    Flag {
+        long: "wait-console",
+        short: None,
+        value: Some("TEXT"),
+        help: "ready when a console line contains TEXT (instead of the SSH port)",
+    },
+    Flag {
+        long: "timeout",
+        short: None,
+        value: Some("SECS"),
+        help: "give up waiting after SECS (default 300)",
+    },
+];
+
+const STOP_FLAGS: &[Flag] = &[Flag {
+    long: "timeout",
+    short: None,
+    value: Some("SECS"),
+    help: "wait SECS for the guest to shut down before killing it (default 30)",
+}];
+
+const CONSOLE_FLAGS: &[Flag] = &[
+    Flag {
+        long: "follow",
+        short: Some('f'),
+        value: None,
+        help: "keep printing what the guest writes until it stops",
+    },
+    Flag {
+        long: "lines",
+        short: Some('n'),
+        value: Some("N"),
+        help: "start with the last N lines only",
+    },
+];
+
 const RM_FLAGS: &[Flag] = &[Flag {
     long: "force",
     short: Some('f'),
@@ -77,7 +138,61 @@ pub const TOOL: Tool = Tool {
         Command {
             name: "status",
             args: "[NAME...]",
-            about: "print the VMs' current records (NAMEs, or records on stdin)",
+            about: "print the VMs' records with their live state (vm.live)",
+            flags: &[],
+        },
+        Command {
+            name: "start",
+            args: "[NAME...]",
+            about: "configure Firecracker from the record, boot, wait until reachable",
+            flags: START_FLAGS,
+        },
+        Command {
+            name: "stop",
+            args: "[NAME...]",
+            about: "Ctrl-Alt-Del, wait, then kill",
+            flags: STOP_FLAGS,
+        },
+        Command {
+            name: "kill",
+            args: "[NAME...]",
+            about: "kill the VM's Firecracker now",
+            flags: &[],
+        },
+        Command {
+            name: "pause",
+            args: "[NAME...]",
+            about: "pause the VM's vCPUs",
+            flags: &[],
+        },
+        Command {
+            name: "resume",
+            args: "[NAME...]",
+            about: "resume a paused VM",
+            flags: &[],
+        },
+        Command {
+            name: "wait",
+            args: "[NAME...]",
+            about: "wait until the guest is reachable",
+            flags: WAIT_FLAGS,
+        },
+        Command {
+            name: "console",
+            args: "NAME",
+            about: "print (or follow) the VM's serial console",
+            flags: CONSOLE_FLAGS,
+        },
+        Command {
+            name: "ssh",
+            args: "NAME [-- SSH-ARGS...]",
+            about: "ssh into the guest as root, its host key pinned from the record",
+            flags: &[],
+        },
+        Command {
+            name: "exec",
+            args: "NAME -- CMD...",
+            about: "run one command in the guest over ssh; its exit code is passed through",
             flags: &[],
         },
         Command {
@@ -106,7 +221,15 @@ enum Args {
     List { table: bool },
     Status { names: Vec<String> },
     Rm { names: Vec<String>, force: bool },
+    Start { names: Vec<String>, wait: boot::WaitOpts },
+    Wait { names: Vec<String>, wait: boot::WaitOpts },
+    Stop { names: Vec<String>, timeout: u64 },
+    Each { sub: String, names: Vec<String> },
+    Console { name: String, follow: bool, lines: Option<usize> },
+    Ssh { name: String, args: Vec<String>, exec: bool },
 }
+
+const COMMANDS: &str = "new, list, status, start, stop, kill, pause, resume, wait, console, ssh, exec, rm";
 
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
@@ -116,10 +239,10 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         Some(Short('h') | Long("help")) => TOOL.exit_help(None),
         Some(Short('V') | Long("version")) => TOOL.exit_version(),
         Some(arg) => return Err(arg.unexpected()),
-        None => return Err("missing command (new, list, status, rm)".into()),
+        None => return Err(format!("missing command ({COMMANDS})").into()),
     };
     if TOOL.command(&sub).is_none() {
-        return Err(format!("unknown command {sub:?} (new, list, status, rm)").into());
+        return Err(format!("unknown command {sub:?} ({COMMANDS})").into());
     }
     let mut names: Vec<String> = Vec::new();
     let mut image = None;
@@ -129,6 +252,11 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut ssh_key = None;
     let mut table = false;
     let mut force = false;
+    let mut wait: Option<boot::Wait> = None;
+    let mut timeout: Option<u64> = None;
+    let mut follow = false;
+    let mut lines = None;
+    let mut rest: Vec<String> = Vec::new();
     while let Some(arg) = p.next()? {
         match (sub.as_str(), arg) {
             (_, Short('h') | Long("help")) => TOOL.exit_help(Some(&sub)),
@@ -144,7 +272,26 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             ("new", Long("ssh-key")) => ssh_key = Some(PathBuf::from(p.value()?)),
             ("list", Short('t') | Long("table")) => table = true,
             ("rm", Short('f') | Long("force")) => force = true,
-            ("new" | "status" | "rm", Value(v)) => names.push(v.string()?),
+            ("start" | "wait", Long("wait-console")) => {
+                wait = Some(boot::Wait::Console(p.value()?.string()?))
+            }
+            ("start", Long("no-wait")) => wait = Some(boot::Wait::None),
+            ("start" | "wait" | "stop", Long("timeout")) => timeout = Some(p.value()?.parse()?),
+            ("console", Short('f') | Long("follow")) => follow = true,
+            ("console", Short('n') | Long("lines")) => lines = Some(p.value()?.parse()?),
+            ("ssh" | "exec", Value(v)) if names.is_empty() => {
+                names.push(v.string()?);
+                // Everything after NAME belongs to ssh / the command (a leading -- is dropped).
+                let raw: Vec<String> = p
+                    .raw_args()?
+                    .map(|a| a.into_string().map_err(lexopt::Error::from))
+                    .collect::<Result<_, _>>()?;
+                rest = match raw.first().map(String::as_str) {
+                    Some("--") => raw[1..].to_vec(),
+                    _ => raw,
+                };
+            }
+            (_, Value(v)) if sub != "list" => names.push(v.string()?),
             (_, arg) => return Err(arg.unexpected()),
         }
     }
@@ -174,7 +321,45 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         }
         "list" => Args::List { table },
         "status" => Args::Status { names },
-        _ => Args::Rm { names, force },
+        "rm" => Args::Rm { names, force },
+        "start" => Args::Start {
+            names,
+            wait: boot::WaitOpts {
+                wait,
+                timeout: std::time::Duration::from_secs(timeout.unwrap_or(300)),
+            },
+        },
+        "wait" => Args::Wait {
+            names,
+            wait: boot::WaitOpts {
+                wait,
+                timeout: std::time::Duration::from_secs(timeout.unwrap_or(300)),
+            },
+        },
+        "stop" => Args::Stop {
+            names,
+            timeout: timeout.unwrap_or(30),
+        },
+        "console" | "ssh" | "exec" => {
+            let name = match names.as_slice() {
+                [n] => n.clone(),
+                [] => return Err(format!("{sub}: missing NAME").into()),
+                _ => return Err(format!("{sub}: takes one NAME").into()),
+            };
+            if sub == "console" {
+                Args::Console { name, follow, lines }
+            } else {
+                if sub == "exec" && rest.is_empty() {
+                    return Err("exec: missing the command (banger-vm exec NAME -- CMD...)".into());
+                }
+                Args::Ssh {
+                    name,
+                    args: rest,
+                    exec: sub == "exec",
+                }
+            }
+        }
+        _ => Args::Each { sub, names },
     })
 }
 
@@ -192,5 +377,56 @@ fn main() -> ExitCode {
         Args::List { table } => list::list(&store, table),
         Args::Status { names } => list::status(&store, Input::from_names(names)),
         Args::Rm { names, force } => rm::run(&store, Input::from_names(names), force),
+        Args::Start { names, wait } => step(&store, "start", names, |rec| boot::start(&cfg, rec, &wait)),
+        Args::Wait { names, wait } => step(&store, "wait", names, |rec| boot::wait(rec, &wait)),
+        Args::Stop { names, timeout } => step(&store, "stop", names, |rec| {
+            control::stop(rec, std::time::Duration::from_secs(timeout))
+        }),
+        Args::Each { sub, names } => step(&store, &sub.clone(), names, |rec| match sub.as_str() {
+            "kill" => control::kill(rec),
+            "pause" => control::pause(rec),
+            _ => control::resume(rec),
+        }),
+        Args::Console { name, follow, lines } => one(&store, &name, |rec| access::console(rec, follow, lines)),
+        Args::Ssh { name, args, exec } => one(&store, &name, |rec| Err(access::exec_ssh(&cfg, rec, &args, exec))),
+    }
+}
+
+fn step(
+    store: &banger::store::Store,
+    name: &str,
+    names: Vec<String>,
+    f: impl FnMut(&mut banger::record::Record) -> Result<banger::step::Action, banger::step::StepError>,
+) -> ExitCode {
+    let s = banger::step::Step {
+        bin: BIN,
+        step: name,
+        store,
+    };
+    s.run(Input::from_names(names), f)
+}
+
+/// Commands on one VM that print for people (console, ssh, exec).
+fn one(
+    store: &banger::store::Store,
+    name: &str,
+    f: impl FnOnce(&banger::record::Record) -> Result<(), banger::step::StepError>,
+) -> ExitCode {
+    let res = store
+        .load(name)
+        .map_err(banger::step::StepError::from)
+        .and_then(|rec| f(&rec));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut it = e.chain.iter();
+            if let Some(first) = it.next() {
+                eprintln!("{BIN}: error: {name}: {first}");
+            }
+            for c in it {
+                eprintln!("  caused by: {c}");
+            }
+            ExitCode::from(banger::cli::EXIT_FAILURE)
+        }
     }
 }

@@ -1,0 +1,385 @@
+//! `banger-vm start` and `wait`: configure Firecracker from the record, `InstanceStart`,
+//! and wait until the guest is reachable.
+
+use crate::BIN;
+use banger::config::Config;
+use banger::fc_api::{Client, FcError};
+use banger::record::{self, Record};
+use banger::step::{Action, StepError};
+use serde_json::{json, Map, Value};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The image's command line when its image.json has none.
+pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
+
+/// How to decide the guest is up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wait {
+    /// The SSH port answers on the guest's IP (default when the VM has a network).
+    Ssh,
+    /// A line of the console contains this text.
+    Console(String),
+    /// Don't wait.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct WaitOpts {
+    pub wait: Option<Wait>,
+    pub timeout: Duration,
+}
+
+fn str_field<'a>(sec: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    sec.get(key).and_then(Value::as_str)
+}
+
+fn need<'a>(sec: &'a Map<String, Value>, section: &str, key: &str) -> Result<&'a str, StepError> {
+    str_field(sec, key).ok_or_else(|| {
+        StepError::msg(
+            "bad_record",
+            format!("the record's {section} section has no {key:?}; rerun the {section} step"),
+        )
+    })
+}
+
+pub fn fc_err(e: FcError) -> StepError {
+    StepError::new(e.code(), &e)
+}
+
+/// The API client for a record's jail.
+pub fn client_for(rec: &Record) -> Result<Client, StepError> {
+    let name = record::name(rec).unwrap_or("?");
+    let jail = record::section(rec, "jail").ok_or_else(|| {
+        StepError::msg(
+            "not_launched",
+            format!("{name} has no jail: run 'banger-jail launch {name}' first (or 'banger up {name}')"),
+        )
+    })?;
+    Ok(Client::new(Path::new(need(jail, "jail", "api_sock")?)))
+}
+
+/// The kernel command line: the image's own, the guest network (`ip=`), the host's extra.
+pub fn boot_args(cfg: &Config, rec: &Record) -> String {
+    let image = record::section(rec, "spec").and_then(|s| str_field(s, "image"));
+    let from_image = image
+        .and_then(|i| std::fs::read(cfg.images_dir().join(i).join("image.json")).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("boot_args").and_then(Value::as_str).map(String::from))
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_string());
+    let mut args = vec![from_image];
+    if let Some(ip) = ip_arg(rec) {
+        args.push(ip);
+    }
+    if !cfg.boot_args_extra.trim().is_empty() {
+        args.push(cfg.boot_args_extra.trim().to_string());
+    }
+    args.join(" ")
+}
+
+/// `ip=client::gateway:netmask:hostname:eth0:off[:dns0[:dns1]]` for kernels with IP
+/// autoconfiguration.
+pub fn ip_arg(rec: &Record) -> Option<String> {
+    let net = record::section(rec, "net")?;
+    let ip = str_field(net, "ip")?;
+    let gw = str_field(net, "gateway").unwrap_or("");
+    let prefix = net.get("prefix").and_then(Value::as_u64).unwrap_or(24).min(32) as u32;
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = std::net::Ipv4Addr::from(mask);
+    let host = record::name(rec).unwrap_or("");
+    let mut s = format!("ip={ip}::{gw}:{mask}:{host}:eth0:off");
+    let dns: Vec<&str> = net
+        .get("dns")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).take(2).collect())
+        .unwrap_or_default();
+    for d in dns {
+        s.push(':');
+        s.push_str(d);
+    }
+    Some(s)
+}
+
+/// The last `n` lines of the VM's console log, for error messages.
+pub fn console_tail(rec: &Record, n: usize) -> String {
+    let Some(path) = console_path(rec) else {
+        return String::from("(no console log recorded)");
+    };
+    let Ok(mut f) = std::fs::File::open(&path) else {
+        return format!("(cannot read {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+    if tail.trim().is_empty() {
+        format!("(console {} is empty)", path.display())
+    } else {
+        tail
+    }
+}
+
+pub fn console_path(rec: &Record) -> Option<PathBuf> {
+    record::section(rec, "jail")
+        .and_then(|j| str_field(j, "console"))
+        .map(PathBuf::from)
+}
+
+fn alive(rec: &Record) -> bool {
+    banger::find_pid::find_for_record(rec).is_some()
+}
+
+fn ssh_reachable(addr: SocketAddr) -> bool {
+    match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        Ok(mut s) => {
+            // An SSH server speaks first; a port that only accepts is not ready yet.
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut b = [0u8; 4];
+            matches!(s.read(&mut b), Ok(n) if n > 0)
+        }
+        Err(_) => false,
+    }
+}
+
+fn console_has(path: &Path, text: &str, offset: &mut u64, carry: &mut String) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    if f.seek(SeekFrom::Start(*offset)).is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    if let Ok(n) = f.read_to_end(&mut buf) {
+        *offset += n as u64;
+    }
+    carry.push_str(&String::from_utf8_lossy(&buf));
+    if carry.contains(text) {
+        return true;
+    }
+    // Keep only what could be the start of a match split across reads.
+    let keep = carry.len().saturating_sub(text.len());
+    let cut = (keep..=carry.len()).find(|i| carry.is_char_boundary(*i)).unwrap_or(carry.len());
+    carry.drain(..cut);
+    false
+}
+
+/// Waits until the guest is up. Returns the wait actually used.
+pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait, StepError> {
+    let name = record::name(rec).unwrap_or("?").to_string();
+    let ip = record::section(rec, "net").and_then(|n| str_field(n, "ip")).map(String::from);
+    let wait = match (&opts.wait, &ip) {
+        (Some(w), _) => w.clone(),
+        (None, Some(_)) => Wait::Ssh,
+        (None, None) => {
+            eprintln!("{BIN}: {name}: no network to wait on; not waiting (use --wait-console TEXT)");
+            Wait::None
+        }
+    };
+    let addr: Option<SocketAddr> = match (&wait, &ip) {
+        (Wait::Ssh, Some(ip)) => Some(format!("{ip}:22").parse().map_err(|_| {
+            StepError::msg("bad_record", format!("net.ip {ip:?} is not an IPv4 address"))
+        })?),
+        (Wait::Ssh, None) => {
+            return Err(StepError::msg(
+                "no_network",
+                format!("{name} has no net section to reach SSH on; use --wait-console TEXT or --no-wait"),
+            ))
+        }
+        _ => None,
+    };
+    let console = console_path(rec);
+    let deadline = Instant::now() + opts.timeout;
+    let tty = rustix::termios::isatty(std::io::stderr());
+    let mut offset = console_from;
+    let mut carry = String::new();
+    let started = Instant::now();
+    let mut last_note = Instant::now();
+    loop {
+        let up = match &wait {
+            Wait::None => true,
+            Wait::Ssh => addr.is_some_and(ssh_reachable),
+            Wait::Console(text) => console
+                .as_deref()
+                .is_some_and(|p| console_has(p, text, &mut offset, &mut carry)),
+        };
+        if up {
+            return Ok(wait);
+        }
+        if !alive(rec) {
+            return Err(StepError::msg(
+                "guest_exited",
+                format!(
+                    "{name}: Firecracker exited while waiting for the guest; console tail:\n{}",
+                    console_tail(rec, 20)
+                ),
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(StepError::msg(
+                "boot_timeout",
+                format!(
+                    "{name}: the guest did not come up within {} s ({}); console tail:\n{}",
+                    opts.timeout.as_secs(),
+                    match &wait {
+                        Wait::Ssh => "SSH port closed".to_string(),
+                        Wait::Console(t) => format!("no console line with {t:?}"),
+                        Wait::None => String::new(),
+                    },
+                    console_tail(rec, 20)
+                ),
+            ));
+        }
+        if tty && last_note.elapsed() > Duration::from_secs(5) {
+            eprintln!("{BIN}: {name}: waiting for the guest ({} s)", started.elapsed().as_secs());
+            last_note = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(match wait {
+            Wait::Ssh => 250,
+            _ => 10,
+        }));
+    }
+}
+
+fn console_len(rec: &Record) -> u64 {
+    console_path(rec)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+}
+
+fn set_vm(rec: &mut Record, fields: Value) {
+    let mut vm = record::section(rec, "vm").cloned().unwrap_or_default();
+    if let Value::Object(f) = fields {
+        for (k, v) in f {
+            vm.insert(k, v);
+        }
+    }
+    rec.insert("vm".into(), Value::Object(vm));
+}
+
+/// Configures and starts one VM.
+pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, StepError> {
+    let name = record::name(rec).unwrap_or("?").to_string();
+    let client = client_for(rec)?;
+    let info = client.instance_info().map_err(|e| match e {
+        FcError::Connect { .. } => StepError::msg(
+            "not_running",
+            format!(
+                "{name}'s Firecracker is not running (its API socket does not answer): relaunch with 'banger-jail launch {name}', or 'banger up {name}'"
+            ),
+        ),
+        other => fc_err(other),
+    })?;
+    match info.state.as_str() {
+        "Running" => {
+            eprintln!("{BIN}: {name}: already running");
+            set_vm(rec, json!({"state": "running"}));
+            return Ok(Action::Save);
+        }
+        "Paused" => {
+            return Err(StepError::msg(
+                "paused",
+                format!("{name} is paused: 'banger-vm resume {name}'"),
+            ))
+        }
+        _ => {}
+    }
+    let jail = record::section(rec, "jail").cloned().unwrap_or_default();
+    let spec = record::section(rec, "spec").cloned().unwrap_or_default();
+    let kernel = need(&jail, "jail", "kernel")?;
+    let rootfs = need(&jail, "jail", "rootfs")?;
+    let initrd = str_field(&jail, "initrd");
+    let vcpus = spec.get("vcpus").and_then(Value::as_u64).unwrap_or(1);
+    let mem = spec.get("mem_mib").and_then(Value::as_u64).unwrap_or(512);
+    let args = boot_args(cfg, rec);
+
+    client.machine_config(vcpus, mem).map_err(fc_err)?;
+    client.boot_source(kernel, initrd, &args).map_err(fc_err)?;
+    client.drive("rootfs", rootfs, true, false).map_err(fc_err)?;
+    if let Some(net) = record::section(rec, "net") {
+        let tap = need(net, "net", "tap")?;
+        let mac = need(net, "net", "mac")?;
+        client.network_interface("eth0", tap, mac).map_err(fc_err)?;
+    }
+    if let Some(v) = str_field(&jail, "vsock") {
+        client.vsock(3, v).map_err(fc_err)?;
+    }
+    let from = console_len(rec);
+    let t0 = Instant::now();
+    client.action("InstanceStart").map_err(fc_err)?;
+    let api_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let started_at = record::now_rfc3339();
+    set_vm(
+        rec,
+        json!({"state": "running", "started_at": started_at, "boot_args": args, "boot_ms": null}),
+    );
+    let used = wait_up(rec, opts, from)?;
+    let boot_ms = t0.elapsed().as_millis() as u64;
+    set_vm(
+        rec,
+        json!({
+            "boot_ms": if used == Wait::None { Value::Null } else { json!(boot_ms) },
+            "instance_start_ms": (api_ms * 1000.0).round() / 1000.0,
+            "ready": match used { Wait::Ssh => "ssh", Wait::Console(_) => "console", Wait::None => "not-waited" },
+        }),
+    );
+    if used != Wait::None {
+        eprintln!("{BIN}: {name}: up in {boot_ms} ms");
+    }
+    Ok(Action::Save)
+}
+
+/// `banger-vm wait`: the guest is reachable (or the timeout passes).
+pub fn wait(rec: &mut Record, opts: &WaitOpts) -> Result<Action, StepError> {
+    let name = record::name(rec).unwrap_or("?").to_string();
+    if !alive(rec) {
+        return Err(StepError::msg(
+            "not_running",
+            format!("{name} is not running: 'banger up {name}'"),
+        ));
+    }
+    wait_up(rec, opts, 0)?;
+    Ok(Action::Emit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> Record {
+        let mut r = record::new("vm", "dev1");
+        r.insert(
+            "net".into(),
+            json!({"ip": "10.200.0.5", "prefix": 24, "gateway": "10.200.0.1", "dns": ["10.200.0.1", "9.9.9.9", "x"]}),
+        );
+        r
+    }
+
+    #[test]
+    fn ip_argument() {
+        assert_eq!(
+            ip_arg(&rec()).unwrap(),
+            "ip=10.200.0.5::10.200.0.1:255.255.255.0:dev1:eth0:off:10.200.0.1:9.9.9.9"
+        );
+        assert!(ip_arg(&record::new("vm", "x")).is_none());
+        let mut r = rec();
+        r.insert("net".into(), json!({"ip": "10.1.0.2", "prefix": 16, "gateway": "10.1.0.1"}));
+        assert_eq!(ip_arg(&r).unwrap(), "ip=10.1.0.2::10.1.0.1:255.255.0.0:dev1:eth0:off");
+    }
+
+    #[test]
+    fn console_matching_spans_reads() {
+        let p = std::env::temp_dir().join(format!("banger-console-{}", std::process::id()));
+        std::fs::write(&p, "boot...\nSTANDIN_GU").unwrap();
+        let (mut off, mut carry) = (0, String::new());
+        assert!(!console_has(&p, "STANDIN_GUEST_READY", &mut off, &mut carry));
+        std::fs::write(&p, "boot...\nSTANDIN_GUEST_READY cmdline=x\n").unwrap();
+        assert!(console_has(&p, "STANDIN_GUEST_READY", &mut off, &mut carry));
+        let _ = std::fs::remove_file(&p);
+    }
+}
