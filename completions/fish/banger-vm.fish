@@ -5,7 +5,7 @@ end
 function __banger_vm_images
     command ls -1 (set -q BANGER_STATE_DIR; and echo $BANGER_STATE_DIR; or echo /var/lib/banger)/images 2>/dev/null
 end
-set -l cmds new list status start stop kill pause resume wait console ssh exec rm
+set -l cmds new list status start stop kill pause resume wait console ssh exec snapshot restore rm
 complete -c banger-vm -f
 complete -c banger-vm -s h -l help -d 'print help'
 complete -c banger-vm -s V -l version -d 'print version'
@@ -21,6 +21,8 @@ complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a wait -d 'wai
 complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a console -d 'print the serial console'
 complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a ssh -d 'ssh into the guest'
 complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a exec -d 'run one command in the guest'
+complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a snapshot -d 'Full snapshot to DIR'
+complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a restore -d 'restore a snapshot from DIR'
 complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a rm -d 'remove VM records'
 complete -c banger-vm -n '__fish_seen_subcommand_from new' -s i -l image -x -a '(__banger_vm_images)' -d 'image to boot'
 complete -c banger-vm -n '__fish_seen_subcommand_from new' -l vcpus -x -d 'virtual CPUs'

@@ -25,6 +25,7 @@ teardown() {
 launch_standin() {
     local name=$1 dir="$BATS_TEST_TMPDIR/vm/$1"
     mkdir -p "$dir"
+    rm -f "$dir/api.sock"
     STANDIN_REQUESTS="$dir/requests.jsonl" "$STANDIN_FIRECRACKER" --api-sock "$dir/api.sock" --id "$name" \
         >"$dir/console.log" 2>"$dir/fc.err" &
     local pid=$!
@@ -237,4 +238,37 @@ requests() {
     assert_line "$BANGER_STATE_DIR/ssh/id_ed25519"
     run cat "$BANGER_STATE_DIR/ssh/known_hosts.d/a"
     assert_output "a ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey"
+}
+
+@test "vm snapshot/restore (stand-in firecracker): pause, Full snapshot, resume; restore into a fresh Firecracker" {
+    banger-vm new a --image x >/dev/null
+    launch_standin a
+    banger-vm start a --no-wait >/dev/null
+    run banger-vm snapshot a "$BATS_TEST_TMPDIR/snap1"
+    assert_success
+    echo "$output" | jq -e '.vm.state == "running" and (.vm.last_snapshot.dir | endswith("snap1"))'
+    [ -s "$BATS_TEST_TMPDIR/snap1/vmstate" ] && [ -s "$BATS_TEST_TMPDIR/snap1/memory" ]
+    jq -e '.type == "snapshot" and .name == "a"' "$BATS_TEST_TMPDIR/snap1/snapshot.json"
+    run requests a
+    assert_equal "$(jq -c 'select(.method == "PATCH" or .path == "/snapshot/create") | [.path, .body.state // .body.snapshot_type]' <<<"$output")" \
+        '["/vm","Paused"]
+["/snapshot/create","Full"]
+["/vm","Resumed"]'
+    # Restoring into a Firecracker that already runs a guest is refused.
+    run banger-vm restore a "$BATS_TEST_TMPDIR/snap1"
+    assert_failure 1
+    assert_output --partial "already runs a guest"
+    # A fresh Firecracker for the same VM: restore loads and resumes.
+    banger-vm kill a >/dev/null
+    launch_standin a
+    run banger-vm restore a "$BATS_TEST_TMPDIR/snap1"
+    assert_success
+    echo "$output" | jq -e '.vm.state == "running" and (.vm.restored_from.dir | endswith("snap1"))'
+    run requests a
+    jq -s -e --arg d "$BATS_TEST_TMPDIR/snap1" 'map(select(.path == "/snapshot/load"))[-1].body == {"snapshot_path": ($d + "/vmstate"), "mem_backend": {"backend_type": "File", "backend_path": ($d + "/memory")}, "resume_vm": true}' <<<"$output"
+    run banger-vm status a
+    echo "$output" | jq -e '.vm.live.api_state == "Running"'
+    run banger-vm restore a "$BATS_TEST_TMPDIR/nowhere"
+    assert_failure 1
+    assert_output --partial "not a banger-vm snapshot directory"
 }

@@ -18,7 +18,9 @@ pub fn console(rec: &Record, follow: bool, lines: Option<usize>) -> Result<(), S
     let path = console_path(rec).ok_or_else(|| {
         StepError::msg(
             "no_console",
-            format!("{name} has no console log (it was never launched: 'banger-jail launch {name}')"),
+            format!(
+                "{name} has no console log (it was never launched: 'banger-jail launch {name}')"
+            ),
         )
     })?;
     let mut f = std::fs::File::open(&path).map_err(|e| {
@@ -76,7 +78,12 @@ fn known_hosts(cfg: &Config, rec: &Record) -> Result<PathBuf, StepError> {
     let keys: Vec<String> = record::section(rec, "snap")
         .and_then(|s| s.get("host_keys"))
         .and_then(Value::as_object)
-        .map(|m| m.values().filter_map(Value::as_str).map(String::from).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     if keys.is_empty() {
         return Err(StepError::msg(
@@ -118,7 +125,12 @@ pub fn ssh_command(cfg: &Config, rec: &Record) -> Result<std::process::Command, 
     let mut cmd = std::process::Command::new("ssh");
     cmd.arg("-o")
         .arg(format!("UserKnownHostsFile={}", kh.display()))
-        .args(["-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ])
         .arg("-o")
         .arg(format!("HostKeyAlias={name}"))
         .args(["-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"]);

@@ -55,7 +55,9 @@ pub fn client_for(rec: &Record) -> Result<Client, StepError> {
     let jail = record::section(rec, "jail").ok_or_else(|| {
         StepError::msg(
             "not_launched",
-            format!("{name} has no jail: run 'banger-jail launch {name}' first (or 'banger up {name}')"),
+            format!(
+                "{name} has no jail: run 'banger-jail launch {name}' first (or 'banger up {name}')"
+            ),
         )
     })?;
     Ok(Client::new(Path::new(need(jail, "jail", "api_sock")?)))
@@ -86,8 +88,16 @@ pub fn ip_arg(rec: &Record) -> Option<String> {
     let net = record::section(rec, "net")?;
     let ip = str_field(net, "ip")?;
     let gw = str_field(net, "gateway").unwrap_or("");
-    let prefix = net.get("prefix").and_then(Value::as_u64).unwrap_or(24).min(32) as u32;
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let prefix = net
+        .get("prefix")
+        .and_then(Value::as_u64)
+        .unwrap_or(24)
+        .min(32) as u32;
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     let mask = std::net::Ipv4Addr::from(mask);
     let host = record::name(rec).unwrap_or("");
     let mut s = format!("ip={ip}::{gw}:{mask}:{host}:eth0:off");
@@ -164,7 +174,9 @@ fn console_has(path: &Path, text: &str, offset: &mut u64, carry: &mut String) ->
     }
     // Keep only what could be the start of a match split across reads.
     let keep = carry.len().saturating_sub(text.len());
-    let cut = (keep..=carry.len()).find(|i| carry.is_char_boundary(*i)).unwrap_or(carry.len());
+    let cut = (keep..=carry.len())
+        .find(|i| carry.is_char_boundary(*i))
+        .unwrap_or(carry.len());
     carry.drain(..cut);
     false
 }
@@ -172,25 +184,32 @@ fn console_has(path: &Path, text: &str, offset: &mut u64, carry: &mut String) ->
 /// Waits until the guest is up. Returns the wait actually used.
 pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait, StepError> {
     let name = record::name(rec).unwrap_or("?").to_string();
-    let ip = record::section(rec, "net").and_then(|n| str_field(n, "ip")).map(String::from);
+    let ip = record::section(rec, "net")
+        .and_then(|n| str_field(n, "ip"))
+        .map(String::from);
     let wait = match (&opts.wait, &ip) {
         (Some(w), _) => w.clone(),
         (None, Some(_)) => Wait::Ssh,
         (None, None) => {
-            eprintln!("{BIN}: {name}: no network to wait on; not waiting (use --wait-console TEXT)");
+            eprintln!(
+                "{BIN}: {name}: no network to wait on; not waiting (use --wait-console TEXT)"
+            );
             Wait::None
         }
     };
     let addr: Option<SocketAddr> = match (&wait, &ip) {
         (Wait::Ssh, Some(ip)) => Some(format!("{ip}:22").parse().map_err(|_| {
-            StepError::msg("bad_record", format!("net.ip {ip:?} is not an IPv4 address"))
+            StepError::msg(
+                "bad_record",
+                format!("net.ip {ip:?} is not an IPv4 address"),
+            )
         })?),
-        (Wait::Ssh, None) => {
-            return Err(StepError::msg(
-                "no_network",
-                format!("{name} has no net section to reach SSH on; use --wait-console TEXT or --no-wait"),
-            ))
-        }
+        (Wait::Ssh, None) => return Err(StepError::msg(
+            "no_network",
+            format!(
+                "{name} has no net section to reach SSH on; use --wait-console TEXT or --no-wait"
+            ),
+        )),
         _ => None,
     };
     let console = console_path(rec);
@@ -236,7 +255,10 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
             ));
         }
         if tty && last_note.elapsed() > Duration::from_secs(5) {
-            eprintln!("{BIN}: {name}: waiting for the guest ({} s)", started.elapsed().as_secs());
+            eprintln!(
+                "{BIN}: {name}: waiting for the guest ({} s)",
+                started.elapsed().as_secs()
+            );
             last_note = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(match wait {
@@ -300,7 +322,9 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
 
     client.machine_config(vcpus, mem).map_err(fc_err)?;
     client.boot_source(kernel, initrd, &args).map_err(fc_err)?;
-    client.drive("rootfs", rootfs, true, false).map_err(fc_err)?;
+    client
+        .drive("rootfs", rootfs, true, false)
+        .map_err(fc_err)?;
     if let Some(net) = record::section(rec, "net") {
         let tap = need(net, "net", "tap")?;
         let mac = need(net, "net", "mac")?;
@@ -368,8 +392,14 @@ mod tests {
         );
         assert!(ip_arg(&record::new("vm", "x")).is_none());
         let mut r = rec();
-        r.insert("net".into(), json!({"ip": "10.1.0.2", "prefix": 16, "gateway": "10.1.0.1"}));
-        assert_eq!(ip_arg(&r).unwrap(), "ip=10.1.0.2::10.1.0.1:255.255.0.0:dev1:eth0:off");
+        r.insert(
+            "net".into(),
+            json!({"ip": "10.1.0.2", "prefix": 16, "gateway": "10.1.0.1"}),
+        );
+        assert_eq!(
+            ip_arg(&r).unwrap(),
+            "ip=10.1.0.2::10.1.0.1:255.255.0.0:dev1:eth0:off"
+        );
     }
 
     #[test]
@@ -377,7 +407,12 @@ mod tests {
         let p = std::env::temp_dir().join(format!("banger-console-{}", std::process::id()));
         std::fs::write(&p, "boot...\nSTANDIN_GU").unwrap();
         let (mut off, mut carry) = (0, String::new());
-        assert!(!console_has(&p, "STANDIN_GUEST_READY", &mut off, &mut carry));
+        assert!(!console_has(
+            &p,
+            "STANDIN_GUEST_READY",
+            &mut off,
+            &mut carry
+        ));
         std::fs::write(&p, "boot...\nSTANDIN_GUEST_READY cmdline=x\n").unwrap();
         assert!(console_has(&p, "STANDIN_GUEST_READY", &mut off, &mut carry));
         let _ = std::fs::remove_file(&p);

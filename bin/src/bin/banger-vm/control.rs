@@ -80,7 +80,10 @@ pub fn stop(rec: &mut Record, timeout: Duration) -> Result<Action, StepError> {
     };
     let sent = client_for(rec).and_then(|c| c.action("SendCtrlAltDel").map_err(fc_err));
     if let Err(e) = &sent {
-        eprintln!("{BIN}: {name}: Ctrl-Alt-Del not delivered ({}); killing", e.message());
+        eprintln!(
+            "{BIN}: {name}: Ctrl-Alt-Del not delivered ({}); killing",
+            e.message()
+        );
     }
     if sent.is_ok() && wait_gone(&found, timeout) {
         stopped(rec, "ctrl-alt-del");

@@ -6,6 +6,7 @@ mod control;
 mod list;
 mod new;
 mod rm;
+mod snapshot;
 
 use banger::cli::{Command, Flag, Tool};
 use banger::step::{self, Input};
@@ -196,6 +197,18 @@ pub const TOOL: Tool = Tool {
             flags: &[],
         },
         Command {
+            name: "snapshot",
+            args: "NAME DIR",
+            about: "pause, write a Full snapshot of memory and state to DIR, resume",
+            flags: &[],
+        },
+        Command {
+            name: "restore",
+            args: "NAME DIR",
+            about: "load a snapshot from DIR into the VM's freshly launched Firecracker",
+            flags: &[],
+        },
+        Command {
             name: "rm",
             args: "[NAME...]",
             about: "remove VM records whose resources are gone (NAMEs, or records on stdin)",
@@ -218,18 +231,51 @@ pub struct NewArgs {
 
 enum Args {
     New(NewArgs),
-    List { table: bool },
-    Status { names: Vec<String> },
-    Rm { names: Vec<String>, force: bool },
-    Start { names: Vec<String>, wait: boot::WaitOpts },
-    Wait { names: Vec<String>, wait: boot::WaitOpts },
-    Stop { names: Vec<String>, timeout: u64 },
-    Each { sub: String, names: Vec<String> },
-    Console { name: String, follow: bool, lines: Option<usize> },
-    Ssh { name: String, args: Vec<String>, exec: bool },
+    List {
+        table: bool,
+    },
+    Status {
+        names: Vec<String>,
+    },
+    Rm {
+        names: Vec<String>,
+        force: bool,
+    },
+    Start {
+        names: Vec<String>,
+        wait: boot::WaitOpts,
+    },
+    Wait {
+        names: Vec<String>,
+        wait: boot::WaitOpts,
+    },
+    Stop {
+        names: Vec<String>,
+        timeout: u64,
+    },
+    Each {
+        sub: String,
+        names: Vec<String>,
+    },
+    Console {
+        name: String,
+        follow: bool,
+        lines: Option<usize>,
+    },
+    Ssh {
+        name: String,
+        args: Vec<String>,
+        exec: bool,
+    },
+    Snapshot {
+        name: String,
+        dir: PathBuf,
+        restore: bool,
+    },
 }
 
-const COMMANDS: &str = "new, list, status, start, stop, kill, pause, resume, wait, console, ssh, exec, rm";
+const COMMANDS: &str =
+    "new, list, status, start, stop, kill, pause, resume, wait, console, ssh, exec, snapshot, restore, rm";
 
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
@@ -347,7 +393,11 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 _ => return Err(format!("{sub}: takes one NAME").into()),
             };
             if sub == "console" {
-                Args::Console { name, follow, lines }
+                Args::Console {
+                    name,
+                    follow,
+                    lines,
+                }
             } else {
                 if sub == "exec" && rest.is_empty() {
                     return Err("exec: missing the command (banger-vm exec NAME -- CMD...)".into());
@@ -359,6 +409,14 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 }
             }
         }
+        "snapshot" | "restore" => match names.as_slice() {
+            [n, d] => Args::Snapshot {
+                name: n.clone(),
+                dir: PathBuf::from(d),
+                restore: sub == "restore",
+            },
+            _ => return Err(format!("{sub}: takes NAME DIR").into()),
+        },
         _ => Args::Each { sub, names },
     })
 }
@@ -377,7 +435,9 @@ fn main() -> ExitCode {
         Args::List { table } => list::list(&store, table),
         Args::Status { names } => list::status(&store, Input::from_names(names)),
         Args::Rm { names, force } => rm::run(&store, Input::from_names(names), force),
-        Args::Start { names, wait } => step(&store, "start", names, |rec| boot::start(&cfg, rec, &wait)),
+        Args::Start { names, wait } => {
+            step(&store, "start", names, |rec| boot::start(&cfg, rec, &wait))
+        }
         Args::Wait { names, wait } => step(&store, "wait", names, |rec| boot::wait(rec, &wait)),
         Args::Stop { names, timeout } => step(&store, "stop", names, |rec| {
             control::stop(rec, std::time::Duration::from_secs(timeout))
@@ -387,8 +447,26 @@ fn main() -> ExitCode {
             "pause" => control::pause(rec),
             _ => control::resume(rec),
         }),
-        Args::Console { name, follow, lines } => one(&store, &name, |rec| access::console(rec, follow, lines)),
-        Args::Ssh { name, args, exec } => one(&store, &name, |rec| Err(access::exec_ssh(&cfg, rec, &args, exec))),
+        Args::Snapshot { name, dir, restore } => step(
+            &store,
+            if restore { "restore" } else { "snapshot" },
+            vec![name],
+            |rec| {
+                if restore {
+                    snapshot::restore(rec, &dir)
+                } else {
+                    snapshot::snapshot(rec, &dir)
+                }
+            },
+        ),
+        Args::Console {
+            name,
+            follow,
+            lines,
+        } => one(&store, &name, |rec| access::console(rec, follow, lines)),
+        Args::Ssh { name, args, exec } => one(&store, &name, |rec| {
+            Err(access::exec_ssh(&cfg, rec, &args, exec))
+        }),
     }
 }
 
