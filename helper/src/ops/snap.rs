@@ -1,9 +1,187 @@
-//! The `snap.*` ops.
+//! The `snap.*` ops: `snap.create`, `snap.customize`, `snap.remove`, `snap.list`.
+//!
+//! Requests carry names, never paths: the image's rootfs and the VM's disk are derived from
+//! them (`images/IMAGE/rootfs.ext4`, `vms/VM/disk.ext4`) and checked to lie under the image
+//! store and the VM dirs with no symlink component. Removal and customization act only on
+//! what the ledger says this VM's disk is.
 
 use super::{Caller, Ctx, OpResult};
-use serde_json::Value;
+use crate::snap::customize::{self, Custom, Net};
+use crate::snap::disk::{self, CreateReq, Paths};
+use crate::snap::{Method, SnapError};
+use crate::validate;
+use banger::proto::{code, OpError};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
-pub fn dispatch(op: &str, _ctx: &Ctx, _caller: &Caller, _args: &Value) -> Option<OpResult> {
-    let _ = op;
-    None
+pub fn dispatch(op: &str, ctx: &Ctx, _caller: &Caller, args: &Value) -> Option<OpResult> {
+    Some(match op {
+        "snap.create" => create(ctx, args),
+        "snap.customize" => customize_op(ctx, args),
+        "snap.remove" => remove(ctx, args),
+        "snap.list" => list(ctx, args),
+        _ => return None,
+    })
+}
+
+/// Largest disk a request may ask for (16 TiB): a typo must not fill the host.
+const MAX_DISK: u64 = 16 << 40;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateArgs {
+    vm: String,
+    image: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    disk_size: Option<u64>,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    ssh_pubkey: Option<String>,
+    #[serde(default)]
+    host_keys: bool,
+    #[serde(default)]
+    net: Option<Net>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomizeArgs {
+    vm: String,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    ssh_pubkey: Option<String>,
+    #[serde(default)]
+    host_keys: bool,
+    #[serde(default)]
+    net: Option<Net>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmArgs {
+    vm: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs {
+    #[serde(default)]
+    vm: Option<String>,
+}
+
+/// Checks the derived paths: under the image store / the VM dirs, no symlink component.
+fn check_paths(ctx: &Ctx, p: &Paths) -> Result<(), OpError> {
+    let images = ctx.cfg.images_dir();
+    let vms = ctx.cfg.vms_dir();
+    validate::path_within(&p.image_rootfs, &[&images])?;
+    validate::path_within(&p.disk, &[&vms])?;
+    validate::path_within(&p.cow, &[&vms])?;
+    Ok(())
+}
+
+fn create(ctx: &Ctx, args: &Value) -> OpResult {
+    let a: CreateArgs = validate::args(args)?;
+    validate::name(&a.vm)?;
+    validate::name(&a.image)?;
+    let method = match &a.method {
+        None => None,
+        Some(m) => Some(Method::parse(m).ok_or_else(|| {
+            OpError::new(
+                code::INVALID_ARGS,
+                format!("unknown method {m:?} (dm-snapshot, reflink or copy)"),
+            )
+        })?),
+    };
+    if let Some(s) = a.disk_size {
+        if s == 0 || s > MAX_DISK {
+            return Err(OpError::new(
+                code::INVALID_ARGS,
+                format!("disk_size {s} must be between 1 byte and 16 TiB"),
+            ));
+        }
+    }
+    let custom = Custom {
+        hostname: a.hostname,
+        ssh_pubkey: a.ssh_pubkey,
+        host_keys: a.host_keys,
+        net: a.net,
+    };
+    customize::validate(&custom, &ctx.cfg.subnet)?;
+    let paths = Paths::new(&ctx.cfg, &a.vm, &a.image);
+    // Say plainly what is missing before the path checks (which refuse missing parents).
+    let missing = |p: &std::path::Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if missing(&ctx.cfg.images_dir().join(&a.image)) {
+        return Err(SnapError::NoImage {
+            image: a.image.clone(),
+            path: paths.image_rootfs.clone(),
+        }
+        .into());
+    }
+    if missing(&paths.vm_dir) {
+        return Err(SnapError::NoVm {
+            vm: a.vm.clone(),
+            path: paths.vm_dir.clone(),
+        }
+        .into());
+    }
+    check_paths(ctx, &paths)?;
+    let req = CreateReq {
+        vm: a.vm,
+        image: a.image,
+        method,
+        disk_size: a.disk_size,
+        custom,
+    };
+    let made = disk::create(&ctx.cfg, &ctx.ledger, &req)?;
+    Ok(made.to_json())
+}
+
+fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
+    let a: CustomizeArgs = validate::args(args)?;
+    validate::name(&a.vm)?;
+    let custom = Custom {
+        hostname: a.hostname,
+        ssh_pubkey: a.ssh_pubkey,
+        host_keys: a.host_keys,
+        net: a.net,
+    };
+    customize::validate(&custom, &ctx.cfg.subnet)?;
+    if custom.is_empty() {
+        return Err(OpError::new(
+            code::INVALID_ARGS,
+            "nothing to write: give hostname, ssh_pubkey, host_keys or net",
+        ));
+    }
+    let vms = ctx.cfg.vms_dir();
+    let vm_dir = ctx.cfg.vm_dir(&a.vm);
+    if std::fs::symlink_metadata(&vm_dir).is_err() {
+        return Err(SnapError::NoDisk { vm: a.vm.clone() }.into());
+    }
+    validate::path_within(&vm_dir.join("disk.ext4"), &[&vms])?;
+    let (keys, path) = disk::customize(&ctx.cfg, &ctx.ledger, &a.vm, &custom)?;
+    Ok(json!({"path": path, "host_keys": keys, "customized": true}))
+}
+
+fn remove(ctx: &Ctx, args: &Value) -> OpResult {
+    let a: VmArgs = validate::args(args)?;
+    validate::name(&a.vm)?;
+    let removed = disk::remove(&ctx.cfg, &ctx.ledger, &a.vm)?;
+    let ids: Vec<Value> = removed
+        .iter()
+        .map(|e| json!({"kind": e.kind, "id": e.id}))
+        .collect();
+    Ok(json!({"removed": ids}))
+}
+
+fn list(ctx: &Ctx, args: &Value) -> OpResult {
+    let a: ListArgs = validate::args(args)?;
+    if let Some(v) = &a.vm {
+        validate::name(v)?;
+    }
+    let disks = disk::list(&ctx.ledger, a.vm.as_deref())?;
+    Ok(json!({"disks": disks}))
 }

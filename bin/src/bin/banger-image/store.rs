@@ -1,0 +1,303 @@
+//! The image store: `images/NAME/{rootfs.ext4, vmlinux, initrd?, image.json}`. An image is
+//! assembled in a hidden staging dir (`images/.stage-NAME-PID-N`) and renamed into place
+//! whole, so `list` and the other steps never see half an image; a failure removes the
+//! staging dir.
+
+use banger::config::Config;
+use banger::record::{self, Record};
+use banger::store::{valid_name, Lock};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+/// The kernel command line an image gets unless it says otherwise.
+pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "invalid image name {0:?}: use 1-32 characters a-z, 0-9 and '-', starting with a letter"
+    )]
+    BadName(String),
+    #[error("an image named {0:?} already exists (remove it first with: banger-image rm {0})")]
+    Exists(String),
+    #[error("no image named {0:?} (banger-image list shows the images)")]
+    NotFound(String),
+    #[error("image {name:?} is used by {vms}: their disks and kernels come from it (remove them first: banger-snap rm {vms})")]
+    InUse { name: String, vms: String },
+    #[error("cannot {what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid image.json")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot lock the image store")]
+    Lock(#[source] banger::store::StoreError),
+}
+
+pub fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
+    let mut f = File::open(path).map_err(io("read", path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Copies `src` to the new file `dst`: a reflink when the filesystem shares blocks, else an
+/// ordinary copy (copy_file_range, which keeps holes on most filesystems).
+pub fn copy_file(src: &Path, dst: &Path) -> Result<(), StoreError> {
+    let s = File::open(src).map_err(io("read", src))?;
+    let mut d = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(io("create", dst))?;
+    if rustix::fs::ioctl_ficlone(d.as_fd(), s.as_fd()).is_err() {
+        let mut s = s;
+        std::io::copy(&mut s, &mut d).map_err(io("copy into", dst))?;
+    }
+    d.sync_all().map_err(io("sync", dst))
+}
+
+pub struct Images {
+    pub dir: PathBuf,
+    locks: PathBuf,
+}
+
+/// An image being assembled. Removed on drop unless committed.
+pub struct Staging {
+    pub dir: PathBuf,
+    name: String,
+    files: Map<String, Value>,
+    committed: bool,
+}
+
+impl Staging {
+    /// Copies `src` in as `file` (rootfs.ext4, vmlinux, initrd) and records its sha256.
+    pub fn add(&mut self, file: &str, src: &Path) -> Result<(), StoreError> {
+        let dst = self.dir.join(file);
+        copy_file(src, &dst)?;
+        self.record(file)
+    }
+    /// Records a file already written into the staging dir.
+    pub fn record(&mut self, file: &str) -> Result<(), StoreError> {
+        let p = self.dir.join(file);
+        let size = std::fs::metadata(&p).map_err(io("stat", &p))?.len();
+        let sum = sha256_file(&p)?;
+        self.files
+            .insert(file.into(), json!({"size": size, "sha256": sum}));
+        Ok(())
+    }
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Images {
+    pub fn new(cfg: &Config) -> Images {
+        Images {
+            dir: cfg.images_dir(),
+            locks: cfg.locks_dir(),
+        }
+    }
+
+    pub fn image_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn lock(&self, name: &str) -> Result<Lock, StoreError> {
+        std::fs::create_dir_all(&self.locks).map_err(io("create", &self.locks))?;
+        Lock::exclusive(&self.locks.join(format!("image-{name}.lock"))).map_err(StoreError::Lock)
+    }
+
+    /// A fresh staging dir for image `name` (which must be free).
+    pub fn stage(&self, name: &str) -> Result<Staging, StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::BadName(name.into()));
+        }
+        if self.image_dir(name).exists() {
+            return Err(StoreError::Exists(name.into()));
+        }
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        let dir = self.dir.join(format!(
+            ".stage-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).map_err(io("create", &dir))?;
+        Ok(Staging {
+            dir,
+            name: name.into(),
+            files: Map::new(),
+            committed: false,
+        })
+    }
+
+    /// Writes image.json and renames the staging dir into place. Returns the image record.
+    pub fn commit(
+        &self,
+        mut st: Staging,
+        source: Value,
+        boot_args: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Record, StoreError> {
+        let mut rec = record::new("image", &st.name);
+        rec.insert("created_at".into(), record::now_rfc3339().into());
+        rec.insert("arch".into(), crate::check::this_arch().1.into());
+        rec.insert("boot_args".into(), boot_args.into());
+        rec.insert("source".into(), source);
+        rec.insert("files".into(), Value::Object(st.files.clone()));
+        let mut bytes = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+        bytes.push(b'\n');
+        let meta = st.dir.join("image.json");
+        banger::store::write_atomic(&meta, &bytes, 0o644).map_err(io("write", &meta))?;
+        if let Some((uid, gid)) = owner {
+            // Built as root for the owner: the store is the owner's.
+            for f in ["", "rootfs.ext4", "vmlinux", "initrd", "image.json"] {
+                let p = st.dir.join(f);
+                if p.exists() {
+                    let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
+                }
+            }
+        }
+        let _g = self.lock(&st.name)?;
+        let target = self.image_dir(&st.name);
+        if target.exists() {
+            return Err(StoreError::Exists(st.name.clone()));
+        }
+        std::fs::rename(&st.dir, &target).map_err(io("rename into", &target))?;
+        st.committed = true;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(rec)
+    }
+
+    /// Loads `images/NAME/image.json`.
+    pub fn load(&self, name: &str) -> Result<Record, StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::BadName(name.into()));
+        }
+        let p = self.image_dir(name).join("image.json");
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(name.into()))
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    what: "read",
+                    path: p,
+                    source,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: p, source })
+    }
+
+    /// Every image, sorted by name. Staging dirs and strays are skipped.
+    pub fn list(&self) -> Result<Vec<Record>, StoreError> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    what: "read",
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| valid_name(n))
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            match self.load(&n) {
+                Ok(r) => out.push(r),
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an image unless a VM's disk was made from it. The image vanishes at once
+    /// (renamed aside), then its files are deleted.
+    pub fn remove(&self, name: &str, store: &banger::store::Store) -> Result<(), StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::BadName(name.into()));
+        }
+        let _g = self.lock(name)?;
+        let dir = self.image_dir(name);
+        if !dir.join("image.json").exists() && !dir.exists() {
+            return Err(StoreError::NotFound(name.into()));
+        }
+        let users: Vec<String> = store
+            .list()
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| {
+                record::section(r, "snap")
+                    .and_then(|s| s.get("image"))
+                    .and_then(Value::as_str)
+                    == Some(name)
+            })
+            .filter_map(|r| record::name(r).map(String::from))
+            .collect();
+        if !users.is_empty() {
+            return Err(StoreError::InUse {
+                name: name.into(),
+                vms: users.join(" "),
+            });
+        }
+        let aside = self.dir.join(format!(".rm-{name}-{}", std::process::id()));
+        std::fs::rename(&dir, &aside).map_err(io("remove", &dir))?;
+        std::fs::remove_dir_all(&aside).map_err(io("remove", &aside))
+    }
+}

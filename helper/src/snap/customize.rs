@@ -1,0 +1,525 @@
+//! Writes a VM's identity into its disk before first boot, without mounting it: the owner's
+//! SSH key for root, the hostname, fresh SSH host keys, and the guest network configuration.
+//! The files are written with `debugfs -w` (e2fsprogs) running as the disk's owner, and read
+//! back with `debugfs dump` to check they landed. A guest image is untrusted input: it is
+//! never mounted in the host's namespace.
+//!
+//! What the guest gets (all root-owned):
+//! - `/etc/hostname`, `/etc/hosts`
+//! - `/root/.ssh/authorized_keys` (0600, dir 0700)
+//! - `/etc/ssh/ssh_host_{ed25519,ecdsa}_key` (0600) and `.pub`; any other host key removed
+//! - `/etc/banger/net.json` and `/etc/banger/net.env` (shell variables `BANGER_IP`,
+//!   `BANGER_PREFIX`, `BANGER_GATEWAY`, `BANGER_DNS`, `BANGER_MAC` for a busybox init),
+//!   `/etc/systemd/network/10-banger.network`, `/etc/resolv.conf`
+
+use super::SnapError;
+use banger::proto::{code, OpError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The guest's network, as `banger-net up` allocates it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Net {
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// What to write. Absent parts are left as they are in the disk.
+#[derive(Debug, Clone, Default)]
+pub struct Custom {
+    pub hostname: Option<String>,
+    pub ssh_pubkey: Option<String>,
+    pub host_keys: bool,
+    pub net: Option<Net>,
+}
+
+impl Custom {
+    pub fn is_empty(&self) -> bool {
+        self.hostname.is_none()
+            && self.ssh_pubkey.is_none()
+            && !self.host_keys
+            && self.net.is_none()
+    }
+}
+
+fn invalid(msg: String) -> OpError {
+    OpError::new(code::INVALID_ARGS, msg)
+}
+
+fn valid_mac(m: &str) -> bool {
+    let parts: Vec<&str> = m.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn parse_subnet(s: &str) -> Option<(u32, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    (len <= 32).then_some((u32::from(ip), len))
+}
+
+fn in_subnet(ip: Ipv4Addr, subnet: &str) -> bool {
+    match parse_subnet(subnet) {
+        Some((net, len)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(ip) & mask == net & mask
+        }
+        None => false,
+    }
+}
+
+/// Checks everything a request may put into a guest: a hostname that is a valid name, one
+/// SSH public key line, addresses inside the configured subnet, a well-formed MAC.
+pub fn validate(c: &Custom, subnet: &str) -> Result<(), OpError> {
+    if let Some(h) = &c.hostname {
+        crate::validate::name(h)?;
+    }
+    if let Some(k) = &c.ssh_pubkey {
+        let ok = !k.is_empty()
+            && k.len() <= 16 * 1024
+            && k.bytes().all(|b| (0x20..0x7f).contains(&b))
+            && (k.starts_with("ssh-") || k.starts_with("ecdsa-") || k.starts_with("sk-"));
+        if !ok {
+            return Err(invalid(
+                "ssh_pubkey must be one SSH public key line ('ssh-ed25519 AAAA... comment')".into(),
+            ));
+        }
+    }
+    if let Some(n) = &c.net {
+        if n.prefix == 0 || n.prefix > 32 {
+            return Err(invalid(format!("net.prefix {} must be 1-32", n.prefix)));
+        }
+        if !in_subnet(n.ip, subnet) {
+            return Err(invalid(format!(
+                "net.ip {} is outside the configured subnet {subnet}",
+                n.ip
+            )));
+        }
+        if let Some(g) = n.gateway {
+            if !in_subnet(g, subnet) {
+                return Err(invalid(format!(
+                    "net.gateway {g} is outside the configured subnet {subnet}"
+                )));
+            }
+        }
+        if n.dns.len() > 8 {
+            return Err(invalid("net.dns: at most 8 servers".into()));
+        }
+        if let Some(m) = &n.mac {
+            if !valid_mac(m) {
+                return Err(invalid(format!(
+                    "net.mac {m:?} is not a MAC address (xx:xx:xx:xx:xx:xx)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file to put into the guest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
+/// The plan: directories to make (with modes), paths to remove, files to write.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    pub dirs: Vec<(String, u32)>,
+    pub remove: Vec<String>,
+    pub files: Vec<GuestFile>,
+}
+
+impl Plan {
+    fn dir(&mut self, path: &str, mode: u32) {
+        if !self.dirs.iter().any(|(p, _)| p == path) {
+            self.dirs.push((path.into(), mode));
+        }
+    }
+    fn file(&mut self, path: &str, content: impl Into<Vec<u8>>, mode: u32) {
+        self.files.push(GuestFile {
+            path: path.into(),
+            content: content.into(),
+            mode,
+        });
+    }
+}
+
+/// The host key types banger generates, and the ones it removes so no clone keeps the
+/// image's keys.
+pub const HOST_KEY_TYPES: &[&str] = &["ed25519", "ecdsa"];
+const ALL_HOST_KEY_TYPES: &[&str] = &["ed25519", "ecdsa", "rsa", "dsa"];
+
+/// The files for `c` (host keys are added by the caller, once generated).
+pub fn plan(c: &Custom) -> Plan {
+    let mut p = Plan::default();
+    if let Some(h) = &c.hostname {
+        p.dir("/etc", 0o755);
+        p.file("/etc/hostname", format!("{h}\n"), 0o644);
+        p.file(
+            "/etc/hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n127.0.1.1\t{h}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            ),
+            0o644,
+        );
+    }
+    if let Some(k) = &c.ssh_pubkey {
+        p.dir("/root", 0o700);
+        p.dir("/root/.ssh", 0o700);
+        p.file("/root/.ssh/authorized_keys", format!("{k}\n"), 0o600);
+    }
+    if c.host_keys {
+        p.dir("/etc", 0o755);
+        p.dir("/etc/ssh", 0o755);
+        for t in ALL_HOST_KEY_TYPES {
+            p.remove.push(format!("/etc/ssh/ssh_host_{t}_key"));
+            p.remove.push(format!("/etc/ssh/ssh_host_{t}_key.pub"));
+        }
+    }
+    if let Some(n) = &c.net {
+        p.dir("/etc", 0o755);
+        p.dir("/etc/banger", 0o755);
+        p.dir("/etc/systemd", 0o755);
+        p.dir("/etc/systemd/network", 0o755);
+        let json = serde_json::to_string_pretty(n).unwrap_or_default() + "\n";
+        p.file("/etc/banger/net.json", json, 0o644);
+        let dns: Vec<String> = n.dns.iter().map(ToString::to_string).collect();
+        let env = format!(
+            "# written by banger-snap; read by the guest's init\nBANGER_IP={}\nBANGER_PREFIX={}\nBANGER_GATEWAY={}\nBANGER_DNS=\"{}\"\nBANGER_MAC={}\n",
+            n.ip,
+            n.prefix,
+            n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            dns.join(" "),
+            n.mac.clone().unwrap_or_default()
+        );
+        p.file("/etc/banger/net.env", env, 0o644);
+        let mut nd = String::from("# written by banger-snap\n[Match]\n");
+        match &n.mac {
+            Some(m) => nd.push_str(&format!("MACAddress={m}\n")),
+            None => nd.push_str("Name=eth0\n"),
+        }
+        nd.push_str(&format!("\n[Network]\nAddress={}/{}\n", n.ip, n.prefix));
+        if let Some(g) = n.gateway {
+            nd.push_str(&format!("Gateway={g}\n"));
+        }
+        for d in &dns {
+            nd.push_str(&format!("DNS={d}\n"));
+        }
+        p.file("/etc/systemd/network/10-banger.network", nd, 0o644);
+        if !dns.is_empty() {
+            let rc: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+            p.remove.push("/etc/resolv.conf".into());
+            p.file("/etc/resolv.conf", rc, 0o644);
+        }
+    }
+    p
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some(("", b)) => ("/", b),
+        Some((a, b)) => (a, b),
+        None => ("/", path),
+    }
+}
+
+/// The `debugfs -w -f` script for a plan whose file contents are in `local` as `f0`, `f1`...
+/// debugfs resolves `mkdir`/`write`/`rm` names in its current directory, so every one is
+/// preceded by a `cd` to the parent; `sif` takes the full path.
+pub fn script(p: &Plan, local: &Path) -> String {
+    let mut s = String::new();
+    let meta = |s: &mut String, path: &str, mode: u32| {
+        s.push_str(&format!("sif {path} mode 0{mode:o}\n"));
+        s.push_str(&format!("sif {path} uid 0\nsif {path} gid 0\n"));
+    };
+    for (d, mode) in &p.dirs {
+        let (parent, base) = split(d);
+        s.push_str(&format!("cd {parent}\nmkdir {base}\n"));
+        meta(&mut s, d, 0o040000 | mode);
+    }
+    let mut removes: Vec<&String> = p.remove.iter().collect();
+    for f in &p.files {
+        if !removes.contains(&&f.path) {
+            removes.push(&f.path);
+        }
+    }
+    for r in removes {
+        let (parent, base) = split(r);
+        s.push_str(&format!("cd {parent}\nrm {base}\n"));
+    }
+    for (i, f) in p.files.iter().enumerate() {
+        let (parent, base) = split(&f.path);
+        s.push_str(&format!(
+            "cd {parent}\nwrite {}/f{i} {base}\n",
+            local.display()
+        ));
+        meta(&mut s, &f.path, 0o100000 | f.mode);
+    }
+    s
+}
+
+/// A private temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(vm: &str) -> Result<TempDir, SnapError> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "banger-snap-{vm}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .map_err(|source| SnapError::Create {
+                path: p.clone(),
+                source,
+            })?;
+        Ok(TempDir(p))
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SnapError + 'a {
+    move |source| SnapError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Fresh host keys for `vm`: (type -> public line, files to write).
+fn host_keys(
+    dir: &Path,
+    vm: &str,
+) -> Result<(BTreeMap<String, String>, Vec<GuestFile>), SnapError> {
+    let mut public = BTreeMap::new();
+    let mut files = Vec::new();
+    for t in HOST_KEY_TYPES {
+        let key = dir.join(format!("ssh_host_{t}_key"));
+        let mut cmd = std::process::Command::new("ssh-keygen");
+        cmd.args(["-q", "-t", t, "-N", "", "-C"])
+            .arg(format!("root@{vm}"))
+            .arg("-f")
+            .arg(&key);
+        if *t == "ecdsa" {
+            cmd.args(["-b", "256"]);
+        }
+        super::run_cmd(&mut cmd, "openssh-client")?;
+        let private = std::fs::read(&key).map_err(io("read", &key))?;
+        let pub_path = dir.join(format!("ssh_host_{t}_key.pub"));
+        let pub_line = std::fs::read_to_string(&pub_path).map_err(io("read", &pub_path))?;
+        let pub_line = pub_line.trim().to_string();
+        files.push(GuestFile {
+            path: format!("/etc/ssh/ssh_host_{t}_key"),
+            content: private,
+            mode: 0o600,
+        });
+        files.push(GuestFile {
+            path: format!("/etc/ssh/ssh_host_{t}_key.pub"),
+            content: format!("{pub_line}\n").into_bytes(),
+            mode: 0o644,
+        });
+        public.insert(t.to_string(), pub_line);
+    }
+    Ok((public, files))
+}
+
+fn debugfs(
+    disk: &std::fs::File,
+    args: &[&str],
+    owner: Option<(u32, u32)>,
+) -> Result<String, SnapError> {
+    // The disk belongs to the owner: debugfs parses an untrusted filesystem, so it runs
+    // with the owner's rights, not root's, on the file the helper opened.
+    super::run_on_disk("debugfs", args, disk, owner, "e2fsprogs")
+}
+
+/// Writes `c` into the ext4 filesystem on `disk` (a file or block device the owner can
+/// write). Returns the new host public keys by type (empty unless `c.host_keys`).
+pub fn apply(
+    disk: &Path,
+    vm: &str,
+    c: &Custom,
+    owner: Option<(u32, u32)>,
+) -> Result<BTreeMap<String, String>, SnapError> {
+    let disk_file = super::open_disk(disk)?;
+    let tmp = TempDir::new(vm)?;
+    let keys_dir = tmp.0.join("keys");
+    let files_dir = tmp.0.join("files");
+    let check_dir = tmp.0.join("check");
+    for d in [&keys_dir, &files_dir, &check_dir] {
+        std::fs::create_dir(d).map_err(io("create", d))?;
+    }
+    let mut p = plan(c);
+    let mut public = BTreeMap::new();
+    if c.host_keys {
+        let (pubs, files) = host_keys(&keys_dir, vm)?;
+        public = pubs;
+        p.files.extend(files);
+    }
+    for (i, f) in p.files.iter().enumerate() {
+        let path = files_dir.join(format!("f{i}"));
+        std::fs::write(&path, &f.content).map_err(io("write", &path))?;
+    }
+    let script_path = tmp.0.join("script");
+    std::fs::write(&script_path, script(&p, &files_dir)).map_err(io("write", &script_path))?;
+    if let Some((uid, gid)) = owner {
+        for entry in walk(&tmp.0) {
+            let _ = std::os::unix::fs::chown(&entry, Some(uid), Some(gid));
+        }
+    }
+    let _ = std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o700));
+    let sp = script_path.to_string_lossy().into_owned();
+    debugfs(&disk_file, &["-w", "-f", &sp], owner)?;
+    super::fail_point("snap.customize")?;
+    // Read every file back: debugfs reports per-command errors only on its output.
+    let mut check = String::new();
+    for (i, f) in p.files.iter().enumerate() {
+        check.push_str(&format!("dump {} {}/c{i}\n", f.path, check_dir.display()));
+    }
+    let check_path = tmp.0.join("check.script");
+    std::fs::write(&check_path, check).map_err(io("write", &check_path))?;
+    if let Some((uid, gid)) = owner {
+        let _ = std::os::unix::fs::chown(&check_path, Some(uid), Some(gid));
+    }
+    let cp = check_path.to_string_lossy().into_owned();
+    debugfs(&disk_file, &["-f", &cp], owner)?;
+    for (i, f) in p.files.iter().enumerate() {
+        let got = std::fs::read(check_dir.join(format!("c{i}"))).ok();
+        if got.as_deref() != Some(&f.content[..]) {
+            return Err(SnapError::Verify {
+                path: disk.to_path_buf(),
+                what: format!(
+                    "{} is {} (is {} a directory or a dangling link in the image?)",
+                    f.path,
+                    if got.is_some() {
+                        "different"
+                    } else {
+                        "missing"
+                    },
+                    split(&f.path).0
+                ),
+            });
+        }
+    }
+    Ok(public)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> Net {
+        Net {
+            ip: "10.200.0.5".parse().unwrap(),
+            prefix: 24,
+            gateway: Some("10.200.0.1".parse().unwrap()),
+            dns: vec!["10.200.0.1".parse().unwrap()],
+            mac: Some("06:00:0a:c8:00:05".into()),
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let ok = Custom {
+            hostname: Some("dev1".into()),
+            ssh_pubkey: Some("ssh-ed25519 AAAA x@y".into()),
+            host_keys: true,
+            net: Some(net()),
+        };
+        assert!(validate(&ok, "10.200.0.0/24").is_ok());
+        assert!(validate(&ok, "10.201.0.0/24").is_err());
+        let mut bad = ok.clone();
+        bad.ssh_pubkey = Some("ssh-ed25519 AAAA\nssh-rsa BBBB".into());
+        assert!(validate(&bad, "10.200.0.0/24").is_err());
+        let mut bad = ok.clone();
+        bad.hostname = Some("../etc".into());
+        assert!(validate(&bad, "10.200.0.0/24").is_err());
+        let mut bad = ok.clone();
+        bad.net.as_mut().unwrap().mac = Some("06:00:zz:00:00:05".into());
+        assert!(validate(&bad, "10.200.0.0/24").is_err());
+    }
+
+    #[test]
+    fn plan_and_script() {
+        let c = Custom {
+            hostname: Some("dev1".into()),
+            ssh_pubkey: Some("ssh-ed25519 AAAA me".into()),
+            host_keys: true,
+            net: Some(net()),
+        };
+        let p = plan(&c);
+        let paths: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
+        assert!(paths.contains(&"/etc/banger/net.env"));
+        assert!(paths.contains(&"/etc/systemd/network/10-banger.network"));
+        let env = &p
+            .files
+            .iter()
+            .find(|f| f.path == "/etc/banger/net.env")
+            .unwrap();
+        let env = String::from_utf8_lossy(&env.content);
+        assert!(env.contains("BANGER_IP=10.200.0.5\n") && env.contains("BANGER_PREFIX=24\n"));
+        let s = script(&p, Path::new("/tmp/x"));
+        assert!(s.contains("cd /root\nmkdir .ssh\nsif /root/.ssh mode 040700\n"));
+        assert!(s.contains("cd /etc\nwrite /tmp/x/f0 hostname\nsif /etc/hostname mode 0100644\n"));
+        assert!(s.contains("cd /etc/ssh\nrm ssh_host_rsa_key\n"));
+        assert!(s.contains("cd /\nmkdir etc\n"));
+        // Files are removed before they are written (debugfs' write refuses to overwrite).
+        let rm = s.find("cd /etc\nrm hostname").unwrap();
+        let wr = s.find("write /tmp/x/f0 hostname").unwrap();
+        assert!(rm < wr);
+    }
+
+    #[test]
+    fn net_only_touches_network_files() {
+        let c = Custom {
+            net: Some(net()),
+            ..Default::default()
+        };
+        let p = plan(&c);
+        assert!(p.files.iter().all(|f| f.path.starts_with("/etc/banger/")
+            || f.path.starts_with("/etc/systemd/")
+            || f.path == "/etc/resolv.conf"));
+    }
+}
