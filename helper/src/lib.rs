@@ -6,9 +6,12 @@
 //! The step binaries call [`local`] in process when they run as root and no helper
 //! answers, so the same code and the same validation run either way.
 
+pub mod jail;
 pub mod ledger;
+pub mod net;
 pub mod ops;
 pub mod server;
+pub mod snap;
 pub mod validate;
 
 use banger::config::Config;
