@@ -20,7 +20,7 @@ deps: $(BATS)
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	shellcheck -S warning $$(git ls-files 'tests/bats/*.bash' 'scripts/*' '.ci/*' 'bin/scripts/*' 2>/dev/null)
+	shellcheck -S warning tests/bats/*.bash benches/*.sh .ci/run bin/scripts/*
 	for f in man/*.[178]; do [ -e "$$f" ] || continue; mandoc -T lint -W warning "$$f" || exit 1; done
 
 unit:
@@ -32,15 +32,29 @@ bats: build $(BATS)
 # The whole suite: lint, unit tests, then the black-box tests (as root in CI).
 test: lint unit bats
 
-bench: $(BATS)
-	$(CARGO) build --release --workspace --all-targets
-	$(CARGO) bench --workspace
-
-install: 
+# Every benchmark; each prints numbers and asserts nothing. The shell ones need root.
+bench:
 	$(CARGO) build --release --workspace
-	install -d $(DESTDIR)/usr/local/bin
+	$(CARGO) bench -p banger-lib --bench passthrough
+	$(CARGO) bench -p banger-helper --bench helper_ping 2>/dev/null
+	for b in benches/*.sh; do echo "== $$b"; BANGER_BIN=$(CURDIR)/target/release $$b || exit 1; done
+
+PREFIX ?= /usr/local
+
+install:
+	$(CARGO) build --release -p banger -p banger-helper
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 \
+		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	for b in banger banger-vm banger-snap banger-net banger-jail banger-image banger-helper; do \
-		install -m 0755 target/release/$$b $(DESTDIR)/usr/local/bin/; done
+		install -m 0755 target/release/$$b $(DESTDIR)$(PREFIX)/bin/; done
+	install -m 0755 bin/scripts/banger-up bin/scripts/banger-down bin/scripts/banger-rm $(DESTDIR)$(PREFIX)/bin/
+	for f in man/*.1; do install -m 0644 $$f $(DESTDIR)$(PREFIX)/share/man/man1/; done
+	install -m 0644 man/banger.7 $(DESTDIR)$(PREFIX)/share/man/man7/
+	install -m 0644 man/banger-helper.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 0644 completions/bash/* $(DESTDIR)$(PREFIX)/share/bash-completion/completions/
+	install -m 0644 completions/zsh/_* $(DESTDIR)$(PREFIX)/share/zsh/site-functions/
+	install -m 0644 completions/fish/*.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/
 
 clean:
 	$(CARGO) clean

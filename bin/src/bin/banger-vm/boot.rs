@@ -204,12 +204,14 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
                 format!("net.ip {ip:?} is not an IPv4 address"),
             )
         })?),
-        (Wait::Ssh, None) => return Err(StepError::msg(
-            "no_network",
-            format!(
+        (Wait::Ssh, None) => {
+            return Err(StepError::msg(
+                "no_network",
+                format!(
                 "{name} has no net section to reach SSH on; use --wait-console TEXT or --no-wait"
             ),
-        )),
+            ))
+        }
         _ => None,
     };
     let console = console_path(rec);
