@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the .bats files that load this
 # Common setup for banger's bats tests. Load with: load test_helper
 #
 # Every test gets its own state, run, config and root dirs under $BATS_TEST_TMPDIR and,
@@ -36,8 +37,8 @@ banger_env() {
 start_helper() {
     banger-helper --socket "$BANGER_HELPER_SOCKET" "$@" 2>>"$BATS_TEST_TMPDIR/helper.log" &
     HELPER_PID=$!
-    local i
-    for i in $(seq 1 200); do
+    local _
+    for _ in $(seq 1 200); do
         [ -S "$BANGER_HELPER_SOCKET" ] && return 0
         kill -0 "$HELPER_PID" 2>/dev/null || { cat "$BATS_TEST_TMPDIR/helper.log" >&2; return 1; }
         sleep 0.02
