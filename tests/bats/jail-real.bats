@@ -71,7 +71,8 @@ api() {
     [ "$(stat -c %u /proc/"$pid")" = "$OWNER_UID" ]
     run nsenter -t "$NS_PID" -m -- banger-jail teardown "$VM"
     assert_success
-    ! alive "$pid"
+    run alive "$pid"
+    assert_failure
     grep -q TINY_GUEST_READY "$BANGER_STATE_DIR/vms/$VM/console.log"
     assert_nothing_left "$VM"
 }

@@ -93,7 +93,8 @@ launch() {
     run in_ns banger-jail teardown "$VM"
     assert_success
     echo "$output" | jq -e 'has("jail") | not'
-    ! alive "$pid"
+    run alive "$pid"
+    assert_failure
     [ ! -e "$BANGER_RUN_DIR/vms/$VM.sock" ]
     [ -f "$BANGER_STATE_DIR/vms/$VM/disk.ext4" ]
     [ -f "$BANGER_STATE_DIR/vms/$VM/console.log" ]
@@ -226,7 +227,8 @@ launch() {
     assert_success
     run in_ns banger-jail teardown "$VM"
     assert_success
-    ! alive "$pid"
+    run alive "$pid"
+    assert_failure
     assert_nothing_left "$VM"
 }
 

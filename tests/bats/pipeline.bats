@@ -1,0 +1,152 @@
+#!/usr/bin/env bats
+# The whole pipeline as a user runs it: `banger up` / `banger down` / `banger rm`, with the
+# Firecracker and jailer TEST STAND-INS (tests/standin, not Firecracker), a real helper inside
+# a network namespace of the test's own (bridge, tap and nft table live there), real disks,
+# real chroots. Teardown checks that the host's links and ruleset did not change.
+
+bats_require_minimum_version 1.5.0
+
+load test_helper
+load net_helper
+load snap_helper
+
+setup() {
+    net_env
+    P_TMP="$(mktemp -d /tmp/banger-pipe.XXXXXX)"
+    chmod 0755 "$P_TMP"
+    export BANGER_STATE_DIR="$P_TMP/state" BANGER_RUN_DIR="$P_TMP/run" BANGER_JAIL_DIR="$P_TMP/jail"
+    export BANGER_FIRECRACKER="$STANDIN_FIRECRACKER" BANGER_JAILER="$STANDIN_JAILER"
+    export BANGER_OWNER_UID="$OWNER_UID"
+    mkdir -p "$BANGER_STATE_DIR" "$BANGER_RUN_DIR"
+    start_helper_in "$NS_H" --owner "$OWNER_UID"
+    make_image default
+    chmod -R a+rX "$BANGER_STATE_DIR"
+}
+
+teardown() {
+    local f pid
+    for f in "$BANGER_JAIL_DIR"/*/*/root/firecracker.pid; do
+        [ -f "$f" ] || continue
+        pid=$(tr -d '[:space:]' <"$f")
+        [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = firecracker ] && kill -9 "$pid" 2>/dev/null
+    done
+    net_teardown
+    local rc=$?
+    rm -rf "$P_TMP"
+    return $rc
+}
+
+rec() {
+    banger-vm status "$1"
+}
+
+requests_of() {
+    cat "$(rec "$1" | jq -r .jail.chroot)/run/standin-requests.jsonl"
+}
+
+ledger_of() {
+    jq -c --arg n "$1" '[.entries[] | select(.vm == $n) | .kind] | sort' "$BANGER_ROOT_DIR/ledger.json"
+}
+
+@test "pipeline (stand-in firecracker): banger up creates, launches and boots a VM; the API got the record's facts" {
+    run --separate-stderr banger up t1 --vcpus 2 --mem 256 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    [[ "$stderr" == *"banger up: t1 ready in"* ]]
+    echo "$output" | jq -e '.vm.state == "running" and .vm.ready == "console" and (.vm.boot_ms | type) == "number"'
+    echo "$output" | jq -e '.spec.image == "default" and .snap.method != null and .net.ip != null and .jail.launcher == "jailer"'
+    run rec t1
+    echo "$output" | jq -e '.vm.live.api_state == "Running" and .vm.live.pid == .jail.pid'
+    local r
+    r=$(rec t1)
+    run requests_of t1
+    jq -s -e '[.[] | select(.method == "PUT") | .path] | . as $p | ($p | index("/actions")) == ($p | length - 1)' <<<"$output"
+    jq -s -e --argjson r "$r" 'map(select(.path == "/network-interfaces/eth0"))[0].body == {"iface_id": "eth0", "host_dev_name": $r.net.tap, "guest_mac": $r.net.mac}' <<<"$output"
+    jq -s -e --argjson r "$r" 'map(select(.path == "/drives/rootfs"))[0].body == {"drive_id": "rootfs", "path_on_host": $r.jail.rootfs, "is_root_device": true, "is_read_only": false}' <<<"$output"
+    jq -s -e 'map(select(.path == "/machine-config"))[0].body == {"vcpu_count": 2, "mem_size_mib": 256}' <<<"$output"
+    jq -s -e --argjson r "$r" 'map(select(.path == "/boot-source"))[0].body.boot_args | contains("ip=" + $r.net.ip + "::" + $r.net.gateway + ":255.255.255.0:t1:eth0:off")' <<<"$output"
+    # The console reached the user through the jail.
+    run banger vm console t1
+    assert_output --partial "STANDIN_GUEST_READY"
+    # The privileged resources are all in the ledger.
+    run ledger_of t1
+    assert_output --partial '"disk"'
+    assert_output --partial '"tap"'
+    assert_output --partial '"jail"'
+}
+
+@test "pipeline (stand-in firecracker): banger down keeps the disk; banger up starts it again; banger rm removes everything" {
+    banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20 >/dev/null 2>&1
+    local disk tap chroot
+    disk=$(rec t1 | jq -r .snap.path)
+    tap=$(rec t1 | jq -r .net.tap)
+    chroot=$(rec t1 | jq -r .jail.chroot)
+    run --separate-stderr banger down t1 --timeout 2
+    assert_success
+    echo "$output" | jq -e '.vm.state == "stopped" and .jail == null and .net == null and .snap.path != null'
+    [ -f "$disk" ]
+    [ ! -e "$chroot" ]
+    run ip -n "$NS_H" link show "$tap"
+    assert_failure
+    run ledger_of t1
+    assert_output '["disk"]'
+
+    run --separate-stderr banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    echo "$output" | jq -e --arg d "$disk" '.vm.state == "running" and .snap.path == $d'
+
+    run --separate-stderr banger rm t1
+    assert_failure 2
+    [[ "$stderr" == *"pass --yes"* ]]
+    run --separate-stderr banger rm t1 --yes
+    assert_success
+    [ ! -e "$disk" ]
+    run banger vm status t1
+    assert_failure
+    run ledger_of t1
+    assert_output '[]'
+    [ -z "$(ls "$BANGER_JAIL_DIR"/firecracker 2>/dev/null)" ]
+}
+
+@test "pipeline (stand-in firecracker): banger up on a running VM changes nothing" {
+    banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20 >/dev/null 2>&1
+    local before
+    before=$(rec t1 | jq -c '{ip: .net.ip, tap: .net.tap, pid: .jail.pid, disk: .snap.path}')
+    run --separate-stderr banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    [ "$(rec t1 | jq -c '{ip: .net.ip, tap: .net.tap, pid: .jail.pid, disk: .snap.path}')" = "$before" ]
+    [ "$(requests_of t1 | jq -s '[.[] | select(.path == "/actions")] | length')" -eq 1 ]
+}
+
+@test "pipeline (stand-in firecracker): a step that fails names itself, the error flows through, nothing made before is lost" {
+    banger-vm new t2 --image default | banger-snap create | banger-net up >"$BATS_TEST_TMPDIR/rec.json"
+    # Break the jail step: the image's kernel is gone.
+    rm "$BANGER_STATE_DIR/images/default/vmlinux"
+    run --separate-stderr bash -c "set -o pipefail; banger-jail launch <'$BATS_TEST_TMPDIR/rec.json' | banger-vm start --no-wait"
+    assert_failure 1
+    echo "$output" | jq -e '.error.step == "launch" or .error.step == "jail"'
+    echo "$output" | jq -e '.net.ip != null and .snap.path != null'
+    [[ "$stderr" == *"banger-jail: error: t2"* ]]
+    # The store and the ledger still hold the disk and the network made before.
+    rec t2 | jq -e '.snap.path != null and .net.tap != null and .jail == null'
+    run ledger_of t2
+    assert_output --partial '"disk"'
+    assert_output --partial '"tap"'
+    refute_output --partial '"jail"'
+    banger-vm rm --force t2
+    run ledger_of t2
+    assert_output '[]'
+}
+
+@test "banger up/down/rm: usage errors exit 2 with a hint" {
+    run banger up
+    assert_failure 2
+    run banger up t1 --frob
+    assert_failure 2
+    run banger down
+    assert_failure 2
+    run banger rm
+    assert_failure 2
+    run banger up --help
+    assert_success
+    assert_output --partial "banger-vm new NAME ... | banger-snap create"
+}
