@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmark: the time banger adds on top of Firecracker. `banger up` up to the answer to
+# InstanceStart, with the Firecracker and jailer TEST STAND-INS (whose own API answers take
+# microseconds), split by step: new | snap create | net up | jail launch | vm start --no-wait.
+# Prints numbers; asserts nothing. Needs root.
+#
+#   sudo benches/up.sh            # REPS=10 VMs; BANGER_BIN=target/release by default
+#
+# Runs in a network namespace and a private mount namespace of its own, through a real
+# helper on a temp socket, with all state under a temp dir removed on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${BANGER_BIN:-}
+if [ -z "$bin" ]; then
+    if [ -x "$here/target/release/banger-vm" ]; then bin=$here/target/release; else bin=$here/target/debug; fi
+fi
+for b in banger-vm banger-snap banger-net banger-jail banger-image banger-helper; do
+    [ -x "$bin/$b" ] || { echo "up.sh: $bin/$b not built (cargo build --release)" >&2; exit 1; }
+done
+fc=$bin/firecracker
+[ -x "$fc" ] || fc=$here/target/debug/firecracker
+jailer=$bin/jailer
+[ -x "$jailer" ] || jailer=$here/target/debug/jailer
+[ -x "$fc" ] && [ -x "$jailer" ] || { echo "up.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "up.sh: needs root" >&2; exit 1; }
+ns="banger-bench-up-$$"
+if [ -z "${UP_BENCH_IN_NS:-}" ]; then
+    ip netns add "$ns"
+    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+    ip -n "$ns" link set lo up
+    # A default route for NAT's uplink, inside the namespace only.
+    ip -n "$ns" link add up0 type veth peer name up1
+    ip -n "$ns" addr add 198.51.100.1/24 dev up0
+    ip -n "$ns" link set up0 up
+    ip -n "$ns" link set up1 up
+    ip -n "$ns" route add default via 198.51.100.2
+    UP_BENCH_IN_NS=1 ip netns exec "$ns" unshare -m --propagation private "$0" "$@"
+    exit $?
+fi
+reps=${REPS:-10}
+tmp=$(mktemp -d /tmp/banger-up-bench.XXXXXX)
+chmod 0755 "$tmp"
+export PATH="$bin:$here/bin/scripts:$PATH"
+export BANGER_STATE_DIR=$tmp/state BANGER_RUN_DIR=$tmp/run BANGER_CONFIG_DIR=$tmp/etc
+export BANGER_ROOT_DIR=$tmp/root BANGER_JAIL_DIR=$tmp/jail BANGER_HELPER_SOCKET=$tmp/helper.sock
+export BANGER_FIRECRACKER=$fc BANGER_JAILER=$jailer BANGER_OWNER_UID=4343
+helper=""
+cleanup() {
+    local n
+    for n in $(seq 1 "$reps"); do
+        banger-vm kill "u$n" 2>/dev/null | banger-jail teardown 2>/dev/null | banger-net down >/dev/null 2>&1 || true
+        banger-snap rm "u$n" >/dev/null 2>&1 || true
+    done
+    [ -n "$helper" ] && kill "$helper" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+mkdir -p "$BANGER_STATE_DIR" "$BANGER_RUN_DIR" "$tmp/img/etc"
+banger-helper --socket "$BANGER_HELPER_SOCKET" --owner 4343 2>/dev/null &
+helper=$!
+for _ in $(seq 1 200); do [ -S "$BANGER_HELPER_SOCKET" ] && break; sleep 0.01; done
+echo image >"$tmp/img/etc/hostname"
+mkfs.ext4 -q -F -d "$tmp/img" "$tmp/rootfs.ext4" 64M >/dev/null 2>&1
+{
+    printf '\177ELF\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000'
+    head -c 40 /dev/zero
+} >"$tmp/vmlinux"
+truncate -s 4096 "$tmp/vmlinux"
+banger-image import default --rootfs "$tmp/rootfs.ext4" --kernel "$tmp/vmlinux" >/dev/null
+chmod -R a+rX "$BANGER_STATE_DIR"
+
+now_us() { date +%s%6N; }
+declare -A sum
+steps=(new snap net jail start)
+for s in "${steps[@]}" total; do sum[$s]=0; done
+for n in $(seq 1 "$reps"); do
+    t0=$(now_us)
+    banger-vm new "u$n" --image default >"$tmp/r0"
+    t1=$(now_us)
+    banger-snap create <"$tmp/r0" >"$tmp/r1" 2>/dev/null
+    t2=$(now_us)
+    banger-net up <"$tmp/r1" >"$tmp/r2"
+    t3=$(now_us)
+    banger-jail launch <"$tmp/r2" >"$tmp/r3"
+    t4=$(now_us)
+    banger-vm start --no-wait <"$tmp/r3" >"$tmp/r4" 2>/dev/null
+    t5=$(now_us)
+    sum[new]=$((sum[new] + t1 - t0))
+    sum[snap]=$((sum[snap] + t2 - t1))
+    sum[net]=$((sum[net] + t3 - t2))
+    sum[jail]=$((sum[jail] + t4 - t3))
+    sum[start]=$((sum[start] + t5 - t4))
+    sum[total]=$((sum[total] + t5 - t0))
+    fc_ms=$(jq -r .vm.instance_start_ms "$tmp/r4")
+    sum[fc]=$(awk -v a="${sum[fc]:-0}" -v b="$fc_ms" 'BEGIN {print a + b * 1000}')
+done
+echo "banger up to InstanceStart, TEST STAND-IN firecracker/jailer, $reps VMs, 64 MiB image, $bin"
+for s in "${steps[@]}"; do
+    awk -v s="$s" -v t="${sum[$s]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.1f ms\n", s, t / n / 1000}'
+done
+awk -v t="${sum[total]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.1f ms\n", "total", t / n / 1000}'
+awk -v t="${sum[fc]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.3f ms\n", "(the InstanceStart call)", t / n / 1000}'
