@@ -95,9 +95,23 @@ for n in $(seq 1 "$reps"); do
     fc_ms=$(jq -r .vm.instance_start_ms "$tmp/r4")
     sum[fc]=$(awk -v a="${sum[fc]:-0}" -v b="$fc_ms" 'BEGIN {print a + b * 1000}')
 done
+# Again after `banger down` (the disk stays; jail and network go): what a restart costs.
+down_sum=0
+up_sum=0
+for n in $(seq 1 "$reps"); do
+    t0=$(now_us)
+    banger down "u$n" --timeout 1 >/dev/null 2>&1
+    t1=$(now_us)
+    banger up "u$n" --no-wait >/dev/null 2>&1
+    t2=$(now_us)
+    down_sum=$((down_sum + t1 - t0))
+    up_sum=$((up_sum + t2 - t1))
+done
 echo "banger up to InstanceStart, TEST STAND-IN firecracker/jailer, $reps VMs, 64 MiB image, $bin"
 for s in "${steps[@]}"; do
     awk -v s="$s" -v t="${sum[$s]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.1f ms\n", s, t / n / 1000}'
 done
 awk -v t="${sum[total]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.1f ms\n", "total", t / n / 1000}'
 awk -v t="${sum[fc]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.3f ms\n", "(the InstanceStart call)", t / n / 1000}'
+awk -v d="$down_sum" -v u="$up_sum" -v n="$reps" 'BEGIN {
+    printf "then, per VM:\n  %-28s %8.1f ms\n  %-28s %8.1f ms\n", "banger down", d / n / 1000, "banger up again (disk kept)", u / n / 1000 }'
