@@ -150,3 +150,13 @@ ledger_of() {
     assert_success
     assert_output --partial "banger-vm new NAME ... | banger-snap create"
 }
+
+@test "pipeline (stand-in firecracker): the disk of a launched VM is never written under it" {
+    banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20 >/dev/null 2>&1
+    run helper_call '{"op":"snap.customize","args":{"vm":"t1","hostname":"evil"}}'
+    assert_output --partial '"code":"conflict"'
+    assert_output --partial "t1 is launched"
+    # banger-net up on the running VM (nothing changed) does not try to write the disk.
+    run --separate-stderr banger-net up t1
+    assert_success
+}

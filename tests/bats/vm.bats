@@ -167,3 +167,15 @@ teardown() {
     run banger-vm list --image x
     assert_failure 2
 }
+
+@test "records: every step that reads records names line 1 of a non-JSON input and exits 1" {
+    local cmd
+    for cmd in "banger-vm status" "banger-vm start" "banger-vm stop" "banger-vm kill" \
+        "banger-vm pause" "banger-vm resume" "banger-vm wait" "banger-vm rm" \
+        "banger-snap create" "banger-snap rm" "banger-net up" "banger-net down" \
+        "banger-jail launch" "banger-jail teardown"; do
+        run bash -c "printf 'nope\n' | $cmd"
+        [ "$status" -eq 1 ] || { echo "$cmd: exit $status" >&2; false; }
+        [[ "$output" == *"line 1"* ]] || { echo "$cmd: $output" >&2; false; }
+    done
+}

@@ -162,6 +162,22 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
         return Err(SnapError::NoDisk { vm: a.vm.clone() }.into());
     }
     validate::path_within(&vm_dir.join("disk.ext4"), &[&vms])?;
+    // A launched VM's Firecracker has the disk open: writing under a live guest corrupts it.
+    let jailed = ctx
+        .ledger
+        .for_vm(&a.vm)
+        .map_err(crate::ops::ledger_err)?
+        .iter()
+        .any(|e| e.kind == "jail");
+    if jailed {
+        return Err(OpError::new(
+            code::CONFLICT,
+            format!(
+                "{} is launched: its disk is in use; stop it and tear its jail down first ('banger down {}')",
+                a.vm, a.vm
+            ),
+        ));
+    }
     let (keys, path) = disk::customize(&ctx.cfg, &ctx.ledger, &a.vm, &custom)?;
     Ok(json!({"path": path, "host_keys": keys, "customized": true}))
 }

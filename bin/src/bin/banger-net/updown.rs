@@ -88,7 +88,15 @@ fn up_one(
     );
     rec.insert("net".into(), Value::Object(net.clone()));
     refresh_hosts(cfg, helper);
-    if rec.get("snap").is_some_and(|s| !s.is_null()) {
+    // Write into the disk only when what the guest sees changed: a running VM's disk must
+    // not be written under it, and an unchanged config needs no write.
+    let guest_view = |m: &Map<String, Value>| -> Vec<Value> {
+        ["ip", "prefix", "gateway", "dns", "mac"]
+            .iter()
+            .map(|k| m.get(*k).cloned().unwrap_or(Value::Null))
+            .collect()
+    };
+    if rec.get("snap").is_some_and(|s| !s.is_null()) && guest_view(&old) != guest_view(&net) {
         customize(helper, &name, &net)?;
     }
     Ok(Action::Save)
