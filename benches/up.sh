@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark: the time banger adds on top of Firecracker. `banger up` up to the answer to
-# InstanceStart, with the Firecracker and jailer TEST STAND-INS (whose own API answers take
-# microseconds), split by step: new | snap create | net up | jail launch | vm start --no-wait.
-# Prints numbers; asserts nothing. Needs root.
+# InstanceStart, split by step: new | snap create | net up | jail launch | vm start --no-wait.
+# With the Firecracker and jailer TEST STAND-INS (whose API answers take microseconds) by
+# default; with the real ones and the rig's tiny guest as kernel when BANGER_TEST_FIRECRACKER
+# and BANGER_TEST_JAILER are set. Prints numbers; asserts nothing. Needs root.
 #
 #   sudo benches/up.sh            # REPS=10 VMs; BANGER_BIN=target/release by default
+#   sudo BANGER_TEST_FIRECRACKER=... BANGER_TEST_JAILER=... benches/up.sh
 #
 # Runs in a network namespace and a private mount namespace of its own, through a real
 # helper on a temp socket, with all state under a temp dir removed on exit.
@@ -18,11 +20,19 @@ fi
 for b in banger-vm banger-snap banger-net banger-jail banger-image banger-helper; do
     [ -x "$bin/$b" ] || { echo "up.sh: $bin/$b not built (cargo build --release)" >&2; exit 1; }
 done
-fc=$bin/firecracker
-[ -x "$fc" ] || fc=$here/target/debug/firecracker
-jailer=$bin/jailer
-[ -x "$jailer" ] || jailer=$here/target/debug/jailer
-[ -x "$fc" ] && [ -x "$jailer" ] || { echo "up.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
+kind="TEST STAND-IN firecracker/jailer"
+if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ]; then
+    fc=$BANGER_TEST_FIRECRACKER
+    jailer=$BANGER_TEST_JAILER
+    kind="real Firecracker/jailer, tiny guest"
+else
+    fc=$bin/firecracker
+    [ -x "$fc" ] || fc=$here/target/debug/firecracker
+    jailer=$bin/jailer
+    [ -x "$jailer" ] || jailer=$here/target/debug/jailer
+    [ -x "$fc" ] && [ -x "$jailer" ] || { echo "up.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
+fi
+rig=${BANGER_TEST_RIG:-$here/../shared/rig}
 [ "$(id -u)" -eq 0 ] || { echo "up.sh: needs root" >&2; exit 1; }
 ns="banger-bench-up-$$"
 if [ -z "${UP_BENCH_IN_NS:-}" ]; then
@@ -62,11 +72,16 @@ helper=$!
 for _ in $(seq 1 200); do [ -S "$BANGER_HELPER_SOCKET" ] && break; sleep 0.01; done
 echo image >"$tmp/img/etc/hostname"
 mkfs.ext4 -q -F -d "$tmp/img" "$tmp/rootfs.ext4" 64M >/dev/null 2>&1
-{
-    printf '\177ELF\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000'
-    head -c 40 /dev/zero
-} >"$tmp/vmlinux"
-truncate -s 4096 "$tmp/vmlinux"
+if [ "$kind" = "TEST STAND-IN firecracker/jailer" ]; then
+    {
+        printf '\177ELF\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000'
+        head -c 40 /dev/zero
+    } >"$tmp/vmlinux"
+    truncate -s 4096 "$tmp/vmlinux"
+else
+    as "$rig/tiny-guest.S" -o "$tmp/tiny.o"
+    ld -static -nostdlib -Ttext=0x1000000 -e _start "$tmp/tiny.o" -o "$tmp/vmlinux"
+fi
 banger-image import default --rootfs "$tmp/rootfs.ext4" --kernel "$tmp/vmlinux" >/dev/null
 chmod -R a+rX "$BANGER_STATE_DIR"
 
@@ -107,7 +122,7 @@ for n in $(seq 1 "$reps"); do
     down_sum=$((down_sum + t1 - t0))
     up_sum=$((up_sum + t2 - t1))
 done
-echo "banger up to InstanceStart, TEST STAND-IN firecracker/jailer, $reps VMs, 64 MiB image, $bin"
+echo "banger up to InstanceStart, $kind, $reps VMs, 64 MiB image, $bin"
 for s in "${steps[@]}"; do
     awk -v s="$s" -v t="${sum[$s]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.1f ms\n", s, t / n / 1000}'
 done
