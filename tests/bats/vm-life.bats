@@ -234,10 +234,14 @@ requests() {
     assert_line "StrictHostKeyChecking=yes"
     assert_line "HostKeyAlias=a"
     assert_line "root@10.200.0.9"
-    assert_line "uname"
+    assert_line "uname -r"
     assert_line "$BANGER_STATE_DIR/ssh/id_ed25519"
     run cat "$BANGER_STATE_DIR/ssh/known_hosts.d/a"
     assert_output "a ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey"
+    # The words are quoted for the guest's shell, so it runs exactly this argv.
+    run env PATH="$BATS_TEST_TMPDIR/fakebin:$PATH" banger-vm exec a -- sh -c 'exit 3'
+    run tail -n 1 "$BATS_TEST_TMPDIR/ssh-args"
+    assert_output "sh -c 'exit 3'"
 }
 
 @test "vm snapshot/restore (stand-in firecracker): pause, Full snapshot, resume; restore into a fresh Firecracker" {

@@ -174,6 +174,26 @@ impl Tool {
         std::process::exit(0)
     }
 
+    /// The first argument of a binary with subcommands: the subcommand's name. Handles
+    /// `--help` and `--version` there, and refuses a missing or unknown command, naming the
+    /// commands from the table.
+    pub fn subcommand(&self, p: &mut lexopt::Parser) -> Result<String, lexopt::Error> {
+        use lexopt::prelude::*;
+        let names: Vec<&str> = self.commands.iter().map(|c| c.name).collect();
+        let list = names.join(", ");
+        let sub = match p.next()? {
+            Some(Value(v)) => v.string()?,
+            Some(Short('h') | Long("help")) => self.exit_help(None),
+            Some(Short('V') | Long("version")) => self.exit_version(),
+            Some(arg) => return Err(arg.unexpected()),
+            None => return Err(format!("missing command ({list})").into()),
+        };
+        if self.command(&sub).is_none() {
+            return Err(format!("unknown command {sub:?} ({list})").into());
+        }
+        Ok(sub)
+    }
+
     /// A usage error: message, hint, exit 2.
     pub fn usage_error(&self, err: &dyn std::fmt::Display) -> ExitCode {
         eprintln!("{}: usage error: {err}", self.name);
@@ -204,6 +224,31 @@ pub fn chain(err: &dyn Error) -> Vec<String> {
 /// The error chain as one line, for a record's `error.message`.
 pub fn one_line(err: &dyn Error) -> String {
     chain(err).join(": ")
+}
+
+/// Renders rows (the first is the header) as columns separated by two spaces, for `--table`.
+pub fn render_table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Finds a sibling binary: the directory of the running executable first, then PATH.
@@ -295,6 +340,20 @@ mod tests {
         assert!(h.contains("--version"));
         let ch = T.command_help("go");
         assert!(ch.contains("--speed"));
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            vec!["NAME".to_string(), "IP".to_string()],
+            vec!["long-name".to_string(), "10.0.0.2".to_string()],
+            vec!["a".to_string(), "-".to_string()],
+        ];
+        assert_eq!(
+            render_table(&rows),
+            "NAME       IP\nlong-name  10.0.0.2\na          -\n"
+        );
+        assert_eq!(render_table(&[]), "");
     }
 
     #[test]

@@ -170,16 +170,7 @@ struct Args {
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let sub = match p.next()? {
-        Some(Value(v)) => v.string()?,
-        Some(Short('h') | Long("help")) => TOOL.exit_help(None),
-        Some(Short('V') | Long("version")) => TOOL.exit_version(),
-        Some(arg) => return Err(arg.unexpected()),
-        None => return Err("missing command (import, build, pull, list, rm)".into()),
-    };
-    if TOOL.command(&sub).is_none() {
-        return Err(format!("unknown command {sub:?} (import, build, pull, list, rm)").into());
-    }
+    let sub = TOOL.subcommand(&mut p)?;
     let mut o = Opts::default();
     let mut pos = Vec::new();
     while let Some(arg) = p.next()? {
@@ -332,20 +323,7 @@ fn table(recs: &[Record]) -> String {
             field(r, &["created_at"]),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    banger::cli::render_table(&rows)
 }
 
 fn main() -> ExitCode {

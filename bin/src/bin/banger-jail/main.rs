@@ -92,16 +92,7 @@ fn secs(v: &str, flag: &str, max: f64) -> Result<u64, lexopt::Error> {
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let sub = match p.next()? {
-        Some(Value(v)) => v.string()?,
-        Some(Short('h') | Long("help")) => TOOL.exit_help(None),
-        Some(Short('V') | Long("version")) => TOOL.exit_version(),
-        Some(arg) => return Err(arg.unexpected()),
-        None => return Err("missing command (launch, teardown, list)".into()),
-    };
-    if TOOL.command(&sub).is_none() {
-        return Err(format!("unknown command {sub:?} (launch, teardown, list)").into());
-    }
+    let sub = TOOL.subcommand(&mut p)?;
     let mut names = Vec::new();
     let mut direct = false;
     let mut timeout_ms = 10_000;

@@ -103,16 +103,7 @@ enum Args {
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let sub = match p.next()? {
-        Some(Value(v)) => v.string()?,
-        Some(Short('h') | Long("help")) => TOOL.exit_help(None),
-        Some(Short('V') | Long("version")) => TOOL.exit_version(),
-        Some(arg) => return Err(arg.unexpected()),
-        None => return Err("missing command (up, down, list, forward)".into()),
-    };
-    if TOOL.command(&sub).is_none() {
-        return Err(format!("unknown command {sub:?} (up, down, list, forward)").into());
-    }
+    let sub = TOOL.subcommand(&mut p)?;
     let mut names: Vec<String> = Vec::new();
     let mut dns = Vec::new();
     let (mut keep_bridge, mut table, mut remove) = (false, false, false);

@@ -81,16 +81,7 @@ enum Args {
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let sub = match p.next()? {
-        Some(Value(v)) => v.string()?,
-        Some(Short('h') | Long("help")) => TOOL.exit_help(None),
-        Some(Short('V') | Long("version")) => TOOL.exit_version(),
-        Some(arg) => return Err(arg.unexpected()),
-        None => return Err("missing command (create, rm, list)".into()),
-    };
-    if TOOL.command(&sub).is_none() {
-        return Err(format!("unknown command {sub:?} (create, rm, list)").into());
-    }
+    let sub = TOOL.subcommand(&mut p)?;
     let mut names = Vec::new();
     let mut method = None;
     let mut disk_size = None;

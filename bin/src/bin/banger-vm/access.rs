@@ -144,7 +144,21 @@ pub fn ssh_command(cfg: &Config, rec: &Record) -> Result<std::process::Command, 
     Ok(cmd)
 }
 
-/// Replaces this process with ssh (so its exit code is the command's).
+/// Quotes one word for the remote POSIX shell, which re-splits ssh's joined command line.
+pub fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./=:,+-@%".contains(&b));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// Replaces this process with ssh (so its exit code is the command's). For `exec` the words
+/// are quoted so the guest runs exactly that argv; for `ssh` they go as ssh would send them.
 pub fn exec_ssh(cfg: &Config, rec: &Record, args: &[String], need_cmd: bool) -> StepError {
     if need_cmd && args.is_empty() {
         return StepError::msg("usage", "exec needs a command after --");
@@ -153,10 +167,46 @@ pub fn exec_ssh(cfg: &Config, rec: &Record, args: &[String], need_cmd: bool) -> 
         Ok(c) => c,
         Err(e) => return e,
     };
-    if !args.is_empty() {
+    if need_cmd {
+        let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        cmd.arg("--").arg(line.join(" "));
+    } else if !args.is_empty() {
         cmd.arg("--").args(args);
     }
     let err = cmd.exec();
     eprintln!("{BIN}: cannot run ssh (install openssh-client)");
     StepError::new("ssh", &err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quoting_keeps_the_argv() {
+        assert_eq!(shell_quote("uname"), "uname");
+        assert_eq!(shell_quote("-r"), "-r");
+        assert_eq!(shell_quote("exit 3"), "'exit 3'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("$HOME;rm"), "'$HOME;rm'");
+        // What a POSIX shell makes of the quoted line is the original argv.
+        let argv = [
+            "sh",
+            "-c",
+            "printf '%s|' \"$@\"",
+            "x",
+            "a b",
+            "it's",
+            "",
+            "$HOME",
+        ];
+        let line: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(line.join(" "))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|it's||$HOME|");
+    }
 }

@@ -276,7 +276,8 @@ fn console_len(rec: &Record) -> u64 {
         .map_or(0, |m| m.len())
 }
 
-fn set_vm(rec: &mut Record, fields: Value) {
+/// Merges `fields` into the record's `vm` section.
+pub fn set_vm(rec: &mut Record, fields: Value) {
     let mut vm = record::section(rec, "vm").cloned().unwrap_or_default();
     if let Value::Object(f) = fields {
         for (k, v) in f {

@@ -1,6 +1,6 @@
 //! `banger-vm stop`, `kill`, `pause`, `resume` and the live part of `status`.
 
-use crate::boot::{client_for, fc_err};
+use crate::boot::{client_for, fc_err, set_vm};
 use crate::BIN;
 use banger::fc_api::FcError;
 use banger::find_pid::{find_for_record, Found};
@@ -8,16 +8,6 @@ use banger::record::{self, Record};
 use banger::step::{Action, StepError};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-fn set_vm(rec: &mut Record, fields: Value) {
-    let mut vm = record::section(rec, "vm").cloned().unwrap_or_default();
-    if let Value::Object(f) = fields {
-        for (k, v) in f {
-            vm.insert(k, v);
-        }
-    }
-    rec.insert("vm".into(), Value::Object(vm));
-}
 
 /// True while the found process is still the same live process.
 fn still_there(f: &Found) -> bool {

@@ -57,20 +57,7 @@ pub fn table(recs: &[Record]) -> String {
             text(field(r, "net", "ip")),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    banger::cli::render_table(&rows)
 }
 
 pub fn list(store: &Store, as_table: bool) -> ExitCode {

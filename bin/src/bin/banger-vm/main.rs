@@ -274,22 +274,10 @@ enum Args {
     },
 }
 
-const COMMANDS: &str =
-    "new, list, status, start, stop, kill, pause, resume, wait, console, ssh, exec, snapshot, restore, rm";
-
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let sub = match p.next()? {
-        Some(Value(v)) => v.string()?,
-        Some(Short('h') | Long("help")) => TOOL.exit_help(None),
-        Some(Short('V') | Long("version")) => TOOL.exit_version(),
-        Some(arg) => return Err(arg.unexpected()),
-        None => return Err(format!("missing command ({COMMANDS})").into()),
-    };
-    if TOOL.command(&sub).is_none() {
-        return Err(format!("unknown command {sub:?} ({COMMANDS})").into());
-    }
+    let sub = TOOL.subcommand(&mut p)?;
     let mut names: Vec<String> = Vec::new();
     let mut image = None;
     let mut vcpus = 1u32;
