@@ -52,9 +52,11 @@ launch() {
     run curl -s --unix-socket "$BANGER_RUN_DIR/vms/$VM.sock" http://localhost/
     assert_success
     assert_output --partial '"id"'
-    # The console goes to a file the owner can read (PUT /serial before any InstanceStart).
-    grep -q '"/serial"' "$chroot/run/standin-requests.jsonl"
-    grep -q 'console.log' "$chroot/run/standin-requests.jsonl"
+    # The console goes to the keeper's FIFO (PUT /serial before any InstanceStart), and from
+    # there to a file the owner can read.
+    jq -s -e 'map(select(.path == "/serial"))[0].body == {"serial_out_path": "/console.fifo"}' \
+        "$chroot/run/standin-requests.jsonl"
+    [ -p "$chroot/console.fifo" ]
     as_uid "$OWNER_UID" test -r "$(echo "$rec" | jq -r .jail.console)"
     # The jailer got exactly the argv recorded.
     jq -e --argjson a "$(echo "$rec" | jq -c '.jail.argv')" '.argv == $a' "$chroot/standin-jailer.json"

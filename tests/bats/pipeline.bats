@@ -160,3 +160,26 @@ ledger_of() {
     run --separate-stderr banger-net up t1
     assert_success
 }
+
+@test "pipeline (stand-in firecracker): the console log is bounded; the keeper exits with Firecracker" {
+    stop_helper
+    BANGER_CONSOLE_MAX_BYTES=4096 start_helper_in "$NS_H" --owner "$OWNER_UID"
+    banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20 >/dev/null 2>&1
+    local chroot keeper
+    chroot=$(rec t1 | jq -r .jail.chroot)
+    keeper=$(jq -r '.entries[] | select(.vm == "t1" and .kind == "jail") | .data.keeper_pid' "$BANGER_ROOT_DIR/ledger.json")
+    [ "$(cat /proc/"$keeper"/comm)" = banger-console- ]
+    [ "$(stat -c %u /proc/"$keeper")" = "$OWNER_UID" ]
+    # 40 KiB of guest output through the FIFO Firecracker writes to.
+    head -c 30000 /dev/urandom | base64 -w 100 >"$chroot/console.fifo"
+    for _ in $(seq 1 100); do [ -f "$chroot/console.log.1" ] && break; sleep 0.05; done
+    sleep 0.3
+    [ "$(stat -c %s "$chroot/console.log")" -le 4096 ]
+    [ "$(stat -c %s "$chroot/console.log.1")" -eq 4096 ]
+    run banger vm console t1 --lines 1
+    assert_output --regexp '^[A-Za-z0-9+/=]+$'
+    banger down t1 --timeout 1 >/dev/null 2>&1
+    for _ in $(seq 1 60); do [ -d /proc/"$keeper" ] || break; sleep 0.05; done
+    run test -d /proc/"$keeper"
+    assert_failure
+}

@@ -182,6 +182,7 @@ mod tests {
             firecracker: None,
             jailer: None,
             boot_args_extra: String::new(),
+            console_max_bytes: crate::config::DEFAULT_CONSOLE_MAX_BYTES,
             owner_uid: None,
             owner_gid: None,
         }

@@ -48,7 +48,11 @@ pub struct ConfigFile {
     pub firecracker: Option<PathBuf>,
     pub jailer: Option<PathBuf>,
     pub boot_args_extra: Option<String>,
+    pub console_max_bytes: Option<u64>,
 }
+
+/// Default size at which a VM's console log is rotated (one old generation is kept).
+pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 8 << 20;
 
 /// What `banger-system install` writes to `$BANGER_CONFIG_DIR/install.json`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -82,6 +86,8 @@ pub struct Config {
     pub firecracker: Option<PathBuf>,
     pub jailer: Option<PathBuf>,
     pub boot_args_extra: String,
+    /// A console log is rotated past this size (`console.log` -> `console.log.1`).
+    pub console_max_bytes: u64,
     /// Set from install.json, or `BANGER_OWNER_UID` (tests).
     pub owner_uid: Option<u32>,
     pub owner_gid: Option<u32>,
@@ -145,6 +151,18 @@ impl Config {
             boot_args_extra: env_str("BANGER_BOOT_ARGS_EXTRA")
                 .or(file.boot_args_extra)
                 .unwrap_or_default(),
+            console_max_bytes: match env_str("BANGER_CONSOLE_MAX_BYTES") {
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1024)
+                    .ok_or(ConfigError::Env {
+                        var: "BANGER_CONSOLE_MAX_BYTES",
+                        value: v,
+                        why: "expected a number of bytes, at least 1024",
+                    })?,
+                None => file.console_max_bytes.unwrap_or(DEFAULT_CONSOLE_MAX_BYTES),
+            },
             config_dir,
             owner_uid,
             owner_gid,

@@ -8,6 +8,7 @@
 
 pub mod argv;
 pub mod cgroup;
+pub mod console;
 pub mod http;
 pub mod mounts;
 pub mod process;
@@ -32,6 +33,10 @@ pub enum JailError {
         var: &'static str,
         key: &'static str,
     },
+    #[error(
+        "{name} is not installed next to the running banger binary or on PATH (reinstall banger)"
+    )]
+    NoHelperBinary { name: &'static str },
     #[error("cannot {what} {path}")]
     Stage {
         what: &'static str,
@@ -92,7 +97,7 @@ impl JailError {
     /// The helper's error code for this failure.
     pub fn code(&self) -> &'static str {
         match self {
-            JailError::NoBinary { .. } => code::NOT_FOUND,
+            JailError::NoBinary { .. } | JailError::NoHelperBinary { .. } => code::NOT_FOUND,
             JailError::Symlink { .. } | JailError::NotAFile { .. } => code::INVALID_PATH,
             JailError::Exists { .. } => code::CONFLICT,
             JailError::Timeout { .. } => code::TIMEOUT,
@@ -148,6 +153,11 @@ pub struct JailData {
     pub initrd: Option<String>,
     pub rootfs: String,
     pub cgroup: Option<PathBuf>,
+    /// The console keeper (banger-console-keeper) and its start time.
+    #[serde(default)]
+    pub keeper_pid: Option<i32>,
+    #[serde(default)]
+    pub keeper_start_time: Option<u64>,
 }
 
 impl JailData {
@@ -268,6 +278,8 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
         initrd: spec.initrd.as_ref().map(|_| seen(stage::INITRD)),
         rootfs: seen(stage::ROOTFS),
         cgroup: None,
+        keeper_pid: None,
+        keeper_start_time: None,
     };
     let plan = argv::Plan {
         id: spec.name.clone(),
@@ -395,6 +407,7 @@ fn build(
         )?;
     }
     stage::empty(&root, stage::CONSOLE, 0o640, uid, gid)?;
+    let fifo = console::make_fifo(&root, uid, gid)?;
     stage::empty(&root, stage::LOG, 0o640, uid, gid)?;
     stage::empty(&root, stage::METRICS, 0o640, uid, gid)?;
     let firecracker = PathBuf::from(data.argv_exec());
@@ -451,12 +464,24 @@ fn build(
     };
     data.pid = Some(pid);
     data.start_time = Some(start_time);
+    let keeper = console::start_keeper(
+        &root,
+        &fifo,
+        &data.console,
+        ctx.cfg.console_max_bytes,
+        pid,
+        start_time,
+        uid,
+        gid,
+    )?;
+    data.keeper_pid = Some(keeper.pid);
+    data.keeper_start_time = Some(keeper.start_time);
     // With --daemonize the jailer sends the serial console to /dev/null: Firecracker writes
-    // it to a file instead (before InstanceStart, which banger-vm sends later).
+    // it to the keeper's FIFO instead (before InstanceStart, which banger-vm sends later).
     let console_seen = if jailed {
-        format!("/{}", stage::CONSOLE)
+        format!("/{}", console::FIFO)
     } else {
-        data.console.display().to_string()
+        fifo.display().to_string()
     };
     let body = json!({ "serial_out_path": console_seen }).to_string();
     match http::request(
@@ -502,6 +527,9 @@ pub fn teardown(ctx: &Ctx, vm: &str, grace: Duration) -> Result<Value, JailError
     for (_, d) in &jails {
         if let Some(pid) = process::stop(&d.target(), grace)? {
             stopped.push(pid);
+        }
+        if let (Some(p), Some(t)) = (d.keeper_pid, d.keeper_start_time) {
+            console::stop_keeper(p, t);
         }
     }
     let mut removed = Vec::new();
