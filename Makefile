@@ -46,7 +46,7 @@ install:
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 \
 		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-	for b in banger banger-vm banger-snap banger-net banger-jail banger-image banger-helper banger-console-keeper; do \
+	for b in banger banger-vm banger-snap banger-net banger-jail banger-image banger-helper banger-console-keeper banger-doctor; do \
 		install -m 0755 target/release/$$b $(DESTDIR)$(PREFIX)/bin/; done
 	install -m 0755 bin/scripts/banger-up bin/scripts/banger-down bin/scripts/banger-rm $(DESTDIR)$(PREFIX)/bin/
 	for f in man/*.1; do install -m 0644 $$f $(DESTDIR)$(PREFIX)/share/man/man1/; done
