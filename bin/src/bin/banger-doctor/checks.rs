@@ -109,9 +109,11 @@ fn binary(name: &str, configured: Option<&std::path::PathBuf>, var: &str) -> Che
 }
 
 fn cgroup() -> Check {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
     match rustix::fs::statfs("/sys/fs/cgroup") {
-        Ok(fs) if fs.f_type as i64 == CGROUP2_SUPER_MAGIC => Check::new(
+        // f_type's C type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(fs) if fs.f_type as u64 == CGROUP2_SUPER_MAGIC => Check::new(
             "cgroup",
             Status::Ok,
             "cgroup v2: the jailer gets CPU and memory limits per VM",
