@@ -130,3 +130,32 @@ teardown() {
     run banger-helper --frobnicate
     assert_failure 2
 }
+
+@test "client: when the helper is missing, a user is told what to run (install, restart, or who owns it)" {
+    stop_helper
+    export BANGER_CONFIG_DIR="$HELPER_DIR/etc"
+    mkdir -p "$BANGER_CONFIG_DIR"
+    chmod 0755 "$BANGER_CONFIG_DIR"
+    export BANGER_STATE_DIR="$HELPER_DIR/state"
+    mkdir -p "$BANGER_STATE_DIR" && chmod 0777 "$BANGER_STATE_DIR"
+    # Not installed.
+    run as_uid "$OWNER_UID" banger-net list
+    assert_failure 1
+    assert_output --partial "run: sudo banger system install"
+    # Installed for the owner, helper down.
+    printf '{"owner":"alice","uid":%s,"gid":%s}\n' "$OWNER_UID" "$OWNER_UID" >"$BANGER_CONFIG_DIR/install.json"
+    run as_uid "$OWNER_UID" banger-net list
+    assert_failure 1
+    assert_output --partial "run: sudo banger system restart"
+    # Someone else.
+    run as_uid "$OTHER_UID" banger-net list
+    assert_failure 1
+    assert_output --partial "banger is installed for alice (uid $OWNER_UID)"
+    # The helper up: the owner is served, someone else is named the owner.
+    start_helper --owner "$OWNER_UID"
+    run as_uid "$OWNER_UID" banger-net list
+    assert_success
+    run as_uid "$OTHER_UID" banger-net list
+    assert_failure 1
+    assert_output --partial "banger is installed for alice"
+}
