@@ -24,12 +24,17 @@ fc=${BANGER_TEST_FIRECRACKER:-}
 jailer=${BANGER_TEST_JAILER:-}
 kind="real Firecracker"
 if [ -z "$fc" ] || [ -z "$jailer" ]; then
-    fc=$bin/firecracker
-    jailer=$bin/jailer
-    [ -x "$fc" ] || fc=$here/target/debug/firecracker
-    [ -x "$jailer" ] || jailer=$here/target/debug/jailer
+    # The stand-ins are built as *-standin; they run under the real names through hard links.
+    sdir=$bin
+    [ -x "$sdir/firecracker-standin" ] || sdir=$here/target/debug
+    [ -x "$sdir/firecracker-standin" ] && [ -x "$sdir/jailer-standin" ] \
+        || { echo "jail.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
+    mkdir -p "$sdir/standin"
+    ln -f "$sdir/firecracker-standin" "$sdir/standin/firecracker"
+    ln -f "$sdir/jailer-standin" "$sdir/standin/jailer"
+    fc=$sdir/standin/firecracker
+    jailer=$sdir/standin/jailer
     kind="TEST STAND-IN firecracker/jailer"
-    [ -x "$fc" ] && [ -x "$jailer" ] || { echo "jail.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
 fi
 reps=${REPS:-20}
 

@@ -26,11 +26,16 @@ if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ]; th
     jailer=$BANGER_TEST_JAILER
     kind="real Firecracker/jailer, tiny guest"
 else
-    fc=$bin/firecracker
-    [ -x "$fc" ] || fc=$here/target/debug/firecracker
-    jailer=$bin/jailer
-    [ -x "$jailer" ] || jailer=$here/target/debug/jailer
-    [ -x "$fc" ] && [ -x "$jailer" ] || { echo "up.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
+    # The stand-ins are built as *-standin; they run under the real names through hard links.
+    sdir=$bin
+    [ -x "$sdir/firecracker-standin" ] || sdir=$here/target/debug
+    [ -x "$sdir/firecracker-standin" ] && [ -x "$sdir/jailer-standin" ] \
+        || { echo "up.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
+    mkdir -p "$sdir/standin"
+    ln -f "$sdir/firecracker-standin" "$sdir/standin/firecracker"
+    ln -f "$sdir/jailer-standin" "$sdir/standin/jailer"
+    fc=$sdir/standin/firecracker
+    jailer=$sdir/standin/jailer
 fi
 rig=${BANGER_TEST_RIG:-$here/../shared/rig}
 [ "$(id -u)" -eq 0 ] || { echo "up.sh: needs root" >&2; exit 1; }

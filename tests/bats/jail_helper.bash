@@ -84,7 +84,7 @@ vm_record() {
 # fc_pids: the Firecracker PIDs this test's pidfiles name, checked by comm.
 fc_pids() {
     local f pid
-    for f in "$BANGER_JAIL_DIR"/*/*/root/firecracker.pid "$BANGER_JAIL_DIR"/direct/*/firecracker.pid; do
+    for f in "$BANGER_JAIL_DIR"/*/*/root/*.pid "$BANGER_JAIL_DIR"/direct/*/firecracker.pid; do
         [ -f "$f" ] || continue
         pid=$(tr -d '[:space:]' <"$f")
         [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = firecracker ] && echo "$pid"

@@ -25,7 +25,7 @@ setup() {
 
 teardown() {
     local f pid
-    for f in "$BANGER_JAIL_DIR"/*/*/root/firecracker.pid; do
+    for f in "$BANGER_JAIL_DIR"/*/*/root/*.pid; do
         [ -f "$f" ] || continue
         pid=$(tr -d '[:space:]' <"$f")
         [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = firecracker ] && kill -9 "$pid" 2>/dev/null
@@ -182,4 +182,21 @@ ledger_of() {
     for _ in $(seq 1 60); do [ -d /proc/"$keeper" ] || break; sleep 0.05; done
     run test -d /proc/"$keeper"
     assert_failure
+}
+
+@test "pipeline (stand-in firecracker): a firecracker that is a symlink to a versioned release file launches and is found" {
+    mkdir -p "$P_TMP/fcbin"
+    ln -f "$STANDIN_DIR/firecracker" "$P_TMP/fcbin/firecracker-v1.16.1-x86_64"
+    ln -s firecracker-v1.16.1-x86_64 "$P_TMP/fcbin/firecracker"
+    stop_helper
+    BANGER_FIRECRACKER="$P_TMP/fcbin/firecracker" start_helper_in "$NS_H" --owner "$OWNER_UID"
+    run --separate-stderr banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    echo "$output" | jq -e --arg c "$BANGER_JAIL_DIR/firecracker-v1.16.1-x86_64/t1/root" '.jail.chroot == $c'
+    run banger-vm status t1
+    echo "$output" | jq -e '.vm.state == "running" and .vm.live.pid == .jail.pid'
+    [ "$(cat /proc/"$(echo "$output" | jq -r .jail.pid)"/comm)" = "firecracker-v1." ]
+    run --separate-stderr banger down t1 --timeout 1
+    assert_success
+    [ ! -e "$BANGER_JAIL_DIR/firecracker-v1.16.1-x86_64/t1" ]
 }

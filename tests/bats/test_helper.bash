@@ -11,9 +11,16 @@ BIN="${BANGER_TEST_BIN:-$REPO/target/debug}"
 load "$REPO/tests/node_modules/bats-support/load"
 load "$REPO/tests/node_modules/bats-assert/load"
 
-# The Firecracker and jailer TEST STAND-INS built from tests/standin (not Firecracker).
-STANDIN_FIRECRACKER="$BIN/firecracker"
-STANDIN_JAILER="$BIN/jailer"
+# The Firecracker and jailer TEST STAND-INS built from tests/standin (not Firecracker). They
+# are built as firecracker-standin and jailer-standin, so no PATH ever offers them as the real
+# thing; the tests use them through hard links with the real names (the name is the process's
+# comm and, canonicalized, the file name the jailer copies) in a directory never on PATH.
+STANDIN_DIR="$BIN/standin"
+mkdir -p "$STANDIN_DIR"
+ln -f "$BIN/firecracker-standin" "$STANDIN_DIR/firecracker"
+ln -f "$BIN/jailer-standin" "$STANDIN_DIR/jailer"
+STANDIN_FIRECRACKER="$STANDIN_DIR/firecracker"
+STANDIN_JAILER="$STANDIN_DIR/jailer"
 
 banger_env() {
     export PATH="$BIN:$REPO/bin/scripts:$PATH"

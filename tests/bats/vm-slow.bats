@@ -42,7 +42,7 @@ setup() {
 
 teardown() {
     local f pid
-    for f in "$BANGER_JAIL_DIR"/*/*/root/firecracker.pid; do
+    for f in "$BANGER_JAIL_DIR"/*/*/root/*.pid; do
         [ -f "$f" ] || continue
         pid=$(tr -d '[:space:]' <"$f")
         [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = firecracker ] && kill -9 "$pid" 2>/dev/null

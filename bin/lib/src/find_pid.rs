@@ -10,7 +10,8 @@
 //! 2. the newest process whose command line contains the API socket's real path (what
 //!    `pgrep -n -f PATH` finds), read from the short symlink under the run dir. A socket path
 //!    that is not a symlink is not followed;
-//! 3. the PID in the jailer's pidfile `<chroot>/firecracker.pid` (whitespace trimmed).
+//! 3. the PID in the jailer's pidfile `<chroot>/<exec file name>.pid`, `firecracker.pid`
+//!    for the usual binary name (whitespace trimmed).
 //!
 //! A PID that fails the checks is never adopted (and so never signalled).
 
@@ -295,9 +296,13 @@ pub fn target_from_jail(name: &str, jail: &Map<String, Value>) -> Target {
             .and_then(|p| i32::try_from(p).ok()),
         start_time: jail.get("start_time").and_then(Value::as_u64),
         api_sock: s("api_sock").map(PathBuf::from),
-        pidfile: s("pidfile")
-            .map(PathBuf::from)
-            .or_else(|| s("chroot").map(|c| Path::new(c).join("firecracker.pid"))),
+        pidfile: s("pidfile").map(PathBuf::from).or_else(|| {
+            let file = exec
+                .and_then(|e| Path::new(e).file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "firecracker".into());
+            s("chroot").map(|c| Path::new(c).join(format!("{file}.pid")))
+        }),
     }
 }
 
@@ -541,7 +546,7 @@ mod tests {
     #[test]
     fn target_from_a_jail_section() {
         let jail = serde_json::json!({
-            "launcher": "jailer", "id": "vm1", "chroot": "/srv/jailer/firecracker/vm1/root",
+            "launcher": "jailer", "id": "vm1", "chroot": "/srv/jailer/firecracker-v1.16.1-x86_64/vm1/root",
             "api_sock": "/run/banger/vms/vm1.sock", "pid": 12, "start_time": 34,
             "argv": ["/usr/bin/jailer", "--id", "vm1", "--exec-file", "/opt/fc/firecracker-v1.16.1-x86_64"],
         });
@@ -549,10 +554,11 @@ mod tests {
         assert_eq!(t.comm, "firecracker-v1.");
         assert_eq!(t.pid, Some(12));
         assert_eq!(t.start_time, Some(34));
+        // The jailer names the pidfile after the exec file.
         assert_eq!(
             t.pidfile,
             Some(PathBuf::from(
-                "/srv/jailer/firecracker/vm1/root/firecracker.pid"
+                "/srv/jailer/firecracker-v1.16.1-x86_64/vm1/root/firecracker-v1.16.1-x86_64.pid"
             ))
         );
         let direct = serde_json::json!({"launcher": "direct", "argv": ["/usr/bin/firecracker", "--id", "x"]});

@@ -223,11 +223,18 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
     }
     // Remnants of an earlier launch whose Firecracker is gone.
     teardown(ctx, &spec.name, Duration::ZERO)?;
+    // The jailer canonicalizes --exec-file and names the chroot after the real file, so
+    // banger does too: a `firecracker` symlink to `firecracker-v1.16.1-x86_64` is common.
     let firecracker = binary(
         ctx.cfg.firecracker.as_ref(),
         "firecracker",
         "BANGER_FIRECRACKER",
     )?;
+    let firecracker = std::fs::canonicalize(&firecracker).map_err(|source| JailError::Stage {
+        what: "resolve",
+        path: firecracker.clone(),
+        source,
+    })?;
     let jailer = match spec.launcher {
         Launcher::Jailer => Some(binary(ctx.cfg.jailer.as_ref(), "jailer", "BANGER_JAILER")?),
         Launcher::Direct => None,
@@ -266,7 +273,11 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
         dir: dir.clone(),
         chroot: chroot.clone(),
         socket: socket.clone(),
-        pidfile: root.join("firecracker.pid"),
+        // The jailer names its pidfile after the exec file: `<chroot>/<exec name>.pid`.
+        pidfile: match spec.launcher {
+            Launcher::Jailer => root.join(format!("{exec_name}.pid")),
+            Launcher::Direct => root.join("firecracker.pid"),
+        },
         pid: None,
         start_time: None,
         comm: find_pid::comm_of(&firecracker.display().to_string()),

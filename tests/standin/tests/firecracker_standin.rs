@@ -8,8 +8,6 @@ use std::process::{Command, Stdio};
 use common::{proc_file_with, requests, wait_exit, Client, KillOnDrop, KillPidOnDrop, TempDir};
 use serde_json::{json, Value};
 
-const FC: &str = env!("CARGO_BIN_EXE_firecracker");
-
 #[test]
 fn standin_lifecycle_over_the_api() {
     let dir = TempDir::new("life");
@@ -21,7 +19,7 @@ fn standin_lifecycle_over_the_api() {
     std::fs::write(&kernel, b"\x7fELF stand-in kernel").unwrap();
     std::fs::write(&rootfs, vec![0u8; 4096]).unwrap();
     let mut child = KillOnDrop(
-        Command::new(FC)
+        Command::new(common::firecracker())
             .args(["--api-sock"])
             .arg(&sock)
             .args(["--id", "standin-vm-1", "--log-path"])
@@ -177,7 +175,7 @@ fn standin_guest_exit_word_and_requests_env() {
     let kernel = dir.join("vmlinux");
     let record = dir.join("elsewhere.jsonl");
     std::fs::write(&kernel, b"k").unwrap();
-    let child = Command::new(FC)
+    let child = Command::new(common::firecracker())
         .arg("--api-sock")
         .arg(&sock)
         .env("STANDIN_REQUESTS", &record)
@@ -209,7 +207,7 @@ fn standin_refuses_a_socket_in_use_and_unknown_flags() {
     let dir = TempDir::new("busy");
     let sock = dir.join("api.sock");
     std::fs::write(&sock, b"").unwrap();
-    let out = Command::new(FC)
+    let out = Command::new(common::firecracker())
         .arg("--api-sock")
         .arg(&sock)
         .output()
@@ -218,13 +216,16 @@ fn standin_refuses_a_socket_in_use_and_unknown_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("FailedToBindSocket"), "{err}");
 
-    let out = Command::new(FC)
+    let out = Command::new(common::firecracker())
         .args(["--api-sock", "x", "--frobnicate"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(153));
     assert!(String::from_utf8_lossy(&out.stderr).contains("UnexpectedArgument(\"frobnicate\")"));
-    let out = Command::new(FC).arg("--help").output().unwrap();
+    let out = Command::new(common::firecracker())
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("TEST STAND-IN, not Firecracker"));
 }

@@ -12,8 +12,7 @@ use common::{
     proc_file_with, requests, wait_exit, wait_for, Client, KillOnDrop, KillPidOnDrop, TempDir,
 };
 
-const JAILER: &str = env!("CARGO_BIN_EXE_jailer");
-const FC: &str = env!("CARGO_BIN_EXE_firecracker");
+use common::JAILER;
 const NOBODY: u32 = 65534;
 
 fn is_root() -> bool {
@@ -27,7 +26,7 @@ fn jailer(base: &Path, id: &str, extra: &[&str]) -> Command {
         "--id",
         id,
         "--exec-file",
-        FC,
+        common::firecracker(),
         "--uid",
         "65534",
         "--gid",
@@ -145,7 +144,10 @@ fn standin_jailer_builds_the_jail_and_execs_firecracker() {
     let exe = std::fs::metadata(chroot.join("firecracker")).unwrap();
     assert_eq!(
         (exe.uid(), exe.len()),
-        (NOBODY, std::fs::metadata(FC).unwrap().len())
+        (
+            NOBODY,
+            std::fs::metadata(common::firecracker()).unwrap().len()
+        )
     );
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(chroot.join("standin-jailer.json")).unwrap())
@@ -217,7 +219,7 @@ fn standin_jailer_failure_leaves_nothing() {
             "--id",
             "bad_id",
             "--exec-file",
-            FC,
+            common::firecracker(),
             "--uid",
             "0",
             "--gid",

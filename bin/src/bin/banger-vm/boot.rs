@@ -236,7 +236,7 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
             return Err(StepError::msg(
                 "guest_exited",
                 format!(
-                    "{name}: Firecracker exited while waiting for the guest; console tail:\n{}",
+                    "Firecracker exited while waiting for the guest; console tail:\n{}",
                     console_tail(rec, 20)
                 ),
             ));
@@ -245,7 +245,7 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
             return Err(StepError::msg(
                 "boot_timeout",
                 format!(
-                    "{name}: the guest did not come up within {} s ({}); console tail:\n{}",
+                    "the guest did not come up within {} s ({}); console tail:\n{}",
                     opts.timeout.as_secs(),
                     match &wait {
                         Wait::Ssh => "SSH port closed".to_string(),

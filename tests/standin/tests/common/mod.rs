@@ -10,6 +10,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The stand-in Firecracker under the name the tests need: a hard link named `firecracker`
+/// (its `comm`, and the canonical file name the jailer copies into the chroot) in this test
+/// target's temp dir. The binary itself is built as `firecracker-standin`, so it can never be mistaken
+/// for Firecracker on a PATH.
+pub fn firecracker() -> &'static str {
+    static P: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("standin-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("firecracker");
+        let _ = std::fs::remove_file(&link);
+        std::fs::hard_link(env!("CARGO_BIN_EXE_firecracker-standin"), &link).unwrap();
+        link.display().to_string()
+    })
+}
+
+/// The stand-in jailer.
+pub const JAILER: &str = env!("CARGO_BIN_EXE_jailer-standin");
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
