@@ -8,32 +8,19 @@ bats_require_minimum_version 1.5.0
 
 load test_helper
 load net_helper
+load pipeline_helper
 load snap_helper
 
 setup() {
-    net_env
-    P_TMP="$(mktemp -d /tmp/banger-pipe.XXXXXX)"
-    chmod 0755 "$P_TMP"
-    export BANGER_STATE_DIR="$P_TMP/state" BANGER_RUN_DIR="$P_TMP/run" BANGER_JAIL_DIR="$P_TMP/jail"
+    pipeline_env
     export BANGER_FIRECRACKER="$STANDIN_FIRECRACKER" BANGER_JAILER="$STANDIN_JAILER"
-    export BANGER_OWNER_UID="$OWNER_UID"
-    mkdir -p "$BANGER_STATE_DIR" "$BANGER_RUN_DIR"
     start_helper_in "$NS_H" --owner "$OWNER_UID"
     make_image default
     chmod -R a+rX "$BANGER_STATE_DIR"
 }
 
 teardown() {
-    local f pid
-    for f in "$BANGER_JAIL_DIR"/*/*/root/*.pid; do
-        [ -f "$f" ] || continue
-        pid=$(tr -d '[:space:]' <"$f")
-        [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = firecracker ] && kill -9 "$pid" 2>/dev/null
-    done
-    net_teardown
-    local rc=$?
-    rm -rf "$P_TMP"
-    return $rc
+    pipeline_teardown
 }
 
 rec() {

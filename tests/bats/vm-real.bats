@@ -9,6 +9,7 @@ bats_require_minimum_version 1.5.0
 
 load test_helper
 load net_helper
+load pipeline_helper
 
 RIG="${BANGER_TEST_RIG:-$REPO/../shared/rig}"
 
@@ -18,13 +19,8 @@ setup() {
     fi
     [ -e /dev/kvm ] || skip "REAL FIRECRACKER TIER SKIPPED: no /dev/kvm"
     [ -f "$RIG/tiny-guest.S" ] || skip "REAL FIRECRACKER TIER SKIPPED: no $RIG/tiny-guest.S (set BANGER_TEST_RIG)"
-    net_env
-    P_TMP="$(mktemp -d /tmp/banger-real.XXXXXX)"
-    chmod 0755 "$P_TMP"
-    export BANGER_STATE_DIR="$P_TMP/state" BANGER_RUN_DIR="$P_TMP/run" BANGER_JAIL_DIR="$P_TMP/jail"
+    pipeline_env
     export BANGER_FIRECRACKER="$BANGER_TEST_FIRECRACKER" BANGER_JAILER="$BANGER_TEST_JAILER"
-    export BANGER_OWNER_UID="$OWNER_UID"
-    mkdir -p "$BANGER_STATE_DIR" "$BANGER_RUN_DIR"
     start_helper_in "$NS_H" --owner "$OWNER_UID"
     as "$RIG/tiny-guest.S" -o "$P_TMP/tiny.o"
     ld -static -nostdlib -Ttext=0x1000000 -e _start "$P_TMP/tiny.o" -o "$P_TMP/vmlinux"
@@ -38,16 +34,7 @@ setup() {
 }
 
 teardown() {
-    local f pid
-    for f in "$BANGER_JAIL_DIR"/*/*/root/*.pid; do
-        [ -f "$f" ] || continue
-        pid=$(tr -d '[:space:]' <"$f")
-        [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = firecracker ] && kill -9 "$pid" 2>/dev/null
-    done
-    net_teardown
-    local rc=$?
-    rm -rf "$P_TMP"
-    return $rc
+    pipeline_teardown
 }
 
 state_of() {

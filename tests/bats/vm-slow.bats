@@ -12,6 +12,7 @@ bats_require_minimum_version 1.5.0
 
 load test_helper
 load net_helper
+load pipeline_helper
 
 RIG="${BANGER_TEST_RIG:-$REPO/../shared/rig}"
 
@@ -21,19 +22,15 @@ setup() {
         [ -n "${!v:-}" ] || skip "SLOW REAL-GUEST TIER SKIPPED: set BANGER_TEST_FIRECRACKER, BANGER_TEST_JAILER, BANGER_TEST_KERNEL and BANGER_TEST_ROOTFS to run it ($v is not set)"
     done
     [ -e /dev/kvm ] || skip "SLOW REAL-GUEST TIER SKIPPED: no /dev/kvm"
-    net_env
-    P_TMP="$(mktemp -d /var/tmp/banger-slow.XXXXXX)"
-    chmod 0755 "$P_TMP"
-    export BANGER_STATE_DIR="$P_TMP/state" BANGER_RUN_DIR="$P_TMP/run" BANGER_JAIL_DIR="$P_TMP/jail"
+    # /var/tmp: a 1 GiB rootfs is copied for the disk.
+    pipeline_env /var/tmp
     export BANGER_FIRECRACKER="$BANGER_TEST_FIRECRACKER" BANGER_JAILER="$BANGER_TEST_JAILER"
-    export BANGER_OWNER_UID="$OWNER_UID"
     local extra="${BANGER_TEST_BOOT_ARGS_EXTRA:-}"
     if [ -z "$extra" ] && [ -f "$RIG/boot-args.txt" ]; then
         # The rig's line minus what the image itself carries.
         extra=$(tr ' ' '\n' <"$RIG/boot-args.txt" | grep -vE '^(console=|reboot=|panic=|pci=|root=|rw$|quiet$)' | tr '\n' ' ')
     fi
     export BANGER_BOOT_ARGS_EXTRA="$extra"
-    mkdir -p "$BANGER_STATE_DIR" "$BANGER_RUN_DIR"
     start_helper_in "$NS_H" --owner "$OWNER_UID"
     banger-image import slow --rootfs "$BANGER_TEST_ROOTFS" --kernel "$BANGER_TEST_KERNEL" \
         --boot-args "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw init=/sbin/fc-init quiet" >/dev/null
@@ -41,16 +38,7 @@ setup() {
 }
 
 teardown() {
-    local f pid
-    for f in "$BANGER_JAIL_DIR"/*/*/root/*.pid; do
-        [ -f "$f" ] || continue
-        pid=$(tr -d '[:space:]' <"$f")
-        [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = firecracker ] && kill -9 "$pid" 2>/dev/null
-    done
-    net_teardown
-    local rc=$?
-    rm -rf "$P_TMP"
-    return $rc
+    pipeline_teardown
 }
 
 # The guest's network lives in the test's namespace H: reach it from there.
