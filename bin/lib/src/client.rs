@@ -156,6 +156,14 @@ impl Helper {
 mod tests {
     use super::*;
 
+    /// Removes a test's config dir when the test ends, passed or failed.
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     fn cfg(tag: &str, install: Option<(&str, u32)>) -> Config {
         let dir = std::env::temp_dir().join(format!("banger-client-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -194,7 +202,9 @@ mod tests {
 
     #[test]
     fn not_installed_says_install() {
-        let h = Helper::new(&cfg("none", None), None);
+        let c = cfg("none", None);
+        let _clean = Cleanup(c.config_dir.clone());
+        let h = Helper::new(&c, None);
         let e = h.unreachable(1000, err());
         assert!(matches!(e, ClientError::NotInstalled { .. }));
         assert!(
@@ -205,7 +215,9 @@ mod tests {
 
     #[test]
     fn installed_but_down_says_restart() {
-        let h = Helper::new(&cfg("down", Some(("alice", 1000))), None);
+        let c = cfg("down", Some(("alice", 1000)));
+        let _clean = Cleanup(c.config_dir.clone());
+        let h = Helper::new(&c, None);
         let e = h.unreachable(1000, err());
         assert!(
             e.to_string().contains("run: sudo banger system restart"),
@@ -218,7 +230,9 @@ mod tests {
 
     #[test]
     fn wrong_user_names_the_owner() {
-        let h = Helper::new(&cfg("other", Some(("alice", 1000))), None);
+        let c = cfg("other", Some(("alice", 1000)));
+        let _clean = Cleanup(c.config_dir.clone());
+        let h = Helper::new(&c, None);
         let e = h.unreachable(1001, err());
         assert!(
             e.to_string().contains("banger is installed for alice"),
@@ -232,7 +246,9 @@ mod tests {
         fn local(_: &Config, req: &Request) -> Response {
             Response::ok(serde_json::json!({"local": req.op}))
         }
-        let h = Helper::new(&cfg("local", None), Some(local));
+        let c = cfg("local", None);
+        let _clean = Cleanup(c.config_dir.clone());
+        let h = Helper::new(&c, Some(local));
         if rustix::process::geteuid().is_root() {
             let v = h.call("ping", Value::Null).unwrap();
             assert_eq!(v["local"], "ping");

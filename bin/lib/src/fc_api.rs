@@ -477,6 +477,7 @@ mod tests {
         let info = c.instance_info().unwrap();
         assert_eq!(info.state, "Running");
         let reqs = h.join().unwrap();
+        let _ = std::fs::remove_dir_all(sock.parent().unwrap());
         assert!(reqs[0].starts_with("GET / HTTP/1.1\r\n"), "{}", reqs[0]);
     }
 
@@ -485,6 +486,7 @@ mod tests {
         let (sock, h) = serve(vec!["HTTP/1.1 204 No Content\r\n\r\n"]);
         Client::new(&sock).machine_config(2, 1024).unwrap();
         let reqs = h.join().unwrap();
+        let _ = std::fs::remove_dir_all(sock.parent().unwrap());
         assert!(reqs[0].starts_with("PUT /machine-config HTTP/1.1\r\n"));
         let body = reqs[0].split("\r\n\r\n").nth(1).unwrap();
         let v: Value = serde_json::from_str(body).unwrap();
@@ -498,8 +500,10 @@ mod tests {
             format!("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
                 .into_boxed_str(),
         );
-        let (sock, _h) = serve(vec![resp]);
+        let (sock, h) = serve(vec![resp]);
         let e = Client::new(&sock).boot_source("/k", None, "x").unwrap_err();
+        h.join().unwrap();
+        let _ = std::fs::remove_dir_all(sock.parent().unwrap());
         assert_eq!(e.code(), "firecracker_fault");
         assert_eq!(
             e.to_string(),
@@ -534,5 +538,6 @@ mod tests {
         assert_eq!(e.code(), "api_timeout", "{e}");
         assert!(t.elapsed() < Duration::from_millis(700));
         h.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
