@@ -16,6 +16,7 @@ pub mod proto;
 pub mod record;
 pub mod step;
 pub mod store;
+pub mod tool;
 
 /// The version every binary reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -205,7 +205,7 @@ pub fn run_on_disk(
         return Err(SnapError::Tool {
             command: format!("{program} {}", args.join(" ")),
             stderr: if stderr.is_empty() {
-                format!("exit status {}", out.status)
+                out.status.to_string()
             } else {
                 stderr
             },
@@ -240,31 +240,24 @@ pub fn run_cmd(
     cmd: &mut std::process::Command,
     package: &'static str,
 ) -> Result<String, SnapError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| SnapError::Spawn {
-            program: program.clone(),
-            package,
-            source,
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let mut command = program;
-        for a in cmd.get_args() {
-            command.push(' ');
-            command.push_str(&a.to_string_lossy());
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(SnapError::Tool {
-            command,
-            stderr: if stderr.is_empty() {
-                format!("exit status {}", out.status)
-            } else {
-                stderr
+    Ok(banger::tool::output(cmd, package)?)
+}
+
+impl From<banger::tool::ToolError> for SnapError {
+    fn from(e: banger::tool::ToolError) -> SnapError {
+        match e {
+            banger::tool::ToolError::Spawn {
+                program,
+                package,
+                source,
+            } => SnapError::Spawn {
+                program,
+                package,
+                source,
             },
-        })
+            banger::tool::ToolError::Failed { command, stderr } => {
+                SnapError::Tool { command, stderr }
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ pub enum ImageError {
     Check(#[from] CheckError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot run {program} (install {package})")]
+    #[error("cannot run {program} (install the {package} package)")]
     Spawn {
         program: String,
         package: &'static str,
@@ -42,32 +42,26 @@ pub enum ImageError {
 
 /// Runs a program; a failure carries its stderr.
 pub fn run(cmd: &mut std::process::Command, package: &'static str) -> Result<String, ImageError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| ImageError::Spawn {
-            program: program.clone(),
-            package,
-            source,
-        })?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    Ok(banger::tool::output(cmd, package)?)
+}
+
+impl From<banger::tool::ToolError> for ImageError {
+    fn from(e: banger::tool::ToolError) -> ImageError {
+        match e {
+            banger::tool::ToolError::Spawn {
+                program,
+                package,
+                source,
+            } => ImageError::Spawn {
+                program,
+                package,
+                source,
+            },
+            banger::tool::ToolError::Failed { command, stderr } => {
+                ImageError::Tool { command, stderr }
+            }
+        }
     }
-    let mut command = program;
-    for a in cmd.get_args() {
-        command.push(' ');
-        command.push_str(&a.to_string_lossy());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    Err(ImageError::Tool {
-        command,
-        stderr: if stderr.is_empty() {
-            out.status.to_string()
-        } else {
-            stderr
-        },
-    })
 }
 
 /// The owner to hand the image to when running as root for an installed owner.
