@@ -20,7 +20,7 @@ deps: $(BATS)
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	shellcheck -S warning tests/bats/*.bash benches/*.sh .ci/run bin/scripts/*
+	shellcheck -x -S warning tests/bats/*.bash benches/*.sh benches/*.bash .ci/run bin/scripts/*
 	for f in man/*.[178]; do [ -e "$$f" ] || continue; mandoc -T lint -W warning "$$f" || exit 1; done
 
 unit:

@@ -24,16 +24,9 @@ fc=${BANGER_TEST_FIRECRACKER:-}
 jailer=${BANGER_TEST_JAILER:-}
 kind="real Firecracker"
 if [ -z "$fc" ] || [ -z "$jailer" ]; then
-    # The stand-ins are built as *-standin; they run under the real names through hard links.
-    sdir=$bin
-    [ -x "$sdir/firecracker-standin" ] || sdir=$here/target/debug
-    [ -x "$sdir/firecracker-standin" ] && [ -x "$sdir/jailer-standin" ] \
-        || { echo "jail.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
-    mkdir -p "$sdir/standin"
-    ln -f "$sdir/firecracker-standin" "$sdir/standin/firecracker"
-    ln -f "$sdir/jailer-standin" "$sdir/standin/jailer"
-    fc=$sdir/standin/firecracker
-    jailer=$sdir/standin/jailer
+    # shellcheck source=benches/standin.bash
+    . "$here/benches/standin.bash"
+    standin_links "$bin" "$here" || exit 1
     kind="TEST STAND-IN firecracker/jailer"
 fi
 reps=${REPS:-20}

@@ -26,16 +26,9 @@ if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ]; th
     jailer=$BANGER_TEST_JAILER
     kind="real Firecracker/jailer, tiny guest"
 else
-    # The stand-ins are built as *-standin; they run under the real names through hard links.
-    sdir=$bin
-    [ -x "$sdir/firecracker-standin" ] || sdir=$here/target/debug
-    [ -x "$sdir/firecracker-standin" ] && [ -x "$sdir/jailer-standin" ] \
-        || { echo "up.sh: stand-ins not built (cargo build -p banger-standin)" >&2; exit 1; }
-    mkdir -p "$sdir/standin"
-    ln -f "$sdir/firecracker-standin" "$sdir/standin/firecracker"
-    ln -f "$sdir/jailer-standin" "$sdir/standin/jailer"
-    fc=$sdir/standin/firecracker
-    jailer=$sdir/standin/jailer
+    # shellcheck source=benches/standin.bash
+    . "$here/benches/standin.bash"
+    standin_links "$bin" "$here" || exit 1
 fi
 rig=${BANGER_TEST_RIG:-$here/../shared/rig}
 [ "$(id -u)" -eq 0 ] || { echo "up.sh: needs root" >&2; exit 1; }
