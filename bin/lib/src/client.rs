@@ -193,6 +193,7 @@ mod tests {
             console_max_bytes: crate::config::DEFAULT_CONSOLE_MAX_BYTES,
             owner_uid: None,
             owner_gid: None,
+            allow_privileged_ports: false,
         }
     }
 

@@ -49,6 +49,8 @@ pub struct ConfigFile {
     pub jailer: Option<PathBuf>,
     pub boot_args_extra: Option<String>,
     pub console_max_bytes: Option<u64>,
+    /// Lets the owner forward host ports below 1024 (root always may).
+    pub allow_privileged_ports: Option<bool>,
 }
 
 /// Default size at which a VM's console log is rotated (one old generation is kept).
@@ -90,7 +92,10 @@ pub struct Config {
     pub console_max_bytes: u64,
     /// Set from install.json, or `BANGER_OWNER_UID` (tests).
     pub owner_uid: Option<u32>,
+    /// The owner's primary group (from the passwd entry), or as configured.
     pub owner_gid: Option<u32>,
+    /// May the owner forward host ports below 1024 (`allow_privileged_ports`)?
+    pub allow_privileged_ports: bool,
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {
@@ -123,7 +128,7 @@ impl Config {
         let owner_uid = env_u32("BANGER_OWNER_UID")?.or(install.as_ref().map(|i| i.uid));
         let owner_gid = env_u32("BANGER_OWNER_GID")?
             .or(install.as_ref().map(|i| i.gid))
-            .or(owner_uid);
+            .or_else(|| owner_uid.map(primary_gid));
         Ok(Config {
             state_dir: env_path("BANGER_STATE_DIR")
                 .or(file.state_dir)
@@ -163,10 +168,28 @@ impl Config {
                     })?,
                 None => file.console_max_bytes.unwrap_or(DEFAULT_CONSOLE_MAX_BYTES),
             },
+            allow_privileged_ports: match env_str("BANGER_ALLOW_PRIVILEGED_PORTS").as_deref() {
+                None => file.allow_privileged_ports.unwrap_or(false),
+                Some("1" | "true" | "yes") => true,
+                Some("0" | "false" | "no") => false,
+                Some(v) => {
+                    return Err(ConfigError::Env {
+                        var: "BANGER_ALLOW_PRIVILEGED_PORTS",
+                        value: v.into(),
+                        why: "expected true or false",
+                    })
+                }
+            },
             config_dir,
             owner_uid,
             owner_gid,
         })
+    }
+
+    /// Makes `uid` the owner, with its primary group.
+    pub fn set_owner(&mut self, uid: u32) {
+        self.owner_uid = Some(uid);
+        self.owner_gid = Some(primary_gid(uid));
     }
 
     /// `state/vms`: one directory per VM, holding `vm.json` and the VM's files.
@@ -196,6 +219,15 @@ impl Config {
     /// Install metadata, if banger was installed on this host.
     pub fn install_info(&self) -> Option<InstallInfo> {
         read_install(&self.config_dir).ok().flatten()
+    }
+}
+
+/// The primary group of `uid` from its passwd entry; a uid without one (a bare uid in
+/// tests) uses the number itself.
+pub fn primary_gid(uid: u32) -> u32 {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.gid.as_raw(),
+        _ => uid,
     }
 }
 

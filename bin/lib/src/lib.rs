@@ -10,8 +10,10 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod detach;
 pub mod fc_api;
 pub mod find_pid;
+pub mod fsx;
 pub mod proto;
 pub mod record;
 pub mod step;

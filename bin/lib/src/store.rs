@@ -75,22 +75,35 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Takes an exclusive lock on `path`, creating the file; blocks until it is free.
+    /// Takes an exclusive lock on `path`, creating the file; blocks until it is free. The
+    /// file is opened read-only (flock needs no more), so a lock file another user made
+    /// still locks; a symlink is never followed.
     pub fn exclusive(path: &Path) -> Result<Lock, StoreError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o644)
-            .open(path)
-            .map_err(|source| StoreError::Lock {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        flock(&file, FlockOperation::LockExclusive).map_err(|e| StoreError::Lock {
+        Self::exclusive_owned(path, None)
+    }
+
+    /// [`Lock::exclusive`], giving a lock file it creates to `owner` (uid, gid).
+    pub fn exclusive_owned(path: &Path, owner: Option<(u32, u32)>) -> Result<Lock, StoreError> {
+        use rustix::fs::{Mode, OFlags};
+        let err = |e: rustix::io::Errno| StoreError::Lock {
             path: path.to_path_buf(),
             source: e.into(),
-        })?;
+        };
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(err)?;
+        if let Some((u, g)) = owner {
+            let _ = rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(u)),
+                Some(rustix::fs::Gid::from_raw(g)),
+            );
+        }
+        let file = File::from(fd);
+        flock(&file, FlockOperation::LockExclusive).map_err(err)?;
         Ok(Lock { _file: file })
     }
 }
@@ -99,6 +112,9 @@ impl Lock {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// When root works on the owner's store: what root creates is given to the owner
+    /// (uid, gid), so the owner's own steps can go on with it.
+    owner: Option<(u32, u32)>,
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -106,6 +122,16 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
 /// fsync of the directory. Readers see the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_owned(path, bytes, mode, None)
+}
+
+/// [`write_atomic`], the new file given to `owner` (uid, gid) before it takes the name.
+pub fn write_atomic_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -120,8 +146,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .mode(mode)
             .open(&tmp)?;
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -137,11 +167,24 @@ impl Store {
     pub fn new(state_dir: impl Into<PathBuf>) -> Store {
         Store {
             root: state_dir.into(),
+            owner: None,
         }
     }
 
+    /// The store of the configuration's state dir; when root opens the store of a host with
+    /// an owner, what it creates there is the owner's.
     pub fn from_config(cfg: &crate::config::Config) -> Store {
-        Store::new(&cfg.state_dir)
+        let owner = if rustix::process::geteuid().is_root() {
+            cfg.owner_uid
+                .filter(|u| *u != 0)
+                .map(|u| (u, cfg.owner_gid.unwrap_or(u)))
+        } else {
+            None
+        };
+        Store {
+            root: cfg.state_dir.clone(),
+            owner,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -157,11 +200,53 @@ impl Store {
         self.vm_dir(name).join("vm.json")
     }
 
-    fn mkdir(path: &Path) -> Result<(), StoreError> {
-        std::fs::create_dir_all(path).map_err(|source| StoreError::Mkdir {
+    /// Makes `path` and its missing parents; those it makes below the store's root are given
+    /// to the store's owner (see [`Store::from_config`]).
+    fn mkdir(&self, path: &Path) -> Result<(), StoreError> {
+        let err = |source| StoreError::Mkdir {
             path: path.to_path_buf(),
             source,
-        })
+        };
+        if path.is_dir() {
+            return Ok(());
+        }
+        let Some((u, g)) = self.owner else {
+            return std::fs::create_dir_all(path).map_err(err);
+        };
+        let mut missing = Vec::new();
+        let mut p = path;
+        while !p.exists() {
+            missing.push(p.to_path_buf());
+            match p.parent() {
+                Some(parent) => p = parent,
+                None => break,
+            }
+        }
+        for d in missing.into_iter().rev() {
+            match std::fs::create_dir(&d) {
+                Ok(()) => {
+                    if d.starts_with(&self.root) {
+                        let fd = rustix::fs::open(
+                            &d,
+                            rustix::fs::OFlags::DIRECTORY
+                                | rustix::fs::OFlags::NOFOLLOW
+                                | rustix::fs::OFlags::CLOEXEC,
+                            rustix::fs::Mode::empty(),
+                        )
+                        .map_err(|e| err(e.into()))?;
+                        rustix::fs::fchown(
+                            &fd,
+                            Some(rustix::fs::Uid::from_raw(u)),
+                            Some(rustix::fs::Gid::from_raw(g)),
+                        )
+                        .map_err(|e| err(e.into()))?;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(())
     }
 
     fn check_name(name: &str) -> Result<(), StoreError> {
@@ -176,15 +261,15 @@ impl Store {
     pub fn lock_vm(&self, name: &str) -> Result<Lock, StoreError> {
         Self::check_name(name)?;
         let dir = self.root.join("locks");
-        Self::mkdir(&dir)?;
-        Lock::exclusive(&dir.join(format!("{name}.lock")))
+        self.mkdir(&dir)?;
+        Lock::exclusive_owned(&dir.join(format!("{name}.lock")), self.owner)
     }
 
     /// Locks the whole store, for allocations that must be race-free across VMs.
     pub fn lock_store(&self) -> Result<Lock, StoreError> {
         let dir = self.root.join("locks");
-        Self::mkdir(&dir)?;
-        Lock::exclusive(&dir.join(".store.lock"))
+        self.mkdir(&dir)?;
+        Lock::exclusive_owned(&dir.join(".store.lock"), self.owner)
     }
 
     /// True when a record exists for `name`.
@@ -211,14 +296,15 @@ impl Store {
         let name = record::name(rec).unwrap_or_default().to_string();
         Self::check_name(&name)?;
         let dir = self.vm_dir(&name);
-        Self::mkdir(&dir)?;
+        self.mkdir(&dir)?;
         let path = dir.join("vm.json");
         let mut bytes = serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Write {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        write_atomic(&path, &bytes, 0o644).map_err(|source| StoreError::Write { path, source })
+        write_atomic_owned(&path, &bytes, 0o644, self.owner)
+            .map_err(|source| StoreError::Write { path, source })
     }
 
     /// Saves a new record; fails if the name is taken. Takes the store lock itself.
