@@ -54,6 +54,9 @@ pub struct Entry {
     pub data: Value,
     #[serde(default)]
     pub created_at: String,
+    /// The uid of the caller that made it (root's entries are out of the owner's reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<u32>,
 }
 
 impl Entry {
@@ -64,6 +67,7 @@ impl Entry {
             id: id.into(),
             data,
             created_at: banger::record::now_rfc3339(),
+            by: None,
         }
     }
     fn same(&self, vm: &str, kind: &str, id: &str) -> bool {
@@ -81,11 +85,24 @@ struct File {
 #[derive(Debug, Clone)]
 pub struct Ledger {
     path: PathBuf,
+    /// Stamped into the entries this handle adds.
+    by: Option<u32>,
 }
 
 impl Ledger {
     pub fn new(path: impl Into<PathBuf>) -> Ledger {
-        Ledger { path: path.into() }
+        Ledger {
+            path: path.into(),
+            by: None,
+        }
+    }
+
+    /// A handle that stamps `uid` as the maker of every entry it adds.
+    pub fn with_caller(&self, uid: u32) -> Ledger {
+        Ledger {
+            path: self.path.clone(),
+            by: Some(uid),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -103,7 +120,12 @@ impl Ledger {
                     path: dir.to_path_buf(),
                     source,
                 })?;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |source| LedgerError::Mkdir {
+                    path: dir.to_path_buf(),
+                    source,
+                },
+            )?;
         }
         Ok(())
     }
@@ -167,7 +189,10 @@ impl Ledger {
     }
 
     /// Adds an entry; an entry with the same vm/kind/id is replaced (idempotent steps).
-    pub fn add(&self, e: Entry) -> Result<(), LedgerError> {
+    pub fn add(&self, mut e: Entry) -> Result<(), LedgerError> {
+        if e.by.is_none() {
+            e.by = self.by;
+        }
         self.update(|v| {
             v.retain(|x| !x.same(&e.vm, &e.kind, &e.id));
             v.push(e);

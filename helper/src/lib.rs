@@ -6,6 +6,7 @@
 //! The step binaries call [`local`] in process when they run as root and no helper
 //! answers, so the same code and the same validation run either way.
 
+pub mod cred;
 pub mod jail;
 pub mod ledger;
 pub mod net;

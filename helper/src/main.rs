@@ -83,6 +83,43 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     Ok(a)
 }
 
+/// Closes every fd this process inherited beyond stdin, stdout and stderr (and the socket
+/// systemd passes as fd 3): a root daemon must not keep, or hand to what it starts, files its
+/// starter happened to leave open. Runs first thing, before any thread exists.
+fn close_inherited_fds() {
+    let activated = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let first: nix::libc::c_uint = if activated { 4 } else { 3 };
+    // SAFETY: close_range(2) on fds this program has not opened yet (it runs before
+    // anything else in main): no Rust object owns them.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            first,
+            nix::libc::c_uint::MAX,
+            0 as nix::libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        // An old kernel: close them one by one.
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fd in fds.into_iter().filter(|fd| *fd >= first as i32) {
+            // SAFETY: as above; an fd that is no longer open (the read_dir's own) fails
+            // harmlessly with EBADF.
+            unsafe {
+                nix::libc::close(fd);
+            }
+        }
+    }
+}
+
 fn resolve_owner(s: &str) -> Result<u32, String> {
     if let Ok(uid) = s.parse() {
         return Ok(uid);
@@ -95,6 +132,7 @@ fn resolve_owner(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    close_inherited_fds();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => return TOOL.usage_error(&e),
@@ -108,7 +146,8 @@ fn main() -> ExitCode {
     };
     if let Some(o) = &args.owner {
         match resolve_owner(o) {
-            Ok(uid) => cfg.owner_uid = Some(uid),
+            Ok(0) => return TOOL.usage_error(&"--owner must not be root: root may always call"),
+            Ok(uid) => cfg.set_owner(uid),
             Err(e) => return TOOL.usage_error(&e),
         }
     }

@@ -98,15 +98,85 @@ fn log(msg: std::fmt::Arguments) {
     eprintln!("banger-helper[{}]: {msg}", std::process::id());
 }
 
+/// Connections served at once, counted per kind of caller so that the owner can never take
+/// the slots root needs: the owner (or anyone not root) gets at most `max - reserve`, root
+/// all of them.
+struct Slots {
+    max: usize,
+    reserve: usize,
+    root: AtomicUsize,
+    others: AtomicUsize,
+}
+
+/// A slot taken; given back on drop, whatever happens to the connection (a failed thread
+/// spawn, a panic).
+struct Slot {
+    slots: Arc<Slots>,
+    root: bool,
+}
+
+impl Slots {
+    fn new(max: usize) -> Slots {
+        Slots {
+            max,
+            reserve: (max / 4).max(1).min(max.saturating_sub(1)),
+            root: AtomicUsize::new(0),
+            others: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(self: &Arc<Self>, root: bool) -> Option<Slot> {
+        let mine = if root { &self.root } else { &self.others };
+        let limit = if root {
+            self.max
+        } else {
+            self.max - self.reserve
+        };
+        let n = mine.fetch_add(1, Ordering::SeqCst);
+        let total = n + if root {
+            self.others.load(Ordering::SeqCst)
+        } else {
+            self.root.load(Ordering::SeqCst)
+        };
+        if n >= limit || total >= self.max {
+            mine.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Slot {
+            slots: self.clone(),
+            root,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let c = if self.root {
+            &self.slots.root
+        } else {
+            &self.slots.others
+        };
+        c.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn busy(mut s: UnixStream) {
+    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+    let _ = s.write_all(
+        &Response::err(code::BUSY, "too many connections to the helper; try again").to_line(),
+    );
+}
+
 /// Serves forever.
 pub fn serve(listener: UnixListener, ctx: Ctx, opts: Options) -> ! {
     let ctx = Arc::new(ctx);
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Slots::new(opts.max_clients));
     log(format_args!(
-        "listening on {} (owner uid {}, at most {} clients)",
+        "listening on {} (owner uid {}, at most {} clients, {} of them kept for root)",
         opts.socket.display(),
         opts.owner.map_or("none".to_string(), |u| u.to_string()),
-        opts.max_clients
+        opts.max_clients,
+        slots.reserve
     ));
     loop {
         let stream = match listener.accept() {
@@ -118,25 +188,29 @@ pub fn serve(listener: UnixListener, ctx: Ctx, opts: Options) -> ! {
                 continue;
             }
         };
-        if active.fetch_add(1, Ordering::SeqCst) >= opts.max_clients {
-            active.fetch_sub(1, Ordering::SeqCst);
-            let mut s = stream;
-            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-            let _ = s.write_all(
-                &Response::err(code::BUSY, "too many connections to the helper; try again")
-                    .to_line(),
-            );
+        let is_root = rustix::net::sockopt::socket_peercred(&stream)
+            .map(|c| c.uid.is_root())
+            .unwrap_or(false);
+        let Some(slot) = slots.take(is_root) else {
+            busy(stream);
             continue;
-        }
-        let (ctx, active, opts) = (ctx.clone(), active.clone(), opts.clone());
+        };
+        let (ctx, opts) = (ctx.clone(), opts.clone());
+        // The stream moves into the thread and is lost if the spawn fails: a second handle
+        // answers `busy` then.
+        let answer_on_failure = stream.try_clone().ok();
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .spawn(move || {
+                let _slot = slot;
                 handle(&ctx, &opts, stream);
-                active.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
+            // The closure (and the slot in it) was dropped: the slot is back.
             log(format_args!("cannot start a thread: {e}"));
+            if let Some(s) = answer_on_failure {
+                busy(s);
+            }
         }
     }
 }

@@ -43,9 +43,15 @@ launch() {
     [ "$(ps -o sid= -p "$pid" | tr -d ' ')" != "$(ps -o sid= -p "$HELPER_PID" | tr -d ' ')" ]
     # Only what this VM needs, owned by the owner; the disk is the same inode (hard link).
     [ "$(stat -c %i "$chroot/rootfs")" = "$(stat -c %i "$BANGER_STATE_DIR/vms/$VM/disk.ext4")" ]
-    for f in vmlinux rootfs console.log firecracker.log metrics.json; do
+    for f in rootfs console.log firecracker.log metrics.json; do
         [ "$(stat -c %u "$chroot/$f")" = "$OWNER_UID" ] || { echo "$f not the owner's" >&2; false; }
     done
+    # The kernel is the image's own inode, linked, not given away: still root's, and the
+    # owner may read it.
+    kernel="$BANGER_STATE_DIR/images/tiny/vmlinux"
+    [ "$(stat -c %i "$chroot/vmlinux")" = "$(stat -c %i "$kernel")" ]
+    [ "$(stat -c %u "$kernel")" = 0 ]
+    as_uid "$OWNER_UID" test -r "$chroot/vmlinux"
     # The stored record has the section; the API answers through the short symlink.
     jq -e .jail "$BANGER_STATE_DIR/vms/$VM/vm.json" >/dev/null
     [ -L "$BANGER_RUN_DIR/vms/$VM.sock" ]
@@ -223,8 +229,11 @@ launch() {
     echo "$output" | jq -e '.jail.launcher == "direct" and .jail.chroot == null'
     pid=$(echo "$output" | jq -r .jail.pid)
     [ "$(stat -c %u /proc/"$pid")" = "$OWNER_UID" ]
-    dir="$BANGER_JAIL_DIR/direct/$VM"
+    dir="$BANGER_JAIL_DIR/direct/$VM/root"
     echo "$output" | jq -e --arg d "$dir" '.jail.rootfs == ($d + "/rootfs") and .jail.console == ($d + "/console.log")'
+    # Staged by root, then the owner's: Firecracker makes its socket there.
+    [ "$(stat -c %u "$dir")" = "$OWNER_UID" ]
+    [ "$(stat -c %u "$BANGER_JAIL_DIR/direct/$VM")" = 0 ]
     run curl -s --unix-socket "$BANGER_RUN_DIR/vms/$VM.sock" http://localhost/
     assert_success
     run in_ns banger-jail teardown "$VM"

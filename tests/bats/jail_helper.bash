@@ -76,6 +76,9 @@ vm_record() {
         mkdir -p "$BANGER_STATE_DIR/vms/$name"
         chmod 0755 "$BANGER_STATE_DIR/vms" "$BANGER_STATE_DIR/vms/$name"
         mkfs.ext4 -q -F "$disk" 8M >/dev/null
+        # The VM's disk is the owner's (banger-snap makes it as the owner): the helper opens it
+        # with the owner's credentials.
+        chown -R "$OWNER_UID:$OWNER_UID" "$BANGER_STATE_DIR/vms/$name"
     fi
     jq -cn --arg n "$name" --arg d "$disk" \
         '{v:1,type:"vm",name:$n,spec:{image:"tiny",vcpus:2,mem_mib:256},snap:{method:"copy",path:$d}}'

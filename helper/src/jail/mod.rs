@@ -2,9 +2,18 @@
 //! directly as the owner), find it again, and tear it all down.
 //!
 //! Every resource is written to the ledger before it is made (`jail` for the VM's jail
-//! directory, `mount` for each mount point, `cgroup` for the VM's cgroup), so a failure half
-//! way, a crash or a restarted helper leaves nothing teardown cannot find; teardown touches
-//! ledger entries only.
+//! directory, `mount` for the chroot's self-bind and what is mounted below it, `cgroup` for
+//! the VM's cgroup), so a failure half way, a crash or a restarted helper leaves nothing
+//! teardown cannot find; teardown touches ledger entries only.
+//!
+//! The layout, `<jail dir>/<exec name>/<vm>/` for the jailer and `<jail dir>/direct/<vm>/`
+//! for the direct launcher: the VM's directory is root's (0755) and holds root's files
+//! (`jailer.log`, the direct launcher's `firecracker.pid` and `firecracker.stderr`); its
+//! `root/` is staged while it is root's (0700) and then handed to the owner (by the jailer's
+//! chown, or the direct launcher's `fchown`). From then on the helper never resolves a path
+//! inside `root/`: it reads the jailer's pidfile through the directory fd it opened before,
+//! and unmounts by detaching the self-bind at `<vm>/root` (root's path). Waiting for the API,
+//! `PUT /serial` and the console keeper are the owner's `banger-jail`'s business.
 
 pub mod argv;
 pub mod cgroup;
@@ -17,26 +26,25 @@ pub mod stage;
 use crate::ledger::{Entry, LedgerError};
 use crate::ops::Ctx;
 use banger::find_pid::{self, Target};
+use banger::fsx::{Dir, FsxError};
 use banger::proto::code;
+use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {
     #[error(
-        "no {what} binary: set {var} or the config key \"{key}\" (or put {what} on root's PATH)"
+        "no {what} binary: set the helper's config key \"{key}\" in /etc/banger/config.json (or {var} in the helper's environment, or put {what} on root's PATH)"
     )]
     NoBinary {
         what: &'static str,
         var: &'static str,
         key: &'static str,
     },
-    #[error(
-        "{name} is not installed next to the running banger binary or on PATH (reinstall banger)"
-    )]
-    NoHelperBinary { name: &'static str },
     #[error("cannot {what} {path}")]
     Stage {
         what: &'static str,
@@ -44,12 +52,8 @@ pub enum JailError {
         #[source]
         source: std::io::Error,
     },
-    #[error("refused {path}: a component is a symlink")]
-    Symlink { path: PathBuf },
     #[error("{path} is not a regular file (or, for a disk, a block device)")]
     NotAFile { path: PathBuf },
-    #[error("{path} is on another filesystem")]
-    CrossDevice { path: PathBuf },
     #[error("{path} already exists and banger's ledger does not know it: remove it by hand if no Firecracker uses it")]
     Exists { path: PathBuf },
     #[error("cannot {what} {path}")]
@@ -73,8 +77,6 @@ pub enum JailError {
     Timeout { what: &'static str, detail: String },
     #[error("Firecracker (pid {pid}) exited during launch; {log}")]
     Died { pid: i32, log: String },
-    #[error("Firecracker's API refused {what}: {answer}")]
-    Api { what: &'static str, answer: String },
     #[error(
         "the Firecracker launched as pid {pid} could not be identified (comm and --id checks)"
     )]
@@ -90,6 +92,12 @@ pub enum JailError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Fs(#[from] FsxError),
+    #[error(transparent)]
+    Cred(#[from] crate::cred::CredError),
+    #[error(transparent)]
+    Detach(#[from] banger::detach::DetachError),
+    #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
 
@@ -97,8 +105,13 @@ impl JailError {
     /// The helper's error code for this failure.
     pub fn code(&self) -> &'static str {
         match self {
-            JailError::NoBinary { .. } | JailError::NoHelperBinary { .. } => code::NOT_FOUND,
-            JailError::Symlink { .. } | JailError::NotAFile { .. } => code::INVALID_PATH,
+            JailError::NoBinary { .. } => code::NOT_FOUND,
+            JailError::NotAFile { .. } => code::INVALID_PATH,
+            JailError::Fs(e) if e.is_not_found() => code::NOT_FOUND,
+            JailError::Fs(FsxError::Escape { .. })
+            | JailError::Fs(FsxError::WrongType { .. })
+            | JailError::Fs(FsxError::Linked { .. })
+            | JailError::Fs(FsxError::Untrusted { .. }) => code::INVALID_PATH,
             JailError::Exists { .. } => code::CONFLICT,
             JailError::Timeout { .. } => code::TIMEOUT,
             _ => code::FAILED,
@@ -114,15 +127,24 @@ pub enum Launcher {
     Direct,
 }
 
-/// What `jail.launch` needs once validated.
+/// The root disk: a file below the VM dirs, or banger's own block device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RootDisk {
+    /// Relative to the VM dirs (`VM/disk.ext4`).
+    File(PathBuf),
+    /// A device this VM's ledger entries name (`/dev/mapper/banger-VM`).
+    Device(PathBuf),
+}
+
+/// What `jail.launch` needs once validated. Kernel and initrd are relative to the image
+/// store; everything is opened with the owner's credentials.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
     pub name: String,
     pub launcher: Launcher,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
-    /// A file under the VM dirs, or a block device the ledger knows.
-    pub rootfs: PathBuf,
+    pub rootfs: RootDisk,
     pub vcpus: u32,
     pub mem_mib: u32,
     pub timeout: Duration,
@@ -135,8 +157,12 @@ pub struct JailData {
     pub id: String,
     /// The directory teardown removes: `<jail dir>/<exec name>/<id>` or `<jail dir>/direct/<id>`.
     pub dir: PathBuf,
-    /// The chroot (`<dir>/root`), or null for direct.
+    /// The jailer's chroot (`<dir>/root`); null for the direct launcher, whose Firecracker
+    /// sees host paths.
     pub chroot: Option<PathBuf>,
+    /// Where Firecracker's files are on the host (`<dir>/root`, for either launcher).
+    #[serde(default)]
+    pub root: PathBuf,
     /// The API socket's real path on the host.
     pub socket: PathBuf,
     pub pidfile: PathBuf,
@@ -144,8 +170,13 @@ pub struct JailData {
     pub start_time: Option<u64>,
     pub comm: String,
     pub argv: Vec<String>,
-    /// Host paths of the console, log and metrics files.
+    /// Host paths of the console log, the console FIFO, Firecracker's log and metrics.
     pub console: PathBuf,
+    #[serde(default)]
+    pub console_fifo: PathBuf,
+    /// The FIFO as Firecracker names it (`serial_out_path` for `PUT /serial`).
+    #[serde(default)]
+    pub serial_out_path: String,
     pub log: PathBuf,
     pub metrics: PathBuf,
     /// Paths as Firecracker sees them.
@@ -153,14 +184,11 @@ pub struct JailData {
     pub initrd: Option<String>,
     pub rootfs: String,
     pub cgroup: Option<PathBuf>,
-    /// The console keeper (banger-console-keeper) and its start time.
-    #[serde(default)]
-    pub keeper_pid: Option<i32>,
-    #[serde(default)]
-    pub keeper_start_time: Option<u64>,
 }
 
 impl JailData {
+    /// What identifies this jail's Firecracker: the recorded pid and start time (the helper
+    /// never reads a pidfile by path).
     fn target(&self) -> Target {
         Target {
             id: self.id.clone(),
@@ -168,8 +196,43 @@ impl JailData {
             pid: self.pid,
             start_time: self.start_time,
             api_sock: None,
-            pidfile: Some(self.pidfile.clone()),
+            pidfile: None,
         }
+    }
+
+    /// The pid in the pidfile, read safely: through root's directories and, for the jailer's
+    /// pidfile inside the owner's chroot, through the chroot's fd; only a hint to verify.
+    fn pidfile_pid(&self, base: &Path) -> Option<i32> {
+        if !self.dir.starts_with(base) {
+            return None;
+        }
+        let dir = Dir::open_trusted(&self.dir).ok()?;
+        let name = self.pidfile.file_name()?;
+        let bytes = if self.pidfile.parent() == Some(self.dir.as_path()) {
+            dir.read_capped_single(Path::new(name), 32).ok()?
+        } else {
+            let root = dir.open_dir(Path::new("root")).ok()?;
+            root.read_capped_single(Path::new(name), 32).ok()?
+        };
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+    }
+
+    /// Finds this jail's live Firecracker: the recorded pid, else the pidfile's (verified).
+    fn find(&self, base: &Path) -> Option<find_pid::Found> {
+        let t = self.target();
+        if let Some(f) = find_pid::find_pid(&t) {
+            return Some(f);
+        }
+        if self.pid.is_some() {
+            return None; // the recorded one is gone: a pidfile cannot name a newer one
+        }
+        let pid = self.pidfile_pid(base)?;
+        let info = find_pid::verify(&find_pid::Proc::default(), &t, pid)?;
+        Some(find_pid::Found {
+            pid,
+            start_time: info.start_time,
+            how: find_pid::How::Pidfile,
+        })
     }
 }
 
@@ -186,12 +249,6 @@ fn jail_entries(ctx: &Ctx, vm: &str) -> Result<Vec<(Entry, JailData)>, JailError
         .collect())
 }
 
-/// The owner's uid and gid (root when none is configured).
-pub fn owner(ctx: &Ctx) -> (u32, u32) {
-    let uid = ctx.cfg.owner_uid.unwrap_or(0);
-    (uid, ctx.cfg.owner_gid.unwrap_or(uid))
-}
-
 fn binary(
     cfg: Option<&PathBuf>,
     name: &'static str,
@@ -206,11 +263,85 @@ fn binary(
         })
 }
 
+/// The jail base (made when missing), checked to be root's with every directory above it.
+fn jail_base(ctx: &Ctx) -> Result<Dir, JailError> {
+    let base = &ctx.cfg.jail_dir;
+    if !base.exists() {
+        std::fs::create_dir_all(base).map_err(|source| JailError::Stage {
+            what: "create",
+            path: base.clone(),
+            source,
+        })?;
+    }
+    Ok(Dir::open_trusted(base)?)
+}
+
+/// The files Firecracker needs, opened with the owner's credentials: what the owner cannot
+/// read (write, for a disk file) is refused by the kernel.
+struct Sources {
+    kernel: File,
+    initrd: Option<File>,
+    disk: File,
+}
+
+fn open_sources(ctx: &Ctx, spec: &LaunchSpec) -> Result<Sources, JailError> {
+    let images = ctx.cfg.images_dir();
+    let vms = ctx.cfg.vms_dir();
+    let (kernel, initrd, disk) = ctx
+        .as_owner(|| -> Result<(File, Option<File>, Option<File>), FsxError> {
+            let img = Dir::open(&images)?;
+            let (kernel, _) = img.open_file(&spec.kernel, OFlags::RDONLY)?;
+            let initrd = match &spec.initrd {
+                Some(p) => Some(img.open_file(p, OFlags::RDONLY)?.0),
+                None => None,
+            };
+            let disk = match &spec.rootfs {
+                RootDisk::File(rel) => Some(Dir::open(&vms)?.open_file(rel, OFlags::RDWR)?.0),
+                RootDisk::Device(_) => None,
+            };
+            Ok((kernel, initrd, disk))
+        })
+        .map_err(|e| JailError::Stage {
+            what: "work as the owner on",
+            path: images.clone(),
+            source: std::io::Error::other(e.message),
+        })??;
+    let disk = match (disk, &spec.rootfs) {
+        (Some(d), _) => d,
+        (None, RootDisk::Device(dev)) => {
+            // banger's own device (the ledger names it), under root's /dev.
+            if let Some(parent) = dev.parent() {
+                Dir::open_trusted(parent)?;
+            }
+            let f = File::options()
+                .read(true)
+                .write(true)
+                .open(dev)
+                .map_err(|source| JailError::Stage {
+                    what: "open",
+                    path: dev.clone(),
+                    source,
+                })?;
+            banger::fsx::expect_type(&f, dev, rustix::fs::FileType::BlockDevice)?;
+            f
+        }
+        (None, RootDisk::File(p)) => {
+            return Err(JailError::NotAFile { path: p.clone() });
+        }
+    };
+    Ok(Sources {
+        kernel,
+        initrd,
+        disk,
+    })
+}
+
 /// Launches (or finds running) the VM's Firecracker. On any failure everything made is
 /// removed again.
 pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
+    let base = jail_base(ctx)?;
     for (entry, data) in jail_entries(ctx, &spec.name)? {
-        if let Some(f) = find_pid::find_pid(&data.target()) {
+        if let Some(f) = data.find(base.path()) {
             let mut data = data;
             data.pid = Some(f.pid);
             data.start_time = Some(f.start_time);
@@ -225,6 +356,7 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
     teardown(ctx, &spec.name, Duration::ZERO)?;
     // The jailer canonicalizes --exec-file and names the chroot after the real file, so
     // banger does too: a `firecracker` symlink to `firecracker-v1.16.1-x86_64` is common.
+    // These come from the helper's own configuration, never from a request.
     let firecracker = binary(
         ctx.cfg.firecracker.as_ref(),
         "firecracker",
@@ -243,54 +375,56 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "firecracker".into());
-    let base = &ctx.cfg.jail_dir;
-    let (dir, chroot) = match spec.launcher {
-        Launcher::Jailer => {
-            let d = base.join(&exec_name).join(&spec.name);
-            (d.clone(), Some(d.join("root")))
-        }
-        Launcher::Direct => (base.join("direct").join(&spec.name), None),
+    let group = match spec.launcher {
+        Launcher::Jailer => exec_name.clone(),
+        Launcher::Direct => "direct".into(),
     };
-    if std::fs::symlink_metadata(&dir).is_ok() {
-        return Err(JailError::Exists { path: dir });
+    let parent = base.ensure_dir(&group, 0o755)?;
+    if parent.stat_at(&spec.name)?.is_some() {
+        return Err(JailError::Exists {
+            path: parent.join(&spec.name),
+        });
     }
-    let root = chroot.clone().unwrap_or_else(|| dir.clone());
-    let (socket, seen_root) = match spec.launcher {
-        Launcher::Jailer => (
+    let dir = parent.join(&spec.name);
+    let root = dir.join("root");
+    let jailed = spec.launcher == Launcher::Jailer;
+    let (socket, seen_root) = if jailed {
+        (
             root.join(argv::JAILED_API_SOCK.trim_start_matches('/')),
             PathBuf::from("/"),
-        ),
-        Launcher::Direct => (root.join("firecracker.socket"), root.clone()),
+        )
+    } else {
+        (root.join("firecracker.socket"), root.clone())
     };
-    let (uid, gid) = owner(ctx);
+    let (uid, gid) = ctx.owner_ids();
     let seen = |name: &str| seen_root.join(name).display().to_string();
     let mut data = JailData {
-        launcher: match spec.launcher {
-            Launcher::Jailer => "jailer".into(),
-            Launcher::Direct => "direct".into(),
-        },
+        launcher: if jailed { "jailer" } else { "direct" }.into(),
         id: spec.name.clone(),
         dir: dir.clone(),
-        chroot: chroot.clone(),
+        chroot: jailed.then(|| root.clone()),
+        root: root.clone(),
         socket: socket.clone(),
         // The jailer names its pidfile after the exec file: `<chroot>/<exec name>.pid`.
-        pidfile: match spec.launcher {
-            Launcher::Jailer => root.join(format!("{exec_name}.pid")),
-            Launcher::Direct => root.join("firecracker.pid"),
+        // The direct launcher's is root's, beside the root.
+        pidfile: if jailed {
+            root.join(format!("{exec_name}.pid"))
+        } else {
+            dir.join("firecracker.pid")
         },
         pid: None,
         start_time: None,
         comm: find_pid::comm_of(&firecracker.display().to_string()),
         argv: Vec::new(),
         console: root.join(stage::CONSOLE),
+        console_fifo: root.join(console::FIFO),
+        serial_out_path: seen(console::FIFO),
         log: root.join(stage::LOG),
         metrics: root.join(stage::METRICS),
         kernel: seen(stage::KERNEL),
         initrd: spec.initrd.as_ref().map(|_| seen(stage::INITRD)),
         rootfs: seen(stage::ROOTFS),
         cgroup: None,
-        keeper_pid: None,
-        keeper_start_time: None,
     };
     let plan = argv::Plan {
         id: spec.name.clone(),
@@ -298,15 +432,16 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
         firecracker: firecracker.clone(),
         uid,
         gid,
-        chroot_base: base.clone(),
+        chroot_base: ctx.cfg.jail_dir.clone(),
         root: seen_root.clone(),
         vcpus: spec.vcpus,
         mem_mib: spec.mem_mib,
-        cgroup_v2: spec.launcher == Launcher::Jailer && cgroup::usable_v2().is_some(),
+        cgroup_v2: jailed && cgroup::usable_v2().is_some(),
     };
-    data.argv = match spec.launcher {
-        Launcher::Jailer => plan.jailer_argv(),
-        Launcher::Direct => plan.direct_argv(&socket),
+    data.argv = if jailed {
+        plan.jailer_argv()
+    } else {
+        plan.direct_argv(&socket)
     };
     if plan.cgroup_v2 {
         data.cgroup = Some(cgroup::vm_cgroup(
@@ -324,7 +459,7 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
         )
     };
     ctx.ledger.add(record(&data))?;
-    match build(ctx, spec, &mut data, uid, gid) {
+    match build(ctx, spec, &parent, &mut data) {
         Ok(()) => {
             ctx.ledger.add(record(&data))?;
             Ok(answer(&data, false))
@@ -350,38 +485,20 @@ fn answer(d: &JailData, existing: bool) -> Value {
     v
 }
 
-/// Stages, starts and waits; `data` gains the pid. Anything it made is in the ledger.
-fn build(
-    ctx: &Ctx,
-    spec: &LaunchSpec,
-    data: &mut JailData,
-    uid: u32,
-    gid: u32,
-) -> Result<(), JailError> {
+/// Stages, starts and finds Firecracker; `data` gains the pid. Anything made is in the
+/// ledger before it exists.
+fn build(ctx: &Ctx, spec: &LaunchSpec, parent: &Dir, data: &mut JailData) -> Result<(), JailError> {
     let deadline = Instant::now() + spec.timeout;
-    let base = &ctx.cfg.jail_dir;
     let jailed = spec.launcher == Launcher::Jailer;
-    // Shared parents are root's and world-traversable; the VM's own directory too (the owner
-    // reads its console inside), its root is the owner's alone once the jailer chowns it.
-    if !base.exists() {
-        std::fs::create_dir_all(base).map_err(|source| JailError::Stage {
-            what: "create",
-            path: base.clone(),
-            source,
-        })?;
-    }
-    if let Some(parent) = data.dir.parent() {
-        stage::mkdir(parent, 0o755, true)?;
-    }
-    stage::mkdir(&data.dir, 0o755, false)?;
-    let root = data.chroot.clone().unwrap_or_else(|| data.dir.clone());
-    if jailed {
-        stage::mkdir(&root, 0o700, false)?;
-    } else {
-        stage::chown_dir(&root, uid, gid, 0o700)?;
-    }
-    stage::file(&spec.kernel, &root, stage::KERNEL, uid, gid)?;
-    if let Some(i) = &spec.initrd {
+    let (uid, gid) = ctx.owner_ids();
+    // The VM's directory is root's and world-traversable (the owner reads its console
+    // inside); its root is root's alone (0700) while it is staged.
+    let vmdir = parent.mkdir(&spec.name, 0o755)?;
+    let root = vmdir.mkdir("root", 0o700)?;
+    let root_path = data.dir.join("root");
+    let src = open_sources(ctx, spec)?;
+    stage::file(&src.kernel, &root, stage::KERNEL, uid, gid)?;
+    if let Some(i) = &src.initrd {
         stage::file(i, &root, stage::INITRD, uid, gid)?;
     }
     let mut self_bound = false;
@@ -390,47 +507,41 @@ fn build(
             ctx.ledger.add(Entry::new(
                 &spec.name,
                 "mount",
-                &root.display().to_string(),
+                &root_path.display().to_string(),
                 json!({"self": true}),
             ))?;
-            mounts::self_bind(&root)?;
+            mounts::self_bind(&root_path)?;
             self_bound = true;
         }
         Ok(())
     };
-    if stage::disk(&spec.rootfs, &root, uid, gid)? == stage::Disk::NeedsBind {
+    if stage::disk(&src.disk, &root, uid, gid)? == stage::Disk::NeedsBind {
         self_bind(ctx)?;
-        let dst = root.join(stage::ROOTFS);
+        let dst = root_path.join(stage::ROOTFS);
         ctx.ledger.add(Entry::new(
             &spec.name,
             "mount",
             &dst.display().to_string(),
-            json!({"source": spec.rootfs}),
+            json!({"source": "disk"}),
         ))?;
-        let fd = stage::open_no_symlinks(&spec.rootfs)?;
-        mounts::bind(
-            Path::new(&format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&fd)
-            )),
-            &dst,
-            true,
-        )?;
+        mounts::bind(&banger::fsx::fd_path(&src.disk), &dst, true)?;
     }
     stage::empty(&root, stage::CONSOLE, 0o640, uid, gid)?;
-    let fifo = console::make_fifo(&root, uid, gid)?;
+    console::make_fifo(&root, uid, gid)?;
     stage::empty(&root, stage::LOG, 0o640, uid, gid)?;
     stage::empty(&root, stage::METRICS, 0o640, uid, gid)?;
     let firecracker = PathBuf::from(data.argv_exec());
     if jailed && mounts::is_dynamic(&firecracker)? {
         self_bind(ctx)?;
         for lib in mounts::lib_dirs(&firecracker)? {
-            let dst = root.join(lib.strip_prefix("/").unwrap_or(&lib));
-            std::fs::create_dir_all(&dst).map_err(|source| JailError::Stage {
-                what: "create",
-                path: dst.clone(),
-                source,
-            })?;
+            let mut d = root.try_clone()?;
+            for c in lib.components().filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n),
+                _ => None,
+            }) {
+                d = d.ensure_dir(c, 0o755)?;
+            }
+            let dst = root_path.join(lib.strip_prefix("/").unwrap_or(&lib));
             ctx.ledger.add(Entry::new(
                 &spec.name,
                 "mount",
@@ -449,69 +560,48 @@ fn build(
         ))?;
     }
     let t = data.target();
-    let (pid, start_time) = if jailed {
+    let pid = if jailed {
+        let log_name = data.dir.join("jailer.log");
+        let log = vmdir.create("jailer.log", 0o640)?;
         let left = deadline.saturating_duration_since(Instant::now());
-        process::run_jailer(&data.argv, &data.dir.join("jailer.log"), left)?;
-        let pid = process::wait_pidfile(&data.pidfile, deadline, &data.dir.join("jailer.log"))?;
-        process::wait_api(&data.socket, Some(pid), deadline, &[&data.log])?;
-        let info = find_pid::verify(&find_pid::Proc::default(), &t, pid)
-            .ok_or(JailError::Unidentified { pid })?;
-        (pid, info.start_time)
+        process::run_jailer(&data.argv, &log, &log_name, left)?;
+        let name = data
+            .pidfile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let pid =
+            process::wait_pidfile(&root, &name.unwrap_or_default(), deadline, &log, &log_name)?;
+        data.start_time = Some(process::wait_exec(&t, pid, deadline, &log, &log_name)?);
+        pid
     } else {
-        let stderr = stage::empty(&root, "firecracker.stderr", 0o640, uid, gid)?;
-        process::spawn_direct(&data.argv, uid, gid, &stderr)?;
-        let (pid, start) =
-            process::find_direct(&t, &data.socket, deadline).ok_or_else(|| JailError::Timeout {
-                what: "the direct Firecracker to start",
-                detail: process::tail(&stderr, 20),
-            })?;
-        std::fs::write(&data.pidfile, pid.to_string()).map_err(|source| JailError::Stage {
-            what: "write",
-            path: data.pidfile.clone(),
-            source,
+        // Staged: the root is the owner's from here on (Firecracker makes its socket there),
+        // and the helper resolves nothing in it any more.
+        rustix::fs::fchown(
+            &root,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(|e| JailError::Stage {
+            what: "chown",
+            path: root_path.clone(),
+            source: e.into(),
         })?;
-        process::wait_api(&data.socket, Some(pid), deadline, &[&data.log, &stderr])?;
-        (pid, start)
+        let err_name = data.dir.join("firecracker.stderr");
+        let stderr = stage::empty(&vmdir, "firecracker.stderr", 0o640, uid, gid)?;
+        let pid = banger::detach::spawn(&data.argv, ctx.owner.as_ref(), Some(&stderr), &[])?;
+        let pidfile = vmdir.create("firecracker.pid", 0o644)?;
+        std::io::Write::write_all(&mut &pidfile, pid.to_string().as_bytes()).map_err(|source| {
+            JailError::Stage {
+                what: "write",
+                path: data.pidfile.clone(),
+                source,
+            }
+        })?;
+        data.start_time = Some(process::wait_exec(&t, pid, deadline, &stderr, &err_name)?);
+        pid
     };
     data.pid = Some(pid);
-    data.start_time = Some(start_time);
-    let keeper = console::start_keeper(
-        &root,
-        &fifo,
-        &data.console,
-        ctx.cfg.console_max_bytes,
-        pid,
-        start_time,
-        uid,
-        gid,
-    )?;
-    data.keeper_pid = Some(keeper.pid);
-    data.keeper_start_time = Some(keeper.start_time);
-    // With --daemonize the jailer sends the serial console to /dev/null: Firecracker writes
-    // it to the keeper's FIFO instead (before InstanceStart, which banger-vm sends later).
-    let console_seen = if jailed {
-        format!("/{}", console::FIFO)
-    } else {
-        fifo.display().to_string()
-    };
-    let body = json!({ "serial_out_path": console_seen }).to_string();
-    match http::request(
-        &data.socket,
-        "PUT",
-        "/serial",
-        Some(&body),
-        Duration::from_secs(2),
-    ) {
-        Ok((204, _)) | Ok((200, _)) => Ok(()),
-        Ok((c, b)) => Err(JailError::Api {
-            what: "PUT /serial",
-            answer: format!("{c} {}", b.trim()),
-        }),
-        Err(e) => Err(JailError::Api {
-            what: "PUT /serial",
-            answer: e.to_string(),
-        }),
-    }
+    Ok(())
 }
 
 impl JailData {
@@ -529,35 +619,46 @@ impl JailData {
 }
 
 /// Tears down everything the ledger holds for the VM's jail: stops its Firecracker (only
-/// after the identity checks), unmounts (guarded), removes the cgroup and the jail
+/// after the identity checks), detaches the chroot's mounts, removes the cgroup and the jail
 /// directory. The VM's disk is never touched: only its hard link, node or bind mount.
 pub fn teardown(ctx: &Ctx, vm: &str, grace: Duration) -> Result<Value, JailError> {
+    let base = jail_base(ctx)?;
     let entries = ctx.ledger.for_vm(vm)?;
     let jails = jail_entries(ctx, vm)?;
     let mut stopped = Vec::new();
     for (_, d) in &jails {
-        if let Some(pid) = process::stop(&d.target(), grace)? {
+        let t = match d.find(base.path()) {
+            Some(f) => Target {
+                pid: Some(f.pid),
+                start_time: Some(f.start_time),
+                ..d.target()
+            },
+            None => d.target(),
+        };
+        if let Some(pid) = process::stop(&t, grace)? {
             stopped.push(pid);
-        }
-        if let (Some(p), Some(t)) = (d.keeper_pid, d.keeper_start_time) {
-            console::stop_keeper(p, t);
         }
     }
     let mut removed = Vec::new();
-    // Mounts: deepest first, each below its own jail directory.
-    let mut mnts: Vec<&Entry> = entries.iter().filter(|e| e.kind == "mount").collect();
-    mnts.sort_by_key(|e| std::cmp::Reverse(e.id.len()));
-    for m in mnts {
+    // Mounts: one recursive detach of each jail's self-bound root takes them all.
+    let mnts: Vec<&Entry> = entries.iter().filter(|e| e.kind == "mount").collect();
+    for m in &mnts {
         let point = PathBuf::from(&m.id);
-        let guard = jails
-            .iter()
-            .map(|(_, d)| &d.dir)
-            .find(|d| point.starts_with(d))
-            .ok_or(JailError::Refused {
-                path: point.clone(),
+        if !jails.iter().any(|(_, d)| point.starts_with(&d.dir)) {
+            return Err(JailError::Refused {
+                path: point,
                 why: "no jail of this VM holds it",
-            })?;
-        mounts::unmount(&point, guard)?;
+            });
+        }
+    }
+    if !mnts.is_empty() {
+        for (_, d) in &jails {
+            if d.dir.starts_with(base.path()) {
+                mounts::detach_tree(&d.dir.join("root"))?;
+            }
+        }
+    }
+    for m in mnts {
         ctx.ledger.remove(vm, "mount", &m.id)?;
         removed.push(m.id.clone());
     }
@@ -570,21 +671,27 @@ pub fn teardown(ctx: &Ctx, vm: &str, grace: Duration) -> Result<Value, JailError
         removed.push(c.id.clone());
     }
     for (e, d) in &jails {
-        remove_dir(&ctx.cfg.jail_dir, &d.dir)?;
+        remove_dir(&base, &d.dir)?;
         ctx.ledger.remove(vm, "jail", &e.id)?;
         removed.push(e.id.clone());
     }
     Ok(json!({ "name": vm, "stopped": stopped, "removed": removed }))
 }
 
-/// Removes a jail directory, only below the jail base and only with no mount left below it.
-fn remove_dir(base: &Path, dir: &Path) -> Result<(), JailError> {
-    if !dir.starts_with(base) || dir.components().count() < base.components().count() + 2 {
+/// Removes a VM's jail directory `<base>/<group>/<vm>`: only there, only with no mount left
+/// below it, through directory fds that never follow a symlink or cross into a mount.
+fn remove_dir(base: &Dir, dir: &Path) -> Result<(), JailError> {
+    let rel = dir.strip_prefix(base.path()).ok().filter(|r| {
+        r.components().count() == 2
+            && r.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+    });
+    let Some(rel) = rel else {
         return Err(JailError::Refused {
             path: dir.to_path_buf(),
             why: "not a VM's directory under the jail base",
         });
-    }
+    };
     let left = mounts::mounts_under(dir);
     if !left.is_empty() {
         let list: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
@@ -593,13 +700,17 @@ fn remove_dir(base: &Path, dir: &Path) -> Result<(), JailError> {
             mounts: list.join(", "),
         });
     }
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(JailError::Remove {
-            path: dir.to_path_buf(),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
+    let mut parts = rel.components();
+    let (Some(group), Some(name)) = (parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    let group_dir = match base.open_dir(Path::new(group.as_os_str())) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    group_dir.remove_tree(name.as_os_str())?;
+    Ok(())
 }
 
 /// Every jail in the ledger (or one VM's), with whether its Firecracker lives.
@@ -608,12 +719,13 @@ pub fn list(ctx: &Ctx, vm: Option<&str>) -> Result<Value, JailError> {
         Some(v) => ctx.ledger.for_vm(v)?,
         None => ctx.ledger.list()?,
     };
+    let base = ctx.cfg.jail_dir.clone();
     let mut out = Vec::new();
     for e in entries.into_iter().filter(|e| e.kind == "jail") {
         let Ok(d) = serde_json::from_value::<JailData>(e.data.clone()) else {
             continue;
         };
-        let found = find_pid::find_pid(&d.target());
+        let found = d.find(&base);
         let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
         if let Some(m) = v.as_object_mut() {
             m.insert("name".into(), e.vm.clone().into());
@@ -623,4 +735,19 @@ pub fn list(ctx: &Ctx, vm: Option<&str>) -> Result<Value, JailError> {
         out.push(v);
     }
     Ok(json!({ "jails": out }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pidfile_is_only_read_below_the_jail_base() {
+        let d = JailData {
+            dir: PathBuf::from("/etc"),
+            pidfile: PathBuf::from("/etc/shadow"),
+            ..Default::default()
+        };
+        assert_eq!(d.pidfile_pid(Path::new("/srv/jailer")), None);
+    }
 }

@@ -1,7 +1,8 @@
 //! Mounts in a chroot: the library directories a dynamically linked Firecracker needs
-//! (read-only binds, after a self-bind of the chroot so one recursive unmount takes them all),
-//! the root disk bind-mounted across filesystems, and the guarded unmount at teardown: only
-//! ledger entries, only below the VM's own jail directory, deepest first.
+//! (read-only binds) and the root disk bind-mounted across filesystems, always after a
+//! self-bind of the chroot, so teardown takes them all with one recursive detach of the
+//! chroot's root, a path made of root's directories only. Mounts are made while the chroot
+//! is still root's (before the jailer, or the direct launcher, hands it to the owner).
 
 use super::JailError;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -139,41 +140,15 @@ pub fn bind(src: &Path, dst: &Path, writable: bool) -> Result<(), JailError> {
     Ok(())
 }
 
-/// Unmounts `point`, which must lie strictly below `guard`; everything mounted below it goes
-/// too (detached). Not mounted is fine.
-pub fn unmount(point: &Path, guard: &Path) -> Result<(), JailError> {
-    if !point.starts_with(guard) || point == guard || !point.is_absolute() {
-        return Err(JailError::Refused {
-            path: point.to_path_buf(),
-            why: "a mount outside the VM's jail directory",
-        });
+/// Detaches the mount at `point` and everything mounted below it (`MNT_DETACH` is
+/// recursive), without following a symlink at `point`. Not a mount point is fine. Teardown
+/// calls it on the chroot's self-bind, whose path only crosses root's directories, so no
+/// path inside the owner's chroot is ever resolved to unmount.
+pub fn detach_tree(point: &Path) -> Result<(), JailError> {
+    match umount2(point, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(e) => Err(err("unmount", point, e)),
     }
-    if point
-        .components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(JailError::Refused {
-            path: point.to_path_buf(),
-            why: "a mount path with '..'",
-        });
-    }
-    let mut below = mounts_under(point);
-    // Deepest first; each must still be below the guard.
-    below.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    for p in below {
-        if !p.starts_with(guard) {
-            continue;
-        }
-        if let Err(e) = umount2(&p, MntFlags::UMOUNT_NOFOLLOW) {
-            match e {
-                nix::Error::EINVAL | nix::Error::ENOENT => {}
-                nix::Error::EBUSY => umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
-                    .map_err(|e| err("unmount", &p, e))?,
-                e => return Err(err("unmount", &p, e)),
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -213,24 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn unmount_is_guarded() {
-        let g = Path::new("/srv/jailer/firecracker/vm1");
-        for p in [
-            "/",
-            "/srv/jailer",
-            "/srv/jailer/firecracker/vm2/root",
-            "/srv/jailer/firecracker/vm1",
-        ] {
-            assert!(matches!(
-                unmount(Path::new(p), g),
-                Err(JailError::Refused { .. })
-            ));
-        }
-        assert!(matches!(
-            unmount(Path::new("/srv/jailer/firecracker/vm1/root/../../vm2"), g),
-            Err(JailError::Refused { .. })
-        ));
-        // Not mounted: nothing to do.
-        assert!(unmount(Path::new("/srv/jailer/firecracker/vm1/root"), g).is_ok());
+    fn detaching_what_is_not_mounted_is_fine() {
+        assert!(detach_tree(Path::new("/nonexistent/banger/root")).is_ok());
     }
 }

@@ -128,6 +128,8 @@ impl From<NetError> for OpError {
 /// What the net operations work with: the ledger and the configuration.
 pub struct Net<'a> {
     pub ledger: &'a Ledger,
+    /// For reading the owner's records (as the owner).
+    pub ctx: &'a crate::ops::Ctx,
     pub subnet: Subnet,
     pub bridge: String,
     pub owner_uid: Option<u32>,
@@ -138,7 +140,8 @@ pub struct Net<'a> {
 }
 
 impl<'a> Net<'a> {
-    pub fn new(ledger: &'a Ledger, cfg: &banger::config::Config) -> Result<Net<'a>, NetError> {
+    pub fn new(ctx: &'a crate::ops::Ctx) -> Result<Net<'a>, NetError> {
+        let (ledger, cfg) = (&ctx.ledger, &ctx.cfg);
         let subnet = Subnet::parse(&cfg.subnet).map_err(|why| NetError::BadSubnet {
             subnet: cfg.subnet.clone(),
             why,
@@ -150,10 +153,11 @@ impl<'a> Net<'a> {
         }
         Ok(Net {
             ledger,
+            ctx,
             subnet,
             bridge: cfg.bridge.clone(),
-            owner_uid: cfg.owner_uid,
-            owner_gid: cfg.owner_gid.or(cfg.owner_uid),
+            owner_uid: ctx.owner.as_ref().map(|c| c.uid),
+            owner_gid: ctx.owner.as_ref().map(|c| c.gid),
             vms_dir: cfg.vms_dir(),
             lock_path: cfg.root_dir.join("net.lock"),
         })

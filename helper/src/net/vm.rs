@@ -107,27 +107,29 @@ fn claim(
 }
 
 /// Addresses written in other VMs' records (`net.ip`): never handed out while a record
-/// holds them, even if the ledger lost them.
+/// holds them, even if the ledger lost them. The records are the owner's: they are read with
+/// the owner's credentials, without following a symlink, never blocking on a FIFO, at most
+/// 1 MiB each.
 fn held_by_records(net: &Net, except: &str) -> Vec<Ipv4Addr> {
-    let Ok(dir) = std::fs::read_dir(&net.vms_dir) else {
-        return Vec::new();
+    let vms_dir = net.vms_dir.clone();
+    let read = || -> Vec<Ipv4Addr> {
+        let Ok(dir) = banger::fsx::Dir::open(&vms_dir) else {
+            return Vec::new();
+        };
+        let names = dir.names().unwrap_or_default();
+        names
+            .iter()
+            .filter_map(|n| n.to_str())
+            .filter(|n| *n != except && banger::store::valid_name(n))
+            .filter_map(|n| {
+                let rel = std::path::Path::new(n).join("vm.json");
+                let bytes = dir.read_capped(&rel, 1 << 20).ok()?;
+                let v: Value = serde_json::from_slice(&bytes).ok()?;
+                v.get("net")?.get("ip")?.as_str()?.parse().ok()
+            })
+            .collect()
     };
-    dir.filter_map(Result::ok)
-        .filter(|d| {
-            d.file_name()
-                .to_str()
-                .is_some_and(|n| n != except && banger::store::valid_name(n))
-        })
-        .filter_map(|d| {
-            let p = d.path().join("vm.json");
-            let m = std::fs::symlink_metadata(&p).ok()?;
-            if !m.is_file() || m.len() > 1 << 20 {
-                return None;
-            }
-            let v: Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
-            v.get("net")?.get("ip")?.as_str()?.parse().ok()
-        })
-        .collect()
+    net.ctx.as_owner(read).unwrap_or_default()
 }
 
 fn find<'l>(links: &'l [Link], name: &str) -> Option<&'l Link> {

@@ -2,16 +2,19 @@
 //!
 //! The Firecracker and jailer binaries come from the helper's own configuration, never from
 //! the request; the jail id is the VM name; the kernel and initrd must lie in the image store,
-//! the root disk in the VM dirs (or be a block device this VM's ledger entries name).
+//! the root disk in the VM dirs (or be a block device this VM's ledger entries name). The
+//! paths are only checked lexically here: they are opened below their root with the owner's
+//! credentials, never following a symlink.
 
 use super::{Caller, Ctx, OpResult};
-use crate::jail::{self, JailError, LaunchSpec, Launcher};
+use crate::jail::{self, JailError, LaunchSpec, Launcher, RootDisk};
 use crate::validate;
 use banger::proto::{code, OpError};
 use banger::store::Lock;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 pub fn dispatch(op: &str, ctx: &Ctx, _caller: &Caller, args: &Value) -> Option<OpResult> {
@@ -53,9 +56,8 @@ fn default_launcher() -> Launcher {
 
 /// One launch or teardown of a VM at a time.
 fn lock(ctx: &Ctx, name: &str) -> Result<Lock, OpError> {
-    // Listing the ledger creates its root-only directory.
-    ctx.ledger.list().map_err(super::ledger_err)?;
-    Lock::exclusive(&ctx.cfg.root_dir.join(format!("jail-{name}.lock")))
+    let root = ctx.root_dir()?;
+    Lock::exclusive(&root.join(format!("jail-{name}.lock")))
         .map_err(|e| OpError::new(code::FAILED, banger::cli::one_line(&e)))
 }
 
@@ -83,19 +85,17 @@ fn launch(ctx: &Ctx, args: &Value) -> OpResult {
             "mem_mib must be 128-262144",
         ));
     }
+    ctx.check_access(&name)?;
     let images = ctx.cfg.images_dir();
     let vms = ctx.cfg.vms_dir();
-    let kernel = validate::path_within(&a.kernel, &[&images])?;
+    let kernel = validate::below(&a.kernel, &images)?;
     let initrd = match &a.initrd {
-        Some(p) => Some(validate::path_within(p, &[&images])?),
+        Some(p) => Some(validate::below(p, &images)?),
         None => None,
     };
-    let rootfs = if a.rootfs.starts_with("/dev") {
-        let no_dots = !a
-            .rootfs
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir));
-        if !no_dots || !ledger_has_device(ctx, &name, &a.rootfs)? {
+    let rootfs = if a.rootfs.starts_with("/dev/") {
+        let clean = validate::below(&a.rootfs, Path::new("/dev")).is_ok();
+        if !clean || !ledger_has_device(ctx, &name, &a.rootfs)? {
             return Err(OpError::new(
                 code::INVALID_PATH,
                 format!(
@@ -104,9 +104,9 @@ fn launch(ctx: &Ctx, args: &Value) -> OpResult {
                 ),
             ));
         }
-        a.rootfs.clone()
+        RootDisk::Device(a.rootfs.clone())
     } else {
-        validate::path_within(&a.rootfs, &[&vms])?
+        RootDisk::File(validate::below(&a.rootfs, &vms)?)
     };
     let timeout = Duration::from_millis(a.timeout_ms.unwrap_or(10_000).clamp(100, MAX_TIMEOUT_MS));
     let spec = LaunchSpec {
@@ -135,6 +135,7 @@ fn teardown(ctx: &Ctx, args: &Value) -> OpResult {
     let a: TeardownArgs = validate::args(args)?;
     let name = validate::name(&a.name)?;
     let grace = Duration::from_millis(a.grace_ms.unwrap_or(3_000).min(MAX_GRACE_MS));
+    ctx.check_access(name)?;
     let _g = lock(ctx, name)?;
     jail::teardown(ctx, name, grace).map_err(op_err)
 }

@@ -20,7 +20,7 @@ pub fn dispatch(op: &str, ctx: &Ctx, _caller: &Caller, args: &Value) -> Option<O
 }
 
 fn net(ctx: &Ctx) -> Result<Net<'_>, OpError> {
-    Ok(Net::new(&ctx.ledger, &ctx.cfg)?)
+    Ok(Net::new(ctx)?)
 }
 
 fn invalid(msg: String) -> OpError {
@@ -55,6 +55,7 @@ fn up(ctx: &Ctx, args: &Value) -> OpResult {
             Some(ip)
         }
     };
+    ctx.check_access(vm)?;
     let info = net::up(&n, vm, want)?;
     Ok(serde_json::to_value(info).unwrap_or(Value::Null))
 }
@@ -70,6 +71,7 @@ struct DownArgs {
 fn down(ctx: &Ctx, args: &Value) -> OpResult {
     let a: DownArgs = validate::args(args)?;
     let vm = validate::name(&a.vm)?;
+    ctx.check_access(vm)?;
     let info = net::down(&net(ctx)?, vm, a.keep_bridge)?;
     Ok(serde_json::to_value(info).unwrap_or(Value::Null))
 }
@@ -108,10 +110,20 @@ fn forward(ctx: &Ctx, args: &Value) -> OpResult {
             a.proto
         )));
     }
+    ctx.check_access(vm)?;
+    let host_port = port("host_port", a.host_port)?;
+    // A port below 1024 is one only root may bind: the owner may not take it through the
+    // helper unless the host's config says so.
+    if host_port < 1024 && !a.remove && ctx.caller.uid != 0 && !ctx.cfg.allow_privileged_ports {
+        return Err(OpError::new(
+            code::PERMISSION_DENIED,
+            format!("host port {host_port} is privileged (below 1024): pick a port from 1024 up, or let the owner forward privileged ports with \"allow_privileged_ports\": true in the helper's config.json"),
+        ));
+    }
     let req = ForwardReq {
         vm: vm.into(),
         proto: a.proto.clone(),
-        host_port: port("host_port", a.host_port)?,
+        host_port,
         guest_port: a.guest_port.map(|p| port("guest_port", p)).transpose()?,
         remove: a.remove,
     };

@@ -1,14 +1,14 @@
 //! The `snap.*` ops: `snap.create`, `snap.customize`, `snap.remove`, `snap.list`.
 //!
 //! Requests carry names, never paths: the image's rootfs and the VM's disk are derived from
-//! them (`images/IMAGE/rootfs.ext4`, `vms/VM/disk.ext4`) and checked to lie under the image
-//! store and the VM dirs with no symlink component. Removal and customization act only on
-//! what the ledger says this VM's disk is.
+//! them (`images/IMAGE/rootfs.ext4`, `vms/VM/disk.ext4`) and opened below the state dir with
+//! the owner's credentials, no symlink followed. Removal and customization act only on what
+//! the ledger says this VM's disk is, and only for the caller who made it.
 
 use super::{Caller, Ctx, OpResult};
 use crate::snap::customize::{self, Custom, Net};
-use crate::snap::disk::{self, CreateReq, Paths};
-use crate::snap::{Method, SnapError};
+use crate::snap::disk::{self, CreateReq};
+use crate::snap::Method;
 use crate::validate;
 use banger::proto::{code, OpError};
 use serde::Deserialize;
@@ -73,16 +73,6 @@ struct ListArgs {
     vm: Option<String>,
 }
 
-/// Checks the derived paths: under the image store / the VM dirs, no symlink component.
-fn check_paths(ctx: &Ctx, p: &Paths) -> Result<(), OpError> {
-    let images = ctx.cfg.images_dir();
-    let vms = ctx.cfg.vms_dir();
-    validate::path_within(&p.image_rootfs, &[&images])?;
-    validate::path_within(&p.disk, &[&vms])?;
-    validate::path_within(&p.cow, &[&vms])?;
-    Ok(())
-}
-
 fn create(ctx: &Ctx, args: &Value) -> OpResult {
     let a: CreateArgs = validate::args(args)?;
     validate::name(&a.vm)?;
@@ -111,24 +101,7 @@ fn create(ctx: &Ctx, args: &Value) -> OpResult {
         net: a.net,
     };
     customize::validate(&custom, &ctx.cfg.subnet)?;
-    let paths = Paths::new(&ctx.cfg, &a.vm, &a.image);
-    // Say plainly what is missing before the path checks (which refuse missing parents).
-    let missing = |p: &std::path::Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-    if missing(&ctx.cfg.images_dir().join(&a.image)) {
-        return Err(SnapError::NoImage {
-            image: a.image.clone(),
-            path: paths.image_rootfs.clone(),
-        }
-        .into());
-    }
-    if missing(&paths.vm_dir) {
-        return Err(SnapError::NoVm {
-            vm: a.vm.clone(),
-            path: paths.vm_dir.clone(),
-        }
-        .into());
-    }
-    check_paths(ctx, &paths)?;
+    ctx.check_access(&a.vm)?;
     let req = CreateReq {
         vm: a.vm,
         image: a.image,
@@ -136,7 +109,7 @@ fn create(ctx: &Ctx, args: &Value) -> OpResult {
         disk_size: a.disk_size,
         custom,
     };
-    let made = disk::create(&ctx.cfg, &ctx.ledger, &req)?;
+    let made = disk::create(ctx, &req)?;
     Ok(made.to_json())
 }
 
@@ -156,12 +129,7 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
             "nothing to write: give hostname, ssh_pubkey, host_keys or net",
         ));
     }
-    let vms = ctx.cfg.vms_dir();
-    let vm_dir = ctx.cfg.vm_dir(&a.vm);
-    if std::fs::symlink_metadata(&vm_dir).is_err() {
-        return Err(SnapError::NoDisk { vm: a.vm.clone() }.into());
-    }
-    validate::path_within(&vm_dir.join("disk.ext4"), &[&vms])?;
+    ctx.check_access(&a.vm)?;
     // A launched VM's Firecracker has the disk open: writing under a live guest corrupts it.
     let jailed = ctx
         .ledger
@@ -178,14 +146,15 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
             ),
         ));
     }
-    let (keys, path) = disk::customize(&ctx.cfg, &ctx.ledger, &a.vm, &custom)?;
+    let (keys, path) = disk::customize(ctx, &a.vm, &custom)?;
     Ok(json!({"path": path, "host_keys": keys, "customized": true}))
 }
 
 fn remove(ctx: &Ctx, args: &Value) -> OpResult {
     let a: VmArgs = validate::args(args)?;
     validate::name(&a.vm)?;
-    let removed = disk::remove(&ctx.cfg, &ctx.ledger, &a.vm)?;
+    ctx.check_access(&a.vm)?;
+    let removed = disk::remove(ctx, &a.vm)?;
     let ids: Vec<Value> = removed
         .iter()
         .map(|e| json!({"kind": e.kind, "id": e.id}))
@@ -198,6 +167,6 @@ fn list(ctx: &Ctx, args: &Value) -> OpResult {
     if let Some(v) = &a.vm {
         validate::name(v)?;
     }
-    let disks = disk::list(&ctx.ledger, a.vm.as_deref())?;
+    let disks = disk::list(ctx, a.vm.as_deref())?;
     Ok(json!({"disks": disks}))
 }

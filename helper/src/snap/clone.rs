@@ -2,8 +2,8 @@
 //! sparse copy (holes stay holes, all-zero blocks are skipped), and growing an ext4 image.
 
 use super::SnapError;
+use banger::detach::Creds;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -35,8 +35,10 @@ pub fn reflink(src: &File, dst: &File) -> std::io::Result<()> {
 const CHUNK: usize = 1 << 20;
 
 /// Copies `src` into the empty `dst`, keeping holes: only data extents are read (SEEK_DATA /
-/// SEEK_HOLE), and blocks that are all zeros are skipped rather than written.
-pub fn sparse_copy(src: &mut File, dst: &mut File) -> std::io::Result<()> {
+/// SEEK_HOLE), and blocks that are all zeros are skipped rather than written. Positional I/O
+/// only: neither file's offset matters.
+pub fn sparse_copy(src: &File, dst: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let len = src.metadata()?.len();
     dst.set_len(len)?;
     let mut buf = vec![0u8; CHUNK];
@@ -52,29 +54,28 @@ pub fn sparse_copy(src: &mut File, dst: &mut File) -> std::io::Result<()> {
             Err(e) => return Err(e.into()),
         };
         let mut off = data;
-        src.seek(SeekFrom::Start(off))?;
         while off < hole {
             let want = ((hole - off) as usize).min(CHUNK);
-            src.read_exact(&mut buf[..want])?;
+            src.read_exact_at(&mut buf[..want], off)?;
             let block = &buf[..want];
             if block.iter().any(|&b| b != 0) {
-                dst.seek(SeekFrom::Start(off))?;
-                dst.write_all(block)?;
+                dst.write_all_at(block, off)?;
             }
             off += want as u64;
         }
         pos = hole;
     }
-    dst.flush()
+    Ok(())
 }
 
-/// Grows the ext4 filesystem in `path` (a file or block device already at its new size),
-/// as `owner` when there is one (the tools parse an untrusted filesystem).
-pub fn grow_fs(path: &Path, owner: Option<(u32, u32)>) -> Result<(), SnapError> {
-    let disk = super::open_disk(path)?;
+/// Grows the ext4 filesystem on the open `disk` (a file or block device already at its new
+/// size), as `owner` when there is one (the tools parse an untrusted filesystem). `path` is
+/// for messages.
+pub fn grow_fs(disk: &File, path: &Path, owner: Option<&Creds>) -> Result<(), SnapError> {
+    let arg = vec!["-f".to_string(), "-p".into(), super::fd_arg(disk)];
     // resize2fs insists on a freshly checked filesystem; -p repairs only what is safe.
     // e2fsck exits 0 (clean) or 1 (errors corrected); anything else is a real problem.
-    let out = super::output_on_disk("e2fsck", &["-f", "-p"], &disk, owner, "e2fsprogs")?;
+    let out = super::tool_output("e2fsck", &arg, &[disk.as_fd()], None, owner, "e2fsprogs")?;
     if !matches!(out.status.code(), Some(0 | 1)) {
         return Err(SnapError::Tool {
             command: format!("e2fsck -f -p {}", path.display()),
@@ -86,7 +87,14 @@ pub fn grow_fs(path: &Path, owner: Option<(u32, u32)>) -> Result<(), SnapError> 
             ),
         });
     }
-    super::run_on_disk("resize2fs", &[], &disk, owner, "e2fsprogs")?;
+    super::tool(
+        "resize2fs",
+        &[super::fd_arg(disk)],
+        &[disk.as_fd()],
+        None,
+        owner,
+        "e2fsprogs",
+    )?;
     Ok(())
 }
 
@@ -100,6 +108,7 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let (a, b) = (d.join("a"), d.join("b"));
         {
+            use std::io::{Seek, SeekFrom, Write};
             let mut f = File::create(&a).unwrap();
             f.set_len(64 << 20).unwrap();
             f.seek(SeekFrom::Start(3 << 20)).unwrap();
@@ -107,14 +116,14 @@ mod tests {
             f.seek(SeekFrom::Start((64 << 20) - 3)).unwrap();
             f.write_all(b"end").unwrap();
         }
-        let mut src = File::open(&a).unwrap();
-        let mut dst = std::fs::OpenOptions::new()
+        let src = File::open(&a).unwrap();
+        let dst = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&b)
             .unwrap();
-        sparse_copy(&mut src, &mut dst).unwrap();
+        sparse_copy(&src, &dst).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         use std::os::unix::fs::MetadataExt;
         assert!(std::fs::metadata(&b).unwrap().blocks() * 512 < 8 << 20);

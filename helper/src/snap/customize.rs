@@ -1,8 +1,10 @@
 //! Writes a VM's identity into its disk before first boot, without mounting it: the owner's
 //! SSH key for root, the hostname, fresh SSH host keys, and the guest network configuration.
-//! The files are written with `debugfs -w` (e2fsprogs) running as the disk's owner, and read
-//! back with `debugfs dump` to check they landed. A guest image is untrusted input: it is
-//! never mounted in the host's namespace.
+//! The files are written in one pass: one `debugfs -w` (e2fsprogs) run as the disk's owner
+//! on the disk fd the helper opened, its script on stdin, each file's content in a memfd it
+//! inherits, and each file dumped back into another memfd in the same run to check it landed.
+//! No temp file or directory is made, and no path is resolved. Host keys are generated in
+//! process. A guest image is untrusted input: it is never mounted in the host's namespace.
 //!
 //! What the guest gets (all root-owned):
 //! - `/etc/hostname`, `/etc/hosts`
@@ -13,11 +15,14 @@
 //!   `/etc/systemd/network/10-banger.network`, `/etc/resolv.conf`
 
 use super::SnapError;
+use banger::detach::Creds;
 use banger::proto::{code, OpError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The guest's network, as `banger-net up` allocates it.
@@ -239,10 +244,10 @@ fn split(path: &str) -> (&str, &str) {
     }
 }
 
-/// The `debugfs -w -f` script for a plan whose file contents are in `local` as `f0`, `f1`...
-/// debugfs resolves `mkdir`/`write`/`rm` names in its current directory, so every one is
-/// preceded by a `cd` to the parent; `sif` takes the full path.
-pub fn script(p: &Plan, local: &Path) -> String {
+/// The `debugfs -w -f` script for a plan whose file contents are at `local[i]` on the host
+/// (`/dev/fd/N`). debugfs resolves `mkdir`/`write`/`rm` names in its current directory, so
+/// every one is preceded by a `cd` to the parent; `sif` takes the full path.
+pub fn script(p: &Plan, local: &[String]) -> String {
     let mut s = String::new();
     let meta = |s: &mut String, path: &str, mode: u32| {
         s.push_str(&format!("sif {path} mode 0{mode:o}\n"));
@@ -265,44 +270,11 @@ pub fn script(p: &Plan, local: &Path) -> String {
     }
     for (i, f) in p.files.iter().enumerate() {
         let (parent, base) = split(&f.path);
-        s.push_str(&format!(
-            "cd {parent}\nwrite {}/f{i} {base}\n",
-            local.display()
-        ));
+        let src = local.get(i).map(String::as_str).unwrap_or("/dev/null");
+        s.push_str(&format!("cd {parent}\nwrite {src} {base}\n"));
         meta(&mut s, &f.path, 0o100000 | f.mode);
     }
     s
-}
-
-/// A private temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(vm: &str) -> Result<TempDir, SnapError> {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "banger-snap-{vm}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&p)
-            .map_err(|source| SnapError::Create {
-                path: p.clone(),
-                source,
-            })?;
-        Ok(TempDir(p))
-    }
-}
-
-use std::os::unix::fs::DirBuilderExt;
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SnapError + 'a {
@@ -313,31 +285,33 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// Fresh host keys for `vm`: (type -> public line, files to write).
-fn host_keys(
-    dir: &Path,
-    vm: &str,
-) -> Result<(BTreeMap<String, String>, Vec<GuestFile>), SnapError> {
+fn key_err(e: ssh_key::Error) -> SnapError {
+    SnapError::Io {
+        what: "generate a host key for",
+        path: PathBuf::from("the guest"),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Fresh host keys for `vm`, generated in process: (type -> public line, files to write).
+pub fn host_keys(vm: &str) -> Result<(BTreeMap<String, String>, Vec<GuestFile>), SnapError> {
+    use ssh_key::{rand_core::OsRng, Algorithm, EcdsaCurve, LineEnding, PrivateKey};
     let mut public = BTreeMap::new();
     let mut files = Vec::new();
     for t in HOST_KEY_TYPES {
-        let key = dir.join(format!("ssh_host_{t}_key"));
-        let mut cmd = std::process::Command::new("ssh-keygen");
-        cmd.args(["-q", "-t", t, "-N", "", "-C"])
-            .arg(format!("root@{vm}"))
-            .arg("-f")
-            .arg(&key);
-        if *t == "ecdsa" {
-            cmd.args(["-b", "256"]);
-        }
-        super::run_cmd(&mut cmd, "openssh-client")?;
-        let private = std::fs::read(&key).map_err(io("read", &key))?;
-        let pub_path = dir.join(format!("ssh_host_{t}_key.pub"));
-        let pub_line = std::fs::read_to_string(&pub_path).map_err(io("read", &pub_path))?;
-        let pub_line = pub_line.trim().to_string();
+        let alg = match *t {
+            "ecdsa" => Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            _ => Algorithm::Ed25519,
+        };
+        let mut key = PrivateKey::random(&mut OsRng, alg).map_err(key_err)?;
+        key.set_comment(format!("root@{vm}"));
+        let private = key.to_openssh(LineEnding::LF).map_err(key_err)?;
+        let pub_line = key.public_key().to_openssh().map_err(key_err)?;
         files.push(GuestFile {
             path: format!("/etc/ssh/ssh_host_{t}_key"),
-            content: private,
+            content: private.as_bytes().to_vec(),
             mode: 0o600,
         });
         files.push(GuestFile {
@@ -350,78 +324,84 @@ fn host_keys(
     Ok((public, files))
 }
 
-fn debugfs(
-    disk: &std::fs::File,
-    args: &[&str],
-    owner: Option<(u32, u32)>,
-) -> Result<String, SnapError> {
-    // The disk belongs to the owner: debugfs parses an untrusted filesystem, so it runs
-    // with the owner's rights, not root's, on the file the helper opened.
-    super::run_on_disk("debugfs", args, disk, owner, "e2fsprogs")
+/// An anonymous in-memory file holding `content`.
+fn memfd(name: &str, content: &[u8]) -> Result<File, SnapError> {
+    use std::os::unix::fs::FileExt;
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| io("create a memfd for", Path::new(name))(e.into()))?;
+    let f = File::from(fd);
+    f.write_all_at(content, 0)
+        .map_err(io("write a memfd for", Path::new(name)))?;
+    Ok(f)
 }
 
-/// Writes `c` into the ext4 filesystem on `disk` (a file or block device the owner can
-/// write). Returns the new host public keys by type (empty unless `c.host_keys`).
+/// Writes `c` into the ext4 filesystem on the open `disk` (a file or block device the owner
+/// can write; `path` is for messages). Returns the new host public keys by type (empty unless
+/// `c.host_keys`).
 pub fn apply(
-    disk: &Path,
+    disk: &File,
+    path: &Path,
     vm: &str,
     c: &Custom,
-    owner: Option<(u32, u32)>,
+    owner: Option<&Creds>,
 ) -> Result<BTreeMap<String, String>, SnapError> {
-    let disk_file = super::open_disk(disk)?;
-    let tmp = TempDir::new(vm)?;
-    let keys_dir = tmp.0.join("keys");
-    let files_dir = tmp.0.join("files");
-    let check_dir = tmp.0.join("check");
-    for d in [&keys_dir, &files_dir, &check_dir] {
-        std::fs::create_dir(d).map_err(io("create", d))?;
-    }
     let mut p = plan(c);
     let mut public = BTreeMap::new();
     if c.host_keys {
-        let (pubs, files) = host_keys(&keys_dir, vm)?;
+        let (pubs, files) = host_keys(vm)?;
         public = pubs;
         p.files.extend(files);
     }
+    // Each file's content, and an empty file for each to be dumped back into.
+    let mut sources = Vec::new();
+    let mut checks = Vec::new();
     for (i, f) in p.files.iter().enumerate() {
-        let path = files_dir.join(format!("f{i}"));
-        std::fs::write(&path, &f.content).map_err(io("write", &path))?;
+        sources.push(memfd(&format!("banger-f{i}"), &f.content)?);
+        checks.push(memfd(&format!("banger-c{i}"), b"")?);
     }
-    let script_path = tmp.0.join("script");
-    std::fs::write(&script_path, script(&p, &files_dir)).map_err(io("write", &script_path))?;
-    if let Some((uid, gid)) = owner {
-        for entry in walk(&tmp.0) {
-            let _ = std::os::unix::fs::chown(&entry, Some(uid), Some(gid));
-        }
+    let local: Vec<String> = sources.iter().map(super::fd_arg).collect();
+    let mut text = script(&p, &local);
+    for (i, f) in p.files.iter().enumerate() {
+        text.push_str(&format!("dump {} {}\n", f.path, super::fd_arg(&checks[i])));
     }
-    let _ = std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o700));
-    let sp = script_path.to_string_lossy().into_owned();
-    debugfs(&disk_file, &["-w", "-f", &sp], owner)?;
+    let mut fds: Vec<std::os::fd::BorrowedFd> = vec![disk.as_fd()];
+    fds.extend(sources.iter().map(|f| f.as_fd()));
+    fds.extend(checks.iter().map(|f| f.as_fd()));
+    let args = vec![
+        "-w".to_string(),
+        "-f".into(),
+        "-".into(),
+        super::fd_arg(disk),
+    ];
+    // debugfs parses an untrusted filesystem: it runs with the owner's rights, not root's,
+    // on the fd the helper opened.
+    super::tool(
+        "debugfs",
+        &args,
+        &fds,
+        Some(text.as_bytes()),
+        owner,
+        "e2fsprogs",
+    )?;
     super::fail_point("snap.customize")?;
     // Read every file back: debugfs reports per-command errors only on its output.
-    let mut check = String::new();
     for (i, f) in p.files.iter().enumerate() {
-        check.push_str(&format!("dump {} {}/c{i}\n", f.path, check_dir.display()));
-    }
-    let check_path = tmp.0.join("check.script");
-    std::fs::write(&check_path, check).map_err(io("write", &check_path))?;
-    if let Some((uid, gid)) = owner {
-        let _ = std::os::unix::fs::chown(&check_path, Some(uid), Some(gid));
-    }
-    let cp = check_path.to_string_lossy().into_owned();
-    debugfs(&disk_file, &["-f", &cp], owner)?;
-    for (i, f) in p.files.iter().enumerate() {
-        let got = std::fs::read(check_dir.join(format!("c{i}"))).ok();
-        if got.as_deref() != Some(&f.content[..]) {
+        let mut got = Vec::new();
+        let mut check = &checks[i];
+        check
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| check.read_to_end(&mut got))
+            .map_err(io("read back", path))?;
+        if got != f.content {
             return Err(SnapError::Verify {
-                path: disk.to_path_buf(),
+                path: path.to_path_buf(),
                 what: format!(
                     "{} is {} (is {} a directory or a dangling link in the image?)",
                     f.path,
-                    if got.is_some() {
-                        "different"
-                    } else {
+                    if got.is_empty() {
                         "missing"
+                    } else {
+                        "different"
                     },
                     split(&f.path).0
                 ),
@@ -429,21 +409,6 @@ pub fn apply(
         }
     }
     Ok(public)
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -500,7 +465,8 @@ mod tests {
             .unwrap();
         let env = String::from_utf8_lossy(&env.content);
         assert!(env.contains("BANGER_IP=10.200.0.5\n") && env.contains("BANGER_PREFIX=24\n"));
-        let s = script(&p, Path::new("/tmp/x"));
+        let local: Vec<String> = (0..p.files.len()).map(|i| format!("/tmp/x/f{i}")).collect();
+        let s = script(&p, &local);
         assert!(s.contains("cd /root\nmkdir .ssh\nsif /root/.ssh mode 040700\n"));
         assert!(s.contains("cd /etc\nwrite /tmp/x/f0 hostname\nsif /etc/hostname mode 0100644\n"));
         assert!(s.contains("cd /etc/ssh\nrm ssh_host_rsa_key\n"));

@@ -1,20 +1,36 @@
-//! Creating, listing and removing VM disks. Every object is put in the ledger before it is
-//! made (so a crash leaves an entry cleanup can act on, never an orphan), and a failure
-//! half way undoes everything made so far, in reverse, ledger entries included.
+//! Creating, adopting, listing and removing VM disks.
+//!
+//! Every object is put in the ledger before it is made (so a crash leaves an entry cleanup can
+//! act on, never an orphan), and a failure half way undoes everything made so far, in
+//! reverse, ledger entries included. A disk entry is marked `complete` once the disk is
+//! whole and customized: a later `create` for the same VM adopts it (the step that asked for
+//! it may have been killed before saving its record) instead of refusing.
+//!
+//! The owner's state dir is the owner's: every file there (the image read, the disk and COW
+//! file made, removed, listed) is handled with the owner's credentials ([`Ctx::as_owner`]),
+//! so the kernel gives the owner nothing they could not do themselves. Root's part is the
+//! ledger, loop devices (attached from the fds opened as the owner) and device-mapper.
 
 use super::customize::{self, Custom};
+use super::loopdev::{self, Attached};
 use super::{clone, dm, fail_point, Method, SnapError};
 use crate::ledger::{Entry, Ledger};
-use banger::config::Config;
+use crate::ops::Ctx;
+use banger::fsx::{Dir, FsxError};
 use banger::store::Lock;
+use rustix::fs::OFlags;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Kinds of ledger entries this module owns.
 pub const KINDS: &[&str] = &["dm", "loop", "disk"];
+
+/// The disk's file name in the VM's directory, and the COW file's for dm.
+pub const DISK: &str = "disk.ext4";
+pub const COW: &str = "disk.cow";
 
 /// What `create` asks for.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +52,8 @@ pub struct Created {
     pub host_keys: BTreeMap<String, String>,
     pub customized: bool,
     pub warnings: Vec<String>,
+    /// True when an earlier, complete disk was adopted rather than made now.
+    pub adopted: bool,
 }
 
 impl Created {
@@ -48,56 +66,38 @@ impl Created {
             "host_keys": self.host_keys,
             "customized": self.customized,
             "warnings": self.warnings,
+            "adopted": self.adopted,
         })
     }
 }
 
-/// Paths of one VM's disk, derived from names only.
-pub struct Paths {
-    pub image_rootfs: PathBuf,
-    pub vm_dir: PathBuf,
-    pub disk: PathBuf,
-    pub cow: PathBuf,
-}
-
-impl Paths {
-    pub fn new(cfg: &Config, vm: &str, image: &str) -> Paths {
-        let vm_dir = cfg.vm_dir(vm);
-        Paths {
-            image_rootfs: cfg.images_dir().join(image).join("rootfs.ext4"),
-            disk: vm_dir.join("disk.ext4"),
-            cow: vm_dir.join("disk.cow"),
-            vm_dir,
-        }
-    }
-}
-
 /// One lock per VM for snap ops, in the helper's root-owned dir.
-fn lock(cfg: &Config, vm: &str) -> Result<Lock, SnapError> {
-    let dir = cfg.root_dir.join("locks");
-    std::fs::create_dir_all(&dir).map_err(|source| SnapError::Create {
-        path: dir.clone(),
-        source,
+fn lock(ctx: &Ctx, vm: &str) -> Result<Lock, SnapError> {
+    let root = ctx.root_dir().map_err(|e| SnapError::Io {
+        what: "open",
+        path: ctx.cfg.root_dir.clone(),
+        source: std::io::Error::other(e.message),
     })?;
-    Lock::exclusive(&dir.join(format!("snap-{vm}.lock"))).map_err(|e| SnapError::Io {
+    let locks = root.ensure_dir("locks", 0o700)?;
+    Lock::exclusive(&locks.join(format!("snap-{vm}.lock"))).map_err(|e| SnapError::Io {
         what: "lock",
-        path: dir,
+        path: locks.path().to_path_buf(),
         source: std::io::Error::other(banger::cli::one_line(&e)),
     })
 }
 
 /// Undo log: what was made, undone in reverse on drop unless committed.
 struct Undo<'a> {
-    ledger: &'a Ledger,
+    ctx: &'a Ctx,
     vm: String,
     made: Vec<Entry>,
     committed: bool,
 }
 
 impl<'a> Undo<'a> {
-    fn new(ledger: &'a Ledger, vm: &str) -> Undo<'a> {
+    fn new(ctx: &'a Ctx, vm: &str) -> Undo<'a> {
         Undo {
-            ledger,
+            ctx,
             vm: vm.into(),
             made: Vec::new(),
             committed: false,
@@ -106,23 +106,26 @@ impl<'a> Undo<'a> {
     /// Records the entry in the ledger (before the object exists) and in the undo log.
     fn add(&mut self, kind: &str, id: &str, data: Value) -> Result<(), SnapError> {
         let e = Entry::new(&self.vm, kind, id, data);
-        self.ledger.add(e.clone())?;
+        self.ctx.ledger.add(e.clone())?;
         self.made.push(e);
         Ok(())
     }
     /// Drops the last entry without releasing anything (the object was never made).
     fn forget_last(&mut self) {
         if let Some(e) = self.made.pop() {
-            let _ = self.ledger.remove(&e.vm, &e.kind, &e.id);
+            let _ = self.ctx.ledger.remove(&e.vm, &e.kind, &e.id);
         }
     }
-    /// Replaces the last entry's id (a loop device is known only once attached).
-    fn set_last_id(&mut self, id: &str) -> Result<(), SnapError> {
+    /// Replaces the last entry (a loop device is known only once attached).
+    fn replace_last(&mut self, id: &str, data: Value) -> Result<(), SnapError> {
         if let Some(last) = self.made.pop() {
-            let mut e = last.clone();
-            e.id = id.into();
-            self.ledger.add(e.clone())?;
-            self.ledger.remove(&last.vm, &last.kind, &last.id)?;
+            let e = Entry {
+                id: id.into(),
+                data,
+                ..last.clone()
+            };
+            self.ctx.ledger.add(e.clone())?;
+            self.ctx.ledger.remove(&last.vm, &last.kind, &last.id)?;
             self.made.push(e);
         }
         Ok(())
@@ -135,33 +138,49 @@ impl Drop for Undo<'_> {
             return;
         }
         for e in self.made.iter().rev() {
-            if release(e).is_ok() {
-                let _ = self.ledger.remove(&e.vm, &e.kind, &e.id);
+            if release(self.ctx, e).is_ok() {
+                let _ = self.ctx.ledger.remove(&e.vm, &e.kind, &e.id);
             }
         }
     }
 }
 
+/// Removes a file the ledger names, with the owner's credentials. Already gone is fine.
+fn remove_owner_file(ctx: &Ctx, path: &Path) -> Result<(), SnapError> {
+    let (dir, name) = banger::fsx::split(path)?;
+    ctx.as_owner(|| match Dir::open(dir) {
+        Ok(d) => d.unlink(name),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    })
+    .map_err(op_to_snap)??;
+    Ok(())
+}
+
+fn op_to_snap(e: banger::proto::OpError) -> SnapError {
+    SnapError::Io {
+        what: "work as the owner on",
+        path: PathBuf::from("the state dir"),
+        source: std::io::Error::other(e.message),
+    }
+}
+
+fn loop_of(e: &Entry) -> Option<Attached> {
+    Some(Attached {
+        device: e.id.clone(),
+        file_dev: e.data.get("file_dev")?.as_u64()?,
+        file_ino: e.data.get("file_ino")?.as_u64()?,
+    })
+}
+
 /// Releases one object this module made. Already gone is success.
-fn release(e: &Entry) -> Result<(), SnapError> {
+fn release(ctx: &Ctx, e: &Entry) -> Result<(), SnapError> {
     match e.kind.as_str() {
         "dm" => dm::dm_remove(&e.id),
-        "loop" => {
-            if !e.id.starts_with("/dev/loop") {
-                return Ok(()); // a placeholder never attached
-            }
-            let file = e.data.get("file").and_then(Value::as_str).unwrap_or("");
-            dm::loop_detach(&e.id, file)
-        }
-        "disk" => match std::fs::remove_file(&e.id) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(SnapError::Io {
-                what: "remove",
-                path: PathBuf::from(&e.id),
-                source,
-            }),
-        },
+        // A placeholder never attached, or an entry without the file's identity: nothing
+        // banger can prove is its own.
+        "loop" => loop_of(e).map_or(Ok(()), |a| loopdev::detach(&a)),
+        "disk" => remove_owner_file(ctx, Path::new(&e.id)),
         _ => Ok(()),
     }
 }
@@ -181,40 +200,6 @@ pub fn disk_entry(ledger: &Ledger, vm: &str) -> Result<Option<Entry>, SnapError>
         .find(|e| e.kind == "disk"))
 }
 
-fn new_file(path: &Path) -> Result<File, SnapError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::AlreadyExists => SnapError::Stray {
-                path: path.to_path_buf(),
-            },
-            _ => SnapError::Create {
-                path: path.to_path_buf(),
-                source,
-            },
-        })
-}
-
-fn owner(cfg: &Config) -> Option<(u32, u32)> {
-    cfg.owner_uid.map(|u| (u, cfg.owner_gid.unwrap_or(u)))
-}
-
-fn chown(path: &Path, cfg: &Config) -> Result<(), SnapError> {
-    if let Some((u, g)) = owner(cfg) {
-        std::os::unix::fs::chown(path, Some(u), Some(g)).map_err(|source| SnapError::Io {
-            what: "chown",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(())
-}
-
 /// Which method to use when none was forced: dm where it works, else reflink (tried by
 /// the clone itself, falling back to copy).
 fn auto_method() -> Method {
@@ -225,76 +210,150 @@ fn auto_method() -> Method {
     }
 }
 
-/// Creates the VM's disk and customizes it. Paths were validated by the op layer.
-pub fn create(cfg: &Config, ledger: &Ledger, req: &CreateReq) -> Result<Created, SnapError> {
-    let p = Paths::new(cfg, &req.vm, &req.image);
-    let _g = lock(cfg, &req.vm)?;
-    if let Some(e) = disk_entry(ledger, &req.vm)? {
-        return Err(SnapError::Exists {
-            vm: req.vm.clone(),
-            path: e.data["path"].as_str().unwrap_or(&e.id).to_string(),
-            method: e.data["method"].as_str().unwrap_or("?").to_string(),
-        });
-    }
-    match std::fs::symlink_metadata(&p.vm_dir) {
-        Ok(m) if m.is_dir() => {}
-        _ => {
-            return Err(SnapError::NoVm {
+/// What the owner's side of `create` opened: the VM's directory and the image.
+struct Sources {
+    vm_dir: Dir,
+    image: File,
+    image_size: u64,
+}
+
+/// Opens the VM's directory and the image's rootfs, as the owner.
+fn open_sources(ctx: &Ctx, req: &CreateReq) -> Result<Sources, SnapError> {
+    let cfg = &ctx.cfg;
+    ctx.as_owner(|| -> Result<Sources, SnapError> {
+        let missing_vm = |e: FsxError| match e {
+            e if e.is_not_found() => SnapError::NoVm {
                 vm: req.vm.clone(),
-                path: p.vm_dir.clone(),
+                path: cfg.vm_dir(&req.vm),
+            },
+            e => e.into(),
+        };
+        let vm_dir = Dir::open(&cfg.vms_dir())
+            .and_then(|d| d.open_dir(Path::new(&req.vm)))
+            .map_err(missing_vm)?;
+        let rootfs = Path::new(&req.image).join("rootfs.ext4");
+        let (image, st) = Dir::open(&cfg.images_dir())
+            .and_then(|d| d.open_file(&rootfs, OFlags::RDONLY))
+            .map_err(|e| match e {
+                e if e.is_not_found() => SnapError::NoImage {
+                    image: req.image.clone(),
+                    path: cfg.images_dir().join(&rootfs),
+                },
+                e => e.into(),
+            })?;
+        Ok(Sources {
+            vm_dir,
+            image,
+            image_size: st.st_size as u64,
+        })
+    })
+    .map_err(op_to_snap)?
+}
+
+/// A disk made earlier for this VM: adopted when complete and still there, cleared away when
+/// it was left half made (or its file is gone). Returns the adopted disk.
+fn adopt(ctx: &Ctx, e: &Entry, req: &CreateReq) -> Result<Option<Created>, SnapError> {
+    let path = e.data["path"].as_str().unwrap_or(&e.id).to_string();
+    let method = e.data["method"].as_str().and_then(Method::parse);
+    let complete = e.data["complete"].as_bool() == Some(true);
+    let file = e.data["cow"].as_str().unwrap_or(&e.id).to_string();
+    let exists = ctx
+        .as_owner(|| std::fs::symlink_metadata(&file).is_ok())
+        .unwrap_or(false)
+        && (method != Some(Method::DmSnapshot) || Path::new(&path).exists());
+    if complete && exists {
+        let image = e.data["image"].as_str().unwrap_or_default();
+        if image != req.image {
+            return Err(SnapError::Exists {
+                vm: req.vm.clone(),
+                path,
+                method: e.data["method"].as_str().unwrap_or("?").to_string(),
+            });
+        }
+        let host_keys = e.data["host_keys"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
             })
+            .unwrap_or_default();
+        return Ok(Some(Created {
+            method: method.unwrap_or(Method::Copy),
+            path,
+            image: image.to_string(),
+            size_bytes: e.data["size_bytes"].as_u64().unwrap_or(0),
+            host_keys,
+            customized: e.data["customized"].as_bool().unwrap_or(false),
+            warnings: Vec::new(),
+            adopted: true,
+        }));
+    }
+    // Half made (a killed helper) or removed by hand: undo what the ledger holds.
+    remove_locked(ctx, &req.vm)?;
+    Ok(None)
+}
+
+/// Creates the VM's disk and customizes it, or adopts the complete one made earlier.
+pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
+    let _g = lock(ctx, &req.vm)?;
+    if let Some(e) = disk_entry(&ctx.ledger, &req.vm)? {
+        if let Some(c) = adopt(ctx, &e, req)? {
+            return Ok(c);
         }
     }
-    let image_meta = match std::fs::symlink_metadata(&p.image_rootfs) {
-        Ok(m) if m.is_file() => m,
-        _ => {
-            return Err(SnapError::NoImage {
-                image: req.image.clone(),
-                path: p.image_rootfs.clone(),
-            })
-        }
-    };
-    let image_size = image_meta.len();
+    let src = open_sources(ctx, req)?;
     let size = match req.disk_size {
-        Some(s) if s < image_size => {
+        Some(s) if s < src.image_size => {
             return Err(SnapError::Shrink {
                 want: s,
-                have: image_size,
+                have: src.image_size,
             })
         }
         Some(s) => s.div_ceil(4096) * 4096,
-        None => image_size,
+        None => src.image_size,
     };
     let method = req.method.unwrap_or_else(auto_method);
-    let mut undo = Undo::new(ledger, &req.vm);
+    let mut undo = Undo::new(ctx, &req.vm);
     let mut warnings = Vec::new();
-    let (method, path) = match method {
-        Method::DmSnapshot => (
-            Method::DmSnapshot,
-            make_dm(&mut undo, &p, &req.vm, &req.image, image_size, size)?,
-        ),
+    let (method, path, disk) = match method {
+        Method::DmSnapshot => {
+            let (path, f) = make_dm(&mut undo, req, &src, size)?;
+            (Method::DmSnapshot, path, f)
+        }
         m => {
-            let m = make_file(&mut undo, &p, &req.image, m, req.method.is_some(), size)?;
+            let (m, f) = make_file(&mut undo, req, &src, m, size)?;
+            let path = ctx.cfg.vm_dir(&req.vm).join(DISK);
             if m == Method::Copy {
                 warnings.push(format!(
                     "{}: made by a full copy of the image (O(image size) in time and space): put the state dir on XFS or btrfs for reflink clones",
-                    p.disk.display()
+                    path.display()
                 ));
             }
-            (m, p.disk.clone())
+            (m, path, f)
         }
     };
-    chown(&path, cfg)?;
-    if size > image_size {
-        clone::grow_fs(&path, owner(cfg))?;
+    if size > src.image_size {
+        clone::grow_fs(&disk, &path, ctx.owner.as_ref())?;
     }
     fail_point("snap.create:grow")?;
     let mut host_keys = BTreeMap::new();
     let customized = !req.custom.is_empty();
     if customized {
-        host_keys = customize::apply(&path, &req.vm, &req.custom, owner(cfg))?;
+        host_keys = customize::apply(&disk, &path, &req.vm, &req.custom, ctx.owner.as_ref())?;
     }
     fail_point("snap.create:customize")?;
+    // The disk is whole: say so, with what a later create needs to adopt it.
+    if let Some(e) = undo.made.iter().find(|e| e.kind == "disk").cloned() {
+        let mut data = e.data.clone();
+        if let Some(m) = data.as_object_mut() {
+            m.insert("method".into(), method.as_str().into());
+            m.insert("complete".into(), true.into());
+            m.insert("customized".into(), customized.into());
+            m.insert("host_keys".into(), json!(host_keys));
+        }
+        ctx.ledger.add(Entry { data, ..e })?;
+    }
     undo.committed = true;
     Ok(Created {
         method,
@@ -304,140 +363,183 @@ pub fn create(cfg: &Config, ledger: &Ledger, req: &CreateReq) -> Result<Created,
         host_keys,
         customized,
         warnings,
+        adopted: false,
     })
 }
 
-/// reflink or copy into `vms/VM/disk.ext4`. Returns the method that was used.
+/// The new file `name` in the VM's directory, made as the owner; an existing one is not
+/// banger's ([`SnapError::Stray`]).
+fn new_owner_file(ctx: &Ctx, src: &Sources, name: &str) -> Result<File, SnapError> {
+    ctx.as_owner(|| src.vm_dir.create(name, 0o600))
+        .map_err(op_to_snap)?
+        .map_err(|e| match e {
+            e if e.is_exists() => SnapError::Stray {
+                path: src.vm_dir.join(name),
+            },
+            e => e.into(),
+        })
+}
+
+/// reflink or copy into `vms/VM/disk.ext4`. Returns the method used and the disk.
 fn make_file(
     undo: &mut Undo,
-    p: &Paths,
-    image: &str,
+    req: &CreateReq,
+    src: &Sources,
     method: Method,
-    forced: bool,
     size: u64,
-) -> Result<Method, SnapError> {
-    let disk = p.disk.display().to_string();
+) -> Result<(Method, File), SnapError> {
+    let ctx = undo.ctx;
+    let path = src.vm_dir.join(DISK);
+    let disk = path.display().to_string();
     undo.add(
         "disk",
         &disk,
-        json!({"path": disk, "method": method.as_str(), "image": image, "size_bytes": size}),
+        json!({"path": disk, "method": method.as_str(), "image": req.image, "size_bytes": size, "complete": false}),
     )?;
-    let mut dst = new_file(&p.disk).inspect_err(|_| undo.forget_last())?;
-    let mut src = File::open(&p.image_rootfs).map_err(|source| SnapError::Open {
-        path: p.image_rootfs.clone(),
-        source,
-    })?;
-    let used = match method {
-        Method::Reflink => match clone::reflink(&src, &dst) {
-            Ok(()) => Method::Reflink,
-            Err(e) if !forced && clone::reflink_unsupported(&e) => Method::Copy,
-            Err(source) => {
-                return Err(SnapError::Reflink {
-                    src: p.image_rootfs.clone(),
-                    dst: p.disk.clone(),
+    let dst = new_owner_file(ctx, src, DISK).inspect_err(|_| undo.forget_last())?;
+    let forced = req.method.is_some();
+    let images = ctx.cfg.images_dir().join(&req.image).join("rootfs.ext4");
+    let used = ctx
+        .as_owner(|| -> Result<Method, SnapError> {
+            let used = match method {
+                Method::Reflink => match clone::reflink(&src.image, &dst) {
+                    Ok(()) => Method::Reflink,
+                    Err(e) if !forced && clone::reflink_unsupported(&e) => Method::Copy,
+                    Err(source) => {
+                        return Err(SnapError::Reflink {
+                            src: images.clone(),
+                            dst: path.clone(),
+                            source,
+                        })
+                    }
+                },
+                _ => Method::Copy,
+            };
+            if used == Method::Copy {
+                clone::sparse_copy(&src.image, &dst).map_err(|source| SnapError::Copy {
+                    src: images.clone(),
+                    dst: path.clone(),
                     source,
-                })
+                })?;
             }
-        },
-        _ => Method::Copy,
-    };
-    if used == Method::Copy {
-        clone::sparse_copy(&mut src, &mut dst).map_err(|source| SnapError::Copy {
-            src: p.image_rootfs.clone(),
-            dst: p.disk.clone(),
-            source,
-        })?;
-    }
-    fail_point("snap.create:clone")?;
-    if size > dst.metadata().map(|m| m.len()).unwrap_or(0) {
-        dst.set_len(size).map_err(|source| SnapError::Io {
-            what: "grow",
-            path: p.disk.clone(),
-            source,
-        })?;
-    }
-    dst.sync_all().map_err(|source| SnapError::Io {
-        what: "sync",
-        path: p.disk.clone(),
-        source,
-    })?;
-    if used != method {
-        undo.ledger.add(Entry::new(
-            &undo.vm,
-            "disk",
-            &disk,
-            json!({"path": disk, "method": used.as_str(), "image": image, "size_bytes": size}),
-        ))?;
-    }
-    Ok(used)
+            fail_point("snap.create:clone")?;
+            if size > dst.metadata().map(|m| m.len()).unwrap_or(0) {
+                dst.set_len(size).map_err(|source| SnapError::Io {
+                    what: "grow",
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            dst.sync_all().map_err(|source| SnapError::Io {
+                what: "sync",
+                path: path.clone(),
+                source,
+            })?;
+            Ok(used)
+        })
+        .map_err(op_to_snap)??;
+    Ok((used, dst))
 }
 
-/// The dm-snapshot: COW file, two loop devices, optional grown origin, the snapshot.
+/// The dm-snapshot: COW file, two loop devices (attached from the fds the owner's side
+/// opened), optional grown origin, the snapshot. Returns the mapper path and its open device.
 fn make_dm(
     undo: &mut Undo,
-    p: &Paths,
-    vm: &str,
-    image: &str,
-    image_size: u64,
+    req: &CreateReq,
+    src: &Sources,
     size: u64,
-) -> Result<PathBuf, SnapError> {
+) -> Result<(PathBuf, File), SnapError> {
+    let ctx = undo.ctx;
+    let vm = &req.vm;
     let name = dm::dm_name(vm);
     let mapper = dm::mapper_path(&name);
-    let cow = p.cow.display().to_string();
+    let cow = src.vm_dir.join(COW).display().to_string();
     undo.add(
         "disk",
         &cow,
-        json!({"path": mapper, "cow": cow, "method": "dm-snapshot", "image": image, "size_bytes": size}),
+        json!({"path": mapper, "cow": cow, "method": "dm-snapshot", "image": req.image, "size_bytes": size, "complete": false}),
     )?;
-    let cow_file = new_file(&p.cow).inspect_err(|_| undo.forget_last())?;
+    let cow_file = new_owner_file(ctx, src, COW).inspect_err(|_| undo.forget_last())?;
     cow_file.set_len(size).map_err(|source| SnapError::Io {
         what: "size",
-        path: p.cow.clone(),
+        path: PathBuf::from(&cow),
         source,
     })?;
-    drop(cow_file);
-    let rootfs = p.image_rootfs.display().to_string();
+    let rootfs = ctx.cfg.images_dir().join(&req.image).join("rootfs.ext4");
+    let rootfs = rootfs.display().to_string();
+    let loop_data = |file: &str, role: &str, a: &Attached| json!({"file": file, "role": role, "file_dev": a.file_dev, "file_ino": a.file_ino});
     undo.add(
         "loop",
         &format!("pending-base-{vm}"),
         json!({"file": rootfs, "role": "base"}),
     )?;
-    let base = dm::loop_attach(&p.image_rootfs, true)?;
-    undo.set_last_id(&base)?;
+    let base = loopdev::attach(&src.image, true, &format!("banger-{vm}-base"))?;
+    undo.replace_last(&base.device, loop_data(&rootfs, "base", &base))?;
     fail_point("snap.create:loop")?;
     undo.add(
         "loop",
         &format!("pending-cow-{vm}"),
         json!({"file": cow, "role": "cow"}),
     )?;
-    let cow_dev = dm::loop_attach(&p.cow, false)?;
-    undo.set_last_id(&cow_dev)?;
-    let origin = if size > image_size {
+    let cow_dev = loopdev::attach(&cow_file, false, &format!("banger-{vm}-cow"))?;
+    undo.replace_last(&cow_dev.device, loop_data(&cow, "cow", &cow_dev))?;
+    let origin = if size > src.image_size {
         let bn = dm::base_name(vm);
         undo.add("dm", &bn, json!({"role": "origin"}))?;
-        dm::dm_create(&bn, &dm::origin_table(&base, image_size, size))?;
+        dm::dm_create(&bn, &dm::origin_table(&base.device, src.image_size, size))?;
         dm::mapper_path(&bn)
     } else {
-        base.clone()
+        base.device.clone()
     };
     undo.add("dm", &name, json!({"role": "snapshot", "path": mapper}))?;
-    dm::dm_create(&name, &dm::snapshot_table(&origin, &cow_dev, size)).map_err(|e| {
+    dm::dm_create(&name, &dm::snapshot_table(&origin, &cow_dev.device, size)).map_err(|e| {
         match dm::available() {
             Err(why) => SnapError::NoDm { why },
             Ok(()) => e,
         }
     })?;
-    Ok(PathBuf::from(mapper))
+    let dev = open_mapper(&mapper)?;
+    Ok((PathBuf::from(mapper), dev))
 }
 
-/// Removes the VM's disk and everything made with it, in reverse order of making. Returns
-/// what was removed. Only ledger entries are touched.
-pub fn remove(cfg: &Config, ledger: &Ledger, vm: &str) -> Result<Vec<Entry>, SnapError> {
-    let _g = lock(cfg, vm)?;
-    let entries = snap_entries(ledger, vm)?;
-    if entries.is_empty() {
-        return Err(SnapError::NoDisk { vm: vm.into() });
+/// Opens banger's own `/dev/mapper/banger-*` device: /dev is root's (checked), and what
+/// opens must be a block device.
+fn open_mapper(path: &str) -> Result<File, SnapError> {
+    let p = Path::new(path);
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if p.parent() != Some(Path::new("/dev/mapper")) || !name.starts_with("banger-") {
+        return Err(SnapError::Fs(FsxError::Escape { path: p.into() }));
     }
+    Dir::open_trusted(Path::new("/dev/mapper"))?;
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .open(p)
+        .map_err(|source| SnapError::Open {
+            path: p.to_path_buf(),
+            source,
+        })?;
+    banger::fsx::expect_type(&f, p, rustix::fs::FileType::BlockDevice)?;
+    Ok(f)
+}
+
+/// Opens the disk the ledger names for `vm` read-write: a file as the owner (the owner can
+/// only get a disk they could write), or banger's own mapper device.
+fn open_ledger_disk(ctx: &Ctx, e: &Entry) -> Result<(PathBuf, File), SnapError> {
+    let path = PathBuf::from(e.data["path"].as_str().unwrap_or(&e.id));
+    if e.data["method"].as_str() == Some("dm-snapshot") {
+        let f = open_mapper(&path.display().to_string())?;
+        return Ok((path, f));
+    }
+    let (dir, name) = banger::fsx::split(&path)?;
+    let (f, _) = ctx
+        .as_owner(|| Dir::open(dir)?.open_file(Path::new(name), OFlags::RDWR))
+        .map_err(op_to_snap)??;
+    Ok((path, f))
+}
+
+fn remove_locked(ctx: &Ctx, vm: &str) -> Result<Vec<Entry>, SnapError> {
+    let entries = snap_entries(&ctx.ledger, vm)?;
     let rank = |e: &Entry| match (e.kind.as_str(), e.data["role"].as_str()) {
         ("dm", Some("snapshot")) => 0,
         ("dm", _) => 1,
@@ -448,33 +550,50 @@ pub fn remove(cfg: &Config, ledger: &Ledger, vm: &str) -> Result<Vec<Entry>, Sna
     sorted.sort_by_key(rank);
     let mut removed = Vec::new();
     for e in sorted {
-        release(&e)?;
-        ledger.remove(&e.vm, &e.kind, &e.id)?;
+        release(ctx, &e)?;
+        ctx.ledger.remove(&e.vm, &e.kind, &e.id)?;
         removed.push(e);
     }
     Ok(removed)
 }
 
+/// Removes the VM's disk and everything made with it, in reverse order of making. Returns
+/// what was removed. Only ledger entries are touched; a VM with nothing in the ledger has
+/// nothing to remove.
+pub fn remove(ctx: &Ctx, vm: &str) -> Result<Vec<Entry>, SnapError> {
+    let _g = lock(ctx, vm)?;
+    remove_locked(ctx, vm)
+}
+
 /// Writes `c` into an existing disk (the one the ledger names for `vm`).
 pub fn customize(
-    cfg: &Config,
-    ledger: &Ledger,
+    ctx: &Ctx,
     vm: &str,
     c: &Custom,
 ) -> Result<(BTreeMap<String, String>, String), SnapError> {
-    let _g = lock(cfg, vm)?;
-    let e = disk_entry(ledger, vm)?.ok_or_else(|| SnapError::NoDisk { vm: vm.into() })?;
-    let path = PathBuf::from(e.data["path"].as_str().unwrap_or(&e.id));
-    let keys = customize::apply(&path, vm, c, owner(cfg))?;
+    let _g = lock(ctx, vm)?;
+    let e = disk_entry(&ctx.ledger, vm)?.ok_or_else(|| SnapError::NoDisk { vm: vm.into() })?;
+    let (path, disk) = open_ledger_disk(ctx, &e)?;
+    let keys = customize::apply(&disk, &path, vm, c, ctx.owner.as_ref())?;
+    if c.host_keys {
+        let mut data = e.data.clone();
+        if let Some(m) = data.as_object_mut() {
+            m.insert("host_keys".into(), json!(keys));
+        }
+        ctx.ledger.add(Entry { data, ..e })?;
+    }
     Ok((keys, path.display().to_string()))
 }
 
-/// One disk for `snap.list`.
-pub fn describe(e: &Entry) -> Value {
+/// One disk for `snap.list` (the file is looked at as the owner).
+fn describe(ctx: &Ctx, e: &Entry) -> Value {
     let path = e.data["path"].as_str().unwrap_or(&e.id).to_string();
     // The file that holds the VM's blocks: the disk, or the COW file for dm.
-    let file = e.data["cow"].as_str().unwrap_or(&e.id);
-    let meta = std::fs::symlink_metadata(file).ok();
+    let file = e.data["cow"].as_str().unwrap_or(&e.id).to_string();
+    let meta = ctx
+        .as_owner(|| std::fs::symlink_metadata(&file).ok())
+        .ok()
+        .flatten();
     let size = e.data["size_bytes"]
         .as_u64()
         .or(meta.as_ref().map(|m| m.len()));
@@ -486,20 +605,21 @@ pub fn describe(e: &Entry) -> Value {
         "size_bytes": size,
         "disk_bytes": meta.as_ref().map(|m| m.blocks() * 512),
         "exists": meta.is_some(),
+        "complete": e.data.get("complete").and_then(Value::as_bool).unwrap_or(true),
         "created_at": e.created_at,
     })
 }
 
 /// Every VM's disk (or one VM's).
-pub fn list(ledger: &Ledger, vm: Option<&str>) -> Result<Vec<Value>, SnapError> {
+pub fn list(ctx: &Ctx, vm: Option<&str>) -> Result<Vec<Value>, SnapError> {
     let entries = match vm {
-        Some(v) => ledger.for_vm(v)?,
-        None => ledger.list()?,
+        Some(v) => ctx.ledger.for_vm(v)?,
+        None => ctx.ledger.list()?,
     };
     let mut out: Vec<Value> = entries
         .iter()
         .filter(|e| e.kind == "disk")
-        .map(describe)
+        .map(|e| describe(ctx, e))
         .collect();
     out.sort_by(|a, b| a["vm"].as_str().cmp(&b["vm"].as_str()));
     Ok(out)

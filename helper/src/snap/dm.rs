@@ -4,7 +4,6 @@
 //! the image, so the snapshot (and then the filesystem) can be grown.
 
 use super::{run, SnapError};
-use std::path::Path;
 
 /// Chunk size of the snapshot's exception store, in 512-byte sectors (4 KiB).
 pub const CHUNK_SECTORS: u64 = 8;
@@ -60,48 +59,6 @@ pub fn available() -> Result<(), String> {
     run("dmsetup", &["version"], "dmsetup")
         .map(|_| ())
         .map_err(|e| banger::cli::one_line(&e))
-}
-
-/// Attaches `file` to a free loop device; returns the device path.
-pub fn loop_attach(file: &Path, read_only: bool) -> Result<String, SnapError> {
-    let f = file.to_string_lossy();
-    let mut args = vec!["--find", "--show"];
-    if read_only {
-        args.push("--read-only");
-    }
-    args.push(&f);
-    let out = run("losetup", &args, "util-linux")?;
-    let dev = out.trim().to_string();
-    if !dev.starts_with("/dev/loop") {
-        return Err(SnapError::Tool {
-            command: format!("losetup {}", args.join(" ")),
-            stderr: format!("unexpected answer {dev:?}"),
-        });
-    }
-    Ok(dev)
-}
-
-/// The file behind a loop device, if it is attached.
-pub fn loop_backing(dev: &str) -> Option<String> {
-    run(
-        "losetup",
-        &["--list", "--noheadings", "--output", "BACK-FILE", dev],
-        "util-linux",
-    )
-    .ok()
-    .map(|s| s.trim().to_string())
-    .filter(|s| !s.is_empty())
-}
-
-/// Detaches a loop device, but only while it is still backed by `file` (a device number
-/// reused by someone else is left alone). Gone already is fine.
-pub fn loop_detach(dev: &str, file: &str) -> Result<(), SnapError> {
-    match loop_backing(dev) {
-        Some(back) if back == file || back.trim_end_matches(" (deleted)") == file => {
-            run("losetup", &["--detach", dev], "util-linux").map(|_| ())
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Creates a dm device with `table`.
@@ -177,13 +134,20 @@ mod tests {
             .unwrap()
             .set_len(8 << 20)
             .unwrap();
-        let base = loop_attach(&img, true).unwrap();
-        let c = loop_attach(&cow, false).unwrap();
+        use super::super::loopdev;
+        let imgf = std::fs::File::open(&img).unwrap();
+        let cowf = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&cow)
+            .unwrap();
+        let base = loopdev::attach(&imgf, true, "banger-unit").unwrap();
+        let c = loopdev::attach(&cowf, false, "banger-unit").unwrap();
         let name = format!("banger-unit-{}", std::process::id());
-        let r = dm_create(&name, &snapshot_table(&base, &c, 8 << 20));
+        let r = dm_create(&name, &snapshot_table(&base.device, &c.device, 8 << 20));
         let _ = dm_remove(&name);
-        loop_detach(&c, &cow.to_string_lossy()).unwrap();
-        loop_detach(&base, &img.to_string_lossy()).unwrap();
+        loopdev::detach(&c).unwrap();
+        loopdev::detach(&base).unwrap();
         let _ = std::fs::remove_dir_all(&d);
         r.unwrap();
     }

@@ -11,9 +11,12 @@ pub mod clone;
 pub mod customize;
 pub mod disk;
 pub mod dm;
+pub mod loopdev;
 
 use crate::ledger::LedgerError;
+use banger::detach::Creds;
 use banger::proto::{code, OpError};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 
 /// How a VM's disk was made.
@@ -114,6 +117,17 @@ pub enum SnapError {
     Injected(String),
     #[error("cannot update the ledger")]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Fs(#[from] banger::fsx::FsxError),
+    #[error(transparent)]
+    Cred(#[from] crate::cred::CredError),
+    #[error("loop device: cannot {what} {path}")]
+    Loop {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl SnapError {
@@ -125,6 +139,10 @@ impl SnapError {
             }
             SnapError::Exists { .. } | SnapError::Stray { .. } => code::CONFLICT,
             SnapError::Shrink { .. } => code::INVALID_ARGS,
+            SnapError::Fs(e) if e.is_not_found() => code::NOT_FOUND,
+            SnapError::Fs(banger::fsx::FsxError::Escape { .. })
+            | SnapError::Fs(banger::fsx::FsxError::WrongType { .. })
+            | SnapError::Fs(banger::fsx::FsxError::Linked { .. }) => code::INVALID_PATH,
             _ => code::FAILED,
         }
     }
@@ -149,54 +167,88 @@ pub fn fail_point(point: &str) -> Result<(), SnapError> {
     Ok(())
 }
 
-/// Runs `program args... /dev/fd/N` where N is `disk`, an open file the child inherits: the
-/// child works on exactly the file the helper opened (no path lookup to race with), and
-/// with `owner` it runs as the disk's owner, so a tool parsing an untrusted filesystem
-/// never does so as root.
-pub fn output_on_disk(
+/// A host tool run on files the helper opened: the child inherits `fds` at the same numbers
+/// (the arguments name them as `/dev/fd/N`, see [`fd_arg`]), so it works on exactly the files
+/// the helper opened, with no path lookup to race with; with `owner` it runs as the owner, so
+/// a tool parsing an untrusted filesystem never does so as root. `stdin` is written to it.
+pub fn tool_output(
     program: &str,
-    args: &[&str],
-    disk: &std::fs::File,
-    owner: Option<(u32, u32)>,
+    args: &[String],
+    fds: &[BorrowedFd<'_>],
+    stdin: Option<&[u8]>,
+    owner: Option<&Creds>,
     package: &'static str,
 ) -> Result<std::process::Output, SnapError> {
-    use std::os::fd::AsRawFd;
+    use std::io::Write;
     use std::os::unix::process::CommandExt;
-    let fd = disk.as_raw_fd();
     let mut cmd = std::process::Command::new(program);
     cmd.args(args)
-        .arg(format!("/dev/fd/{fd}"))
-        .stdin(std::process::Stdio::null());
-    if let Some((uid, gid)) = owner {
-        cmd.uid(uid).gid(gid);
-    }
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl(2),
-    // which is async-signal-safe; it borrows nothing but the fd number, which stays open
-    // in the parent (and so in the child) until the child has exec'd.
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C")
+        .current_dir("/")
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let creds = owner.map(Creds::for_child);
+    // SAFETY: the closure runs in the forked child before exec and only makes raw,
+    // async-signal-safe system calls (setgroups/setresgid/setresuid, fcntl); the fd numbers
+    // and credentials it reads were prepared before the fork and stay valid in the child.
     unsafe {
         cmd.pre_exec(move || {
-            let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            if let Some(c) = &creds {
+                c.apply()?;
+            }
+            for &fd in &raw {
+                let fd = BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            }
             Ok(())
         });
     }
-    cmd.output().map_err(|source| SnapError::Spawn {
+    let spawn_err = |source| SnapError::Spawn {
         program: program.into(),
         package,
         source,
-    })
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(data), Some(mut pipe)) => {
+            let data = data.to_vec();
+            Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            }))
+        }
+        _ => None,
+    };
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    Ok(out)
 }
 
-/// [`output_on_disk`], failing on a non-zero exit or on `bad` in stderr (debugfs reports
-/// an unopenable filesystem on stderr and exits 0).
-pub fn run_on_disk(
+/// How a child names an inherited fd.
+pub fn fd_arg(fd: &impl AsRawFd) -> String {
+    format!("/dev/fd/{}", fd.as_raw_fd())
+}
+
+/// [`tool_output`], failing on a non-zero exit or on an unopenable filesystem reported in
+/// stderr (debugfs says so on stderr and exits 0). Returns stdout.
+pub fn tool(
     program: &str,
-    args: &[&str],
-    disk: &std::fs::File,
-    owner: Option<(u32, u32)>,
+    args: &[String],
+    fds: &[BorrowedFd<'_>],
+    stdin: Option<&[u8]>,
+    owner: Option<&Creds>,
     package: &'static str,
 ) -> Result<String, SnapError> {
-    let out = output_on_disk(program, args, disk, owner, package)?;
+    let out = tool_output(program, args, fds, stdin, owner, package)?;
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if !out.status.success()
         || stderr.contains("while opening filesystem")
@@ -212,22 +264,6 @@ pub fn run_on_disk(
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Opens a VM's disk for a tool: a regular file without following a symlink, or the
-/// helper's own `/dev/mapper` device.
-pub fn open_disk(path: &std::path::Path) -> Result<std::fs::File, SnapError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true).write(true);
-    if !path.starts_with("/dev/mapper") {
-        o.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
-    }
-    let f = o.open(path).map_err(|source| SnapError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(f)
 }
 
 /// Runs a program, returns its stdout; a non-zero exit is [`SnapError::Tool`] with stderr.

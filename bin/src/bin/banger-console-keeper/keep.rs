@@ -14,6 +14,8 @@ pub struct Args {
     pub max_bytes: u64,
     pub pid: i32,
     pub start_time: Option<u64>,
+    /// Become this uid:gid first (the keeper was started as root).
+    pub user: Option<(u32, u32)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +230,7 @@ mod tests {
             max_bytes: 4096,
             pid: child.id() as i32,
             start_time: None,
+            user: None,
         };
         let t = std::thread::spawn(move || run(&args));
         // A writer that opens like Firecracker: read-write, non-blocking.

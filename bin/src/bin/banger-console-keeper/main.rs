@@ -44,6 +44,12 @@ const FLAGS: &[Flag] = &[
         value: Some("TICKS"),
         help: "PID's start time (/proc/PID/stat field 22), so a reused PID is not mistaken for it",
     },
+    Flag {
+        long: "user",
+        short: None,
+        value: Some("UID:GID"),
+        help: "started as root: become UID:GID (groups: GID only) before opening anything",
+    },
 ];
 
 const MAIN: Command = Command {
@@ -69,6 +75,7 @@ fn parse_args() -> Result<keep::Args, lexopt::Error> {
     let mut max = banger::config::DEFAULT_CONSOLE_MAX_BYTES;
     let mut pid: Option<i32> = None;
     let mut start_time = None;
+    let mut user = None;
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         match arg {
@@ -77,6 +84,13 @@ fn parse_args() -> Result<keep::Args, lexopt::Error> {
             Long("max-bytes") => max = p.value()?.parse()?,
             Long("pid") => pid = Some(p.value()?.parse()?),
             Long("start-time") => start_time = Some(p.value()?.parse()?),
+            Long("user") => {
+                let v = p.value()?.string()?;
+                let ids = v
+                    .split_once(':')
+                    .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+                user = Some(ids.ok_or(format!("--user {v:?}: expected UID:GID"))?);
+            }
             Short('h') | Long("help") => TOOL.exit_help(None),
             Short('V') | Long("version") => TOOL.exit_version(),
             _ => return Err(arg.unexpected()),
@@ -91,7 +105,23 @@ fn parse_args() -> Result<keep::Args, lexopt::Error> {
         max_bytes: max,
         pid: pid.ok_or("--pid PID is required")?,
         start_time,
+        user,
     })
+}
+
+/// Becomes `uid:gid` (this process is single-threaded here, so the per-thread system calls
+/// change the whole process), and checks it took.
+fn become_user(uid: u32, gid: u32) -> Result<(), String> {
+    use rustix::fs::{Gid, Uid};
+    let g = Gid::from_raw(gid);
+    let u = Uid::from_raw(uid);
+    rustix::thread::set_thread_groups(&[g]).map_err(|e| format!("setgroups: {e}"))?;
+    rustix::thread::set_thread_res_gid(g, g, g).map_err(|e| format!("setresgid: {e}"))?;
+    rustix::thread::set_thread_res_uid(u, u, u).map_err(|e| format!("setresuid: {e}"))?;
+    if rustix::process::geteuid().as_raw() != uid || rustix::process::getegid().as_raw() != gid {
+        return Err("the ids did not change".into());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -99,6 +129,12 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return TOOL.usage_error(&e),
     };
+    if let Some((uid, gid)) = args.user {
+        if let Err(e) = become_user(uid, gid) {
+            eprintln!("{}: error: cannot become {uid}:{gid}: {e}", TOOL.name);
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
+    }
     match keep::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,5 +1,11 @@
 //! `banger-jail launch`: the record's `jail` section.
+//!
+//! The helper stages the jail and starts Firecracker (`jail.launch`); this step, as the
+//! owner, then waits for Firecracker's API, sends it the console FIFO (`PUT /serial`) and
+//! starts the console keeper: nothing the helper does as root reads or talks to what the owner
+//! controls.
 
+use crate::keeper::{self, Keeper};
 use crate::LaunchOpts;
 use banger::client::Helper;
 use banger::config::Config;
@@ -7,9 +13,10 @@ use banger::find_pid;
 use banger::record::{self, Record};
 use banger::step::{Action, StepError};
 use banger_helper::jail::http;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -31,14 +38,18 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("Firecracker does not answer GET / through {path}")]
-    NoAnswer {
+    #[error("Firecracker is not ready on {path}: {why}; {log}")]
+    NotReady {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        why: String,
+        log: String,
     },
+    #[error("Firecracker's API refused {what}: {answer}")]
+    Api { what: &'static str, answer: String },
     #[error("the root helper's answer lacks {0}")]
     Answer(&'static str),
+    #[error(transparent)]
+    Keeper(#[from] crate::keeper::KeeperError),
 }
 
 fn missing(section: &'static str, field: &'static str, step: &'static str) -> LaunchError {
@@ -87,38 +98,118 @@ fn place_symlink(link: &Path, target: &Path) -> Result<(), LaunchError> {
     std::os::unix::fs::symlink(target, link).map_err(err)
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.get(k).and_then(Value::as_str)
+/// The helper's answer to `jail.launch` (the ledger's view of the jail), typed.
+#[derive(Debug, Clone, Deserialize)]
+struct Answer {
+    launcher: String,
+    id: String,
+    #[serde(default)]
+    chroot: Option<PathBuf>,
+    #[serde(default)]
+    root: Option<PathBuf>,
+    socket: PathBuf,
+    pidfile: PathBuf,
+    pid: Option<i32>,
+    start_time: Option<u64>,
+    #[serde(default)]
+    argv: Vec<String>,
+    console: PathBuf,
+    #[serde(default)]
+    console_fifo: Option<PathBuf>,
+    #[serde(default)]
+    serial_out_path: Option<String>,
+    log: PathBuf,
+    metrics: PathBuf,
+    kernel: String,
+    #[serde(default)]
+    initrd: Option<String>,
+    rootfs: String,
+    #[serde(default)]
+    cgroup: Option<PathBuf>,
+    #[serde(default)]
+    already_running: bool,
 }
 
-/// The `jail` section from the helper's answer.
-fn section(cfg: &Config, name: &str, a: &Value) -> Result<Map<String, Value>, LaunchError> {
-    let socket = s(a, "socket").ok_or(LaunchError::Answer("socket"))?;
-    let api_sock = api_sock_path(cfg, name);
-    place_symlink(&api_sock, Path::new(socket))?;
-    let pick = |k: &str| a.get(k).cloned().unwrap_or(Value::Null);
-    let j = json!({
-        "launcher": pick("launcher"),
-        "id": pick("id"),
-        "chroot": pick("chroot"),
-        "api_sock": api_sock.display().to_string(),
-        "socket": pick("socket"),
-        "pid": pick("pid"),
-        "start_time": pick("start_time"),
-        "argv": pick("argv"),
-        "console": pick("console"),
-        "log": pick("log"),
-        "metrics": pick("metrics"),
-        "pidfile": pick("pidfile"),
-        "kernel": pick("kernel"),
-        "initrd": pick("initrd"),
-        "rootfs": pick("rootfs"),
-        "cgroup": pick("cgroup"),
-        "launched_at": record::now_rfc3339(),
-    });
-    match j {
-        Value::Object(m) => Ok(m),
-        _ => Err(LaunchError::Answer("an object")),
+/// The record's `jail` section (see banger-jail(1)); fields banger does not know pass through.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JailSection {
+    pub launcher: String,
+    pub id: String,
+    pub chroot: Option<PathBuf>,
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    pub api_sock: PathBuf,
+    pub socket: PathBuf,
+    pub pid: Option<i32>,
+    pub start_time: Option<u64>,
+    pub argv: Vec<String>,
+    pub console: PathBuf,
+    #[serde(default)]
+    pub console_fifo: Option<PathBuf>,
+    #[serde(default)]
+    pub serial_out_path: Option<String>,
+    pub log: PathBuf,
+    pub metrics: PathBuf,
+    pub pidfile: PathBuf,
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub rootfs: String,
+    pub cgroup: Option<PathBuf>,
+    #[serde(default)]
+    pub keeper_pid: Option<i32>,
+    #[serde(default)]
+    pub keeper_start_time: Option<u64>,
+    #[serde(default)]
+    pub launched_at: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl JailSection {
+    fn from_answer(cfg: &Config, name: &str, a: Answer) -> JailSection {
+        JailSection {
+            launcher: a.launcher,
+            id: a.id,
+            chroot: a.chroot,
+            root: a.root,
+            api_sock: api_sock_path(cfg, name),
+            socket: a.socket,
+            pid: a.pid,
+            start_time: a.start_time,
+            argv: a.argv,
+            console: a.console,
+            console_fifo: a.console_fifo,
+            serial_out_path: a.serial_out_path,
+            log: a.log,
+            metrics: a.metrics,
+            pidfile: a.pidfile,
+            kernel: a.kernel,
+            initrd: a.initrd,
+            rootfs: a.rootfs,
+            cgroup: a.cgroup,
+            keeper_pid: None,
+            keeper_start_time: None,
+            launched_at: record::now_rfc3339(),
+            extra: Map::new(),
+        }
+    }
+
+    /// The section from a record, if it has a readable one.
+    pub fn of(rec: &Record) -> Option<JailSection> {
+        serde_json::from_value(rec.get("jail")?.clone()).ok()
+    }
+
+    fn keeper(&self) -> Option<Keeper> {
+        Some(Keeper {
+            pid: self.keeper_pid?,
+            start_time: self.keeper_start_time?,
+        })
+    }
+
+    fn store(&self, rec: &mut Record) {
+        if let Ok(v) = serde_json::to_value(self) {
+            rec.insert("jail".into(), v);
+        }
     }
 }
 
@@ -126,18 +217,124 @@ fn err(code: &str) -> impl FnOnce(LaunchError) -> StepError + '_ {
     move |e| StepError::new(code, &e)
 }
 
+/// The first pause while waiting for Firecracker's API; each further one doubles.
+const POLL_MIN: Duration = Duration::from_micros(250);
+const POLL_MAX: Duration = Duration::from_millis(10);
+
+/// Waits until Firecracker answers `GET /` through the run dir's symlink, failing early when
+/// its process is gone. The log tail in an error is read as this step's user.
+fn wait_api(j: &JailSection, deadline: Instant) -> Result<(), LaunchError> {
+    let proc = find_pid::Proc::default();
+    let mut pause = POLL_MIN;
+    loop {
+        let last = match http::request(&j.api_sock, "GET", "/", None, Duration::from_millis(500)) {
+            Ok((200, _)) => return Ok(()),
+            Ok((code, body)) => format!("GET / answered {code}: {}", body.trim()),
+            Err(e) => e.to_string(),
+        };
+        let dead = j
+            .pid
+            .is_none_or(|p| proc.info(p).is_none_or(|i| i.is_dead()));
+        if dead || Instant::now() >= deadline {
+            return Err(LaunchError::NotReady {
+                path: j.api_sock.clone(),
+                why: if dead {
+                    format!("Firecracker (pid {}) exited", j.pid.unwrap_or(0))
+                } else {
+                    format!("no answer in time ({last})")
+                },
+                log: banger::fsx::tail_path(&j.log, 20),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+/// Sends Firecracker its serial console's FIFO (before `InstanceStart`).
+fn put_serial(j: &JailSection) -> Result<(), LaunchError> {
+    let Some(path) = &j.serial_out_path else {
+        return Ok(());
+    };
+    let body = json!({ "serial_out_path": path }).to_string();
+    match http::request(
+        &j.api_sock,
+        "PUT",
+        "/serial",
+        Some(&body),
+        Duration::from_secs(2),
+    ) {
+        Ok((204 | 200, _)) => Ok(()),
+        Ok((c, b)) => Err(LaunchError::Api {
+            what: "PUT /serial",
+            answer: format!("{c} {}", b.trim()),
+        }),
+        Err(e) => Err(LaunchError::Api {
+            what: "PUT /serial",
+            answer: e.to_string(),
+        }),
+    }
+}
+
+/// The keeper's stderr file in the jail's root, made as the owner (this step's user, or the
+/// owner's credentials when root runs it).
+fn keeper_stderr(cfg: &Config, j: &JailSection) -> Option<std::fs::File> {
+    let root = j.root.clone().or_else(|| j.chroot.clone())?;
+    let make = || {
+        banger::fsx::Dir::open(&root)
+            .and_then(|d| {
+                let _ = d.unlink(keeper::STDERR);
+                d.create(keeper::STDERR, 0o640)
+            })
+            .ok()
+    };
+    let owner = cfg
+        .owner_uid
+        .filter(|u| *u != 0)
+        .map(|u| banger::detach::Creds::of_user(u, cfg.owner_gid.unwrap_or(u)));
+    banger_helper::cred::as_owner(owner.as_ref(), make)
+        .ok()
+        .flatten()
+}
+
+/// Starts the console keeper when the section has none alive (a relaunch that found
+/// Firecracker running but its keeper gone starts a new one).
+fn ensure_keeper(cfg: &Config, j: &mut JailSection) -> Result<(), LaunchError> {
+    if j.keeper().is_some_and(|k| keeper::alive(&k)) {
+        return Ok(());
+    }
+    let (Some(fifo), Some(pid), Some(start_time)) = (j.console_fifo.clone(), j.pid, j.start_time)
+    else {
+        return Ok(());
+    };
+    let stderr = keeper_stderr(cfg, j);
+    let k = keeper::start(
+        cfg,
+        &keeper::Spec {
+            fifo: &fifo,
+            log: &j.console,
+            pid,
+            start_time,
+            stderr: stderr.as_ref(),
+        },
+    )?;
+    j.keeper_pid = Some(k.pid);
+    j.keeper_start_time = Some(k.start_time);
+    Ok(())
+}
+
 /// Launches one record's Firecracker (or finds it already running) and writes `jail`.
 pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, StepError> {
     let name = record::name(rec).unwrap_or_default().to_string();
-    // Already launched and alive: check the symlink and the identity, nothing else.
+    // Already launched and alive: check the symlink, the identity and the keeper.
     if let Some(found) = find_pid::find_for_record(rec) {
-        if let Some(Value::Object(j)) = rec.get_mut("jail") {
-            j.insert("pid".into(), found.pid.into());
-            j.insert("start_time".into(), found.start_time.into());
-            if let Some(sock) = j.get("socket").and_then(Value::as_str) {
-                place_symlink(&api_sock_path(cfg, &name), Path::new(sock))
-                    .map_err(err("symlink"))?;
-            }
+        if let Some(mut j) = JailSection::of(rec) {
+            j.pid = Some(found.pid);
+            j.start_time = Some(found.start_time);
+            place_symlink(&api_sock_path(cfg, &name), &j.socket).map_err(err("symlink"))?;
+            j.api_sock = api_sock_path(cfg, &name);
+            ensure_keeper(cfg, &mut j).map_err(err("keeper"))?;
+            j.store(rec);
         }
         return Ok(Action::Save);
     }
@@ -181,18 +378,26 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
         "mem_mib": mem_mib,
         "timeout_ms": opts.timeout_ms,
     });
+    let deadline = Instant::now() + Duration::from_millis(opts.timeout_ms);
     let answer = helper
         .call("jail.launch", args)
         .map_err(|e| StepError::new(e.code(), &e))?;
-    let checked = section(cfg, &name, &answer).and_then(|j| {
-        let sock = api_sock_path(cfg, &name);
-        http::request(&sock, "GET", "/", None, Duration::from_secs(2))
-            .map_err(|source| LaunchError::NoAnswer { path: sock, source })?;
-        Ok(j)
-    });
+    let checked = serde_json::from_value::<Answer>(answer)
+        .map_err(|_| LaunchError::Answer("the jail's fields"))
+        .and_then(|a| {
+            let again = a.already_running;
+            let mut j = JailSection::from_answer(cfg, &name, a);
+            place_symlink(&j.api_sock, &j.socket)?;
+            wait_api(&j, deadline)?;
+            if !again {
+                put_serial(&j)?;
+            }
+            ensure_keeper(cfg, &mut j)?;
+            Ok(j)
+        });
     match checked {
         Ok(j) => {
-            rec.insert("jail".into(), Value::Object(j));
+            j.store(rec);
             Ok(Action::Save)
         }
         Err(e) => {

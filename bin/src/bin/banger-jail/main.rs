@@ -1,6 +1,7 @@
 //! banger-jail: stages the jailer chroot and launches Firecracker through the jailer as the
 //! owner's uid (or directly, less isolated); tears the jail down again.
 
+mod keeper;
 mod launch;
 mod teardown;
 

@@ -10,22 +10,27 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Keeps the console once the chroot is gone: `$state_dir/vms/NAME/console.log`.
+/// Keeps the console once the chroot is gone: `$state_dir/vms/NAME/console.log`. Both are
+/// the owner's files: the copy is made with the owner's credentials (when root runs this
+/// step), no symlink followed and at most the console's rotation size, so it can only copy
+/// what the owner could read anyway.
 fn keep_console(cfg: &Config, name: &str, console: &Path) {
     let dir = cfg.vm_dir(name);
-    if !dir.is_dir() || !console.is_file() {
-        return;
-    }
-    let dst = dir.join("console.log");
-    // Never write through a symlink someone left there.
-    if std::fs::symlink_metadata(&dst).is_ok_and(|m| !m.is_file()) {
-        return;
-    }
-    if std::fs::copy(console, &dst).is_ok() {
-        if let (true, Some(uid)) = (rustix::process::geteuid().is_root(), cfg.owner_uid) {
-            let _ = std::os::unix::fs::lchown(&dst, Some(uid), cfg.owner_gid);
-        }
-    }
+    let cap = cfg.console_max_bytes.saturating_mul(2);
+    let copy = || -> Option<()> {
+        let bytes = banger::fsx::read_path_capped(console, cap).ok()?;
+        let d = banger::fsx::Dir::open(&dir).ok()?;
+        let tmp = format!(".console.log.tmp.{}", std::process::id());
+        let _ = d.unlink(&tmp);
+        let f = d.create(&tmp, 0o640).ok()?;
+        std::io::Write::write_all(&mut &f, &bytes).ok()?;
+        rustix::fs::renameat(&d, tmp.as_str(), &d, "console.log").ok()
+    };
+    let owner = cfg
+        .owner_uid
+        .filter(|u| *u != 0)
+        .map(|u| banger::detach::Creds::of_user(u, cfg.owner_gid.unwrap_or(u)));
+    let _ = banger_helper::cred::as_owner(owner.as_ref(), copy);
 }
 
 /// Tears one record's jail down and removes its `jail` section.
@@ -43,6 +48,16 @@ pub fn one(cfg: &Config, rec: &mut Record, grace_ms: u64) -> Result<Action, Step
     helper
         .call("jail.teardown", json!({"name": name, "grace_ms": grace_ms}))
         .map_err(|e| StepError::new(e.code(), &e))?;
+    // Firecracker is gone: its keeper drains the FIFO and exits; make sure it did.
+    let keeper = crate::launch::JailSection::of(rec).and_then(|j| {
+        Some(crate::keeper::Keeper {
+            pid: j.keeper_pid?,
+            start_time: j.keeper_start_time?,
+        })
+    });
+    if let Some(k) = keeper {
+        crate::keeper::stop(&k);
+    }
     let link = jail
         .as_ref()
         .and_then(|j| j.get("api_sock"))
