@@ -6,7 +6,6 @@ use crate::ops::{self, Caller, Ctx};
 use banger::proto::{self, code, OpError, Response, MAX_REQUEST};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,12 +85,16 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         }
         let _ = std::fs::remove_file(path);
     }
-    let l = UnixListener::bind(path).map_err(|source| ServerError::Bind {
+    // The socket is made 0666 by the umask in force at bind (a chmod by path afterwards
+    // could be redirected by whoever can write the socket's directory). This runs before any
+    // other thread exists, so the process-wide umask change is seen by nothing else.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o111));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(old);
+    bound.map_err(|source| ServerError::Bind {
         path: path.to_path_buf(),
         source,
-    })?;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
-    Ok(l)
+    })
 }
 
 fn log(msg: std::fmt::Arguments) {
