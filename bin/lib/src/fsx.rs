@@ -261,14 +261,15 @@ impl Dir {
     fn beneath(&self, rel: &Path, flags: OFlags, mode: u32) -> Result<OwnedFd, FsxError> {
         relative(rel)?;
         let full = self.path.join(rel);
-        rustix::fs::openat2(
-            &self.fd,
-            rel,
-            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(mode),
-            BENEATH,
-        )
-        .map_err(|e| match e {
+        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let mode = Mode::from_raw_mode(mode);
+        let opened = match rustix::fs::openat2(&self.fd, rel, flags, mode, BENEATH) {
+            // No openat2 (a kernel before 5.6, or a seccomp filter such as systemd's
+            // RestrictSUIDSGID=, which cannot look into its arguments): the same walk by hand.
+            Err(rustix::io::Errno::NOSYS) => self.walk(rel, flags, mode),
+            other => other,
+        };
+        opened.map_err(|e| match e {
             rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => FsxError::Escape { path: full },
             // O_DIRECTORY | O_NOFOLLOW on a symlink says ENOTDIR: name it for what it is.
             rustix::io::Errno::NOTDIR
@@ -279,6 +280,37 @@ impl Dir {
             }
             e => io("open", &full)(e),
         })
+    }
+
+    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` by hand: one `openat` per component,
+    /// each with `O_NOFOLLOW` (a symlink, magic links included, is never followed), the
+    /// directories as `O_PATH`; `..` and absolute paths were refused by the caller.
+    fn walk(&self, rel: &Path, flags: OFlags, mode: Mode) -> Result<OwnedFd, rustix::io::Errno> {
+        let comps: Vec<&OsStr> = rel.iter().collect();
+        let Some((last, dirs)) = comps.split_last() else {
+            return Err(rustix::io::Errno::INVAL);
+        };
+        let mut cur: Option<OwnedFd> = None;
+        for c in dirs {
+            let at = cur.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+            let next = rustix::fs::openat(
+                at,
+                *c,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            cur = Some(next);
+        }
+        let at = cur.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+        let fd = rustix::fs::openat(at, *last, flags, mode)?;
+        if flags.contains(OFlags::PATH) {
+            // O_PATH | O_NOFOLLOW opens a symlink itself: refuse it like openat2 would.
+            let st = rustix::fs::fstat(&fd)?;
+            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                return Err(rustix::io::Errno::LOOP);
+            }
+        }
+        Ok(fd)
     }
 
     /// The full path of `rel` (for messages).
@@ -615,6 +647,30 @@ mod tests {
             assert!(
                 dir.read_capped(Path::new(bad), 10).is_err(),
                 "{bad} was followed"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_walk_without_openat2_refuses_the_same() {
+        let d = tmp("walk");
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/b/f"), b"x").unwrap();
+        symlink(d.join("a"), d.join("link")).unwrap();
+        symlink("/etc/passwd", d.join("a/pw")).unwrap();
+        let dir = Dir::open(&d).unwrap();
+        let rd = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        assert!(dir.walk(Path::new("a/b/f"), rd, Mode::empty()).is_ok());
+        for bad in ["link/b/f", "a/pw", "link"] {
+            assert!(
+                dir.walk(Path::new(bad), rd, Mode::empty()).is_err(),
+                "{bad} was followed"
+            );
+            assert!(
+                dir.walk(Path::new(bad), OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())
+                    .is_err(),
+                "{bad} was followed (O_PATH)"
             );
         }
         let _ = std::fs::remove_dir_all(&d);
