@@ -10,6 +10,7 @@ pub mod cred;
 pub mod jail;
 pub mod ledger;
 pub mod net;
+pub mod notify;
 pub mod ops;
 pub mod server;
 pub mod snap;

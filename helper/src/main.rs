@@ -175,5 +175,6 @@ fn main() -> ExitCode {
         max_clients: args.max_clients,
         read_timeout: Duration::from_secs(args.read_timeout.max(1)),
     };
+    banger_helper::notify::serving(&opts.socket);
     server::serve(listener, Ctx::new(cfg), opts)
 }

@@ -168,9 +168,9 @@ impl Tool {
         std::process::exit(0)
     }
 
-    /// Prints the version on stdout and exits 0.
+    /// Prints the version (and the commit it was built from) on stdout and exits 0.
     pub fn exit_version(&self) -> ! {
-        println!("{} {}", self.name, crate::VERSION);
+        println!("{} {} (commit {})", self.name, crate::VERSION, crate::COMMIT);
         std::process::exit(0)
     }
 

@@ -18,11 +18,12 @@ pub type LocalHandler = fn(&Config, &Request) -> Response;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("banger's root helper is not installed (no {install}): run: sudo banger system install --owner $USER")]
+    #[error("banger is not installed on this host (no {install}), so no root helper runs: run: sudo banger system install")]
     NotInstalled { install: PathBuf },
-    #[error("banger's root helper does not answer on {socket}: run: sudo banger system restart")]
+    #[error("banger's root helper is installed but not running (nothing answered on {socket} for {waited_ms} ms): run: sudo banger system restart (its log: journalctl -u banger-helper)")]
     Unreachable {
         socket: PathBuf,
+        waited_ms: u128,
         #[source]
         source: std::io::Error,
     },
@@ -56,9 +57,25 @@ impl ClientError {
 /// How long to wait for an answer. Ops that copy a disk can take a while.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// How long an installed helper may take to answer a connection again (a restart, an
+/// update) before the client gives up; `BANGER_HELPER_WAIT` (seconds) overrides it.
+pub const RESTART_WAIT: Duration = Duration::from_secs(5);
+/// How often to try again meanwhile.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
 pub struct Helper {
     cfg: Config,
     local: Option<LocalHandler>,
+    wait: Duration,
+}
+
+/// `BANGER_HELPER_WAIT` in seconds (fractions allowed), else [`RESTART_WAIT`].
+fn restart_wait() -> Duration {
+    std::env::var("BANGER_HELPER_WAIT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 600.0)
+        .map_or(RESTART_WAIT, Duration::from_secs_f64)
 }
 
 impl Helper {
@@ -66,23 +83,53 @@ impl Helper {
         Helper {
             cfg: cfg.clone(),
             local,
+            wait: restart_wait(),
+        }
+    }
+
+    /// Sets how long to wait for an installed helper that does not answer yet.
+    pub fn with_wait(mut self, wait: Duration) -> Helper {
+        self.wait = wait;
+        self
+    }
+
+    /// Connects to the helper. When the connection is refused (or the socket is missing) and
+    /// banger is installed for this caller, the helper is probably restarting: try again for
+    /// up to `wait`. Not installed, or not the owner: the answer is known at once.
+    fn connect(&self) -> Result<UnixStream, ClientError> {
+        let socket = &self.cfg.helper_socket;
+        let start = std::time::Instant::now();
+        loop {
+            let err = match UnixStream::connect(socket) {
+                Ok(s) => return Ok(s),
+                Err(e) => e,
+            };
+            let euid = rustix::process::geteuid().as_raw();
+            let retry = match self.cfg.install_info() {
+                None => false,
+                Some(info) => euid == 0 || info.uid == euid,
+            };
+            // Root with the in-process fallback does not wait for a helper.
+            let local = euid == 0 && self.local.is_some();
+            if !retry || local || start.elapsed() >= self.wait {
+                return Err(self.unreachable(euid, err, start.elapsed()));
+            }
+            std::thread::sleep(RETRY_EVERY);
         }
     }
 
     /// Sends one request and returns the `result`, or the error with what to do about it.
     pub fn call(&self, op: &str, args: Value) -> Result<Value, ClientError> {
         let req = Request::new(op, args);
-        let socket = &self.cfg.helper_socket;
-        let stream = match UnixStream::connect(socket) {
+        let stream = match self.connect() {
             Ok(s) => s,
-            Err(connect_err) => {
-                let euid = rustix::process::geteuid().as_raw();
-                if euid == 0 {
+            Err(e) => {
+                if rustix::process::geteuid().is_root() {
                     if let Some(local) = self.local {
                         return self.finish(op, local(&self.cfg, &req));
                     }
                 }
-                return Err(self.unreachable(euid, connect_err));
+                return Err(e);
             }
         };
         let resp = self.exchange(stream, &req)?;
@@ -110,7 +157,7 @@ impl Helper {
         })
     }
 
-    fn unreachable(&self, euid: u32, source: std::io::Error) -> ClientError {
+    fn unreachable(&self, euid: u32, source: std::io::Error, waited: Duration) -> ClientError {
         match self.cfg.install_info() {
             None => ClientError::NotInstalled {
                 install: self.cfg.install_path(),
@@ -122,6 +169,7 @@ impl Helper {
             },
             Some(_) => ClientError::Unreachable {
                 socket: self.cfg.helper_socket.clone(),
+                waited_ms: waited.as_millis(),
                 source,
             },
         }
@@ -175,6 +223,7 @@ mod tests {
                 gid: uid,
                 version: "x".into(),
                 installed_at: "t".into(),
+                ..Default::default()
             };
             std::fs::write(dir.join("install.json"), serde_json::to_vec(&info).unwrap()).unwrap();
         }
@@ -206,7 +255,7 @@ mod tests {
         let c = cfg("none", None);
         let _clean = Cleanup(c.config_dir.clone());
         let h = Helper::new(&c, None);
-        let e = h.unreachable(1000, err());
+        let e = h.unreachable(1000, err(), Duration::ZERO);
         assert!(matches!(e, ClientError::NotInstalled { .. }));
         assert!(
             e.to_string().contains("run: sudo banger system install"),
@@ -219,13 +268,13 @@ mod tests {
         let c = cfg("down", Some(("alice", 1000)));
         let _clean = Cleanup(c.config_dir.clone());
         let h = Helper::new(&c, None);
-        let e = h.unreachable(1000, err());
+        let e = h.unreachable(1000, err(), Duration::ZERO);
         assert!(
             e.to_string().contains("run: sudo banger system restart"),
             "{e}"
         );
         // Root without a local handler gets the same advice.
-        let e = h.unreachable(0, err());
+        let e = h.unreachable(0, err(), Duration::ZERO);
         assert!(e.to_string().contains("restart"), "{e}");
     }
 
@@ -234,12 +283,63 @@ mod tests {
         let c = cfg("other", Some(("alice", 1000)));
         let _clean = Cleanup(c.config_dir.clone());
         let h = Helper::new(&c, None);
-        let e = h.unreachable(1001, err());
+        let e = h.unreachable(1001, err(), Duration::ZERO);
         assert!(
             e.to_string().contains("banger is installed for alice"),
             "{e}"
         );
         assert_eq!(e.code(), "permission_denied");
+    }
+
+    /// A helper that comes up `after` the client's first try, answers one ping, and exits.
+    fn late_helper(sock: PathBuf, after: Duration) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            s.write_all(&Response::ok(serde_json::json!({"late": true})).to_line())
+                .unwrap();
+        })
+    }
+
+    #[test]
+    fn a_restarting_helper_is_waited_for() {
+        let me = rustix::process::geteuid().as_raw();
+        let c = cfg("late", Some(("me", me)));
+        let _clean = Cleanup(c.config_dir.clone());
+        let t = late_helper(c.helper_socket.clone(), Duration::from_millis(300));
+        let h = Helper::new(&c, None).with_wait(Duration::from_secs(5));
+        let start = std::time::Instant::now();
+        let v = h.call("ping", Value::Null).unwrap();
+        assert_eq!(v["late"], true);
+        assert!(start.elapsed() >= Duration::from_millis(250));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_helper_that_stays_down_is_reported_after_the_wait() {
+        let me = rustix::process::geteuid().as_raw();
+        let c = cfg("stays-down", Some(("me", me)));
+        let _clean = Cleanup(c.config_dir.clone());
+        let h = Helper::new(&c, None).with_wait(Duration::from_millis(300));
+        let start = std::time::Instant::now();
+        let e = h.call("ping", Value::Null).unwrap_err();
+        assert!(start.elapsed() >= Duration::from_millis(300), "{e}");
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains("not running"), "{e}");
+    }
+
+    #[test]
+    fn not_installed_is_said_at_once() {
+        let c = cfg("at-once", None);
+        let _clean = Cleanup(c.config_dir.clone());
+        let h = Helper::new(&c, None).with_wait(Duration::from_secs(5));
+        let start = std::time::Instant::now();
+        let e = h.call("ping", Value::Null).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(e.to_string().contains("not installed"), "{e}");
     }
 
     #[test]

@@ -56,16 +56,42 @@ pub struct ConfigFile {
 /// Default size at which a VM's console log is rotated (one old generation is kept).
 pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 8 << 20;
 
-/// What `banger-system install` writes to `$BANGER_CONFIG_DIR/install.json`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// What `banger-system install` writes to `$BANGER_CONFIG_DIR/install.json`: who the helper
+/// serves and what was installed, so the client's guidance, `banger-system status`, `update`
+/// and `uninstall` all work from the same facts.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct InstallInfo {
+    /// The owner's user name, uid, primary gid and home.
     pub owner: String,
     pub uid: u32,
     pub gid: u32,
     #[serde(default)]
+    pub home: PathBuf,
+    /// The installed build: version, git commit, and when its binaries were built
+    /// (the helper binary's modification time, RFC 3339).
+    #[serde(default)]
     pub version: String,
     #[serde(default)]
+    pub commit: String,
+    #[serde(default)]
+    pub built_at: String,
+    #[serde(default)]
     pub installed_at: String,
+    /// When `banger-system update` last swapped the binaries, if ever.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub updated_at: String,
+    /// The installation prefix (binaries in `PREFIX/bin`).
+    #[serde(default)]
+    pub prefix: PathBuf,
+    /// Every file install wrote (binaries, scripts, man pages, completions), for uninstall.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// The systemd units (and the tmpfiles.d snippet) install wrote.
+    #[serde(default)]
+    pub units: Vec<PathBuf>,
+    /// Keys a newer banger wrote, kept when this one rewrites the file.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The resolved configuration.

@@ -22,3 +22,6 @@ pub mod tool;
 
 /// The version every binary reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit the binaries were built from (`unknown` outside a checkout); see build.rs.
+pub const COMMIT: &str = env!("BANGER_COMMIT");

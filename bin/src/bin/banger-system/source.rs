@@ -1,0 +1,321 @@
+//! A banger build to install from, and where each of its files goes.
+//!
+//! Two layouts are recognised:
+//! - a prefix (what `make install DESTDIR=... PREFIX=` or an unpacked release tarball gives):
+//!   `bin/`, `share/man/man{1,7,8}/`, `share/bash-completion/completions/`,
+//!   `share/zsh/site-functions/`, `share/fish/vendor_completions.d/`;
+//! - a checkout's cargo build directory (`target/release`): the binaries there, and the
+//!   scripts, man pages and completions from the checkout (`bin/scripts`, `man`,
+//!   `completions`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{dir} holds no banger build (no banger-helper in it or in its bin/): pass --from with a build directory (target/release) or an installed prefix")]
+    NoBuild { dir: PathBuf },
+    #[error("{dir} looks like a build directory, but no checkout with man/ and completions/ is above it: install from a prefix (make install DESTDIR=...) instead")]
+    NoCheckout { dir: PathBuf },
+    #[error("the build in {dir} lacks {name}")]
+    Missing { dir: PathBuf, name: &'static str },
+    #[error("cannot read {dir}")]
+    Read {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One file to install: from `src` to `rel` under the prefix, with `mode`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub src: PathBuf,
+    pub rel: PathBuf,
+    pub mode: u32,
+}
+
+/// A build: its files, and the directory its binaries are in.
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub bindir: PathBuf,
+    pub items: Vec<Item>,
+}
+
+/// The binaries a build must have.
+pub const REQUIRED: &[&str] = &["banger", "banger-helper", "banger-system"];
+
+impl Build {
+    /// The source file of a binary, by name.
+    pub fn binary(&self, name: &str) -> Option<&Path> {
+        let rel = Path::new("bin").join(name);
+        self.items
+            .iter()
+            .find(|i| i.rel == rel)
+            .map(|i| i.src.as_path())
+    }
+
+    /// Finds the build in `dir` (see the module doc).
+    pub fn find(dir: &Path) -> Result<Build, SourceError> {
+        let is_bin = |d: &Path| d.join("banger-helper").is_file();
+        let build = if is_bin(&dir.join("bin")) {
+            from_prefix(dir)?
+        } else if is_bin(dir) {
+            if dir.join("../share/man").is_dir() {
+                from_prefix(&dir.join(".."))?
+            } else {
+                let root = dir
+                    .ancestors()
+                    .skip(1)
+                    .find(|a| {
+                        a.join("units/banger-helper.service").is_file()
+                            && a.join("man").is_dir()
+                            && a.join("completions").is_dir()
+                    })
+                    .ok_or_else(|| SourceError::NoCheckout {
+                        dir: dir.to_path_buf(),
+                    })?;
+                from_checkout(dir, root)?
+            }
+        } else {
+            return Err(SourceError::NoBuild {
+                dir: dir.to_path_buf(),
+            });
+        };
+        for name in REQUIRED {
+            if build.binary(name).is_none() {
+                return Err(SourceError::Missing {
+                    dir: build.bindir.clone(),
+                    name,
+                });
+            }
+        }
+        Ok(build)
+    }
+}
+
+fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>, SourceError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(SourceError::Read {
+                dir: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut out: Vec<(String, PathBuf)> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let path = e.path();
+            std::fs::metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|_| (name, path))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `banger` and `banger-*` executables, not the test stand-ins nor cargo's `.d` files.
+fn is_banger_binary(name: &str, path: &Path) -> bool {
+    (name == "banger" || name.starts_with("banger-"))
+        && !name.contains('.')
+        && !name.contains("standin")
+        && std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+fn binaries(dir: &Path, items: &mut Vec<Item>) -> Result<(), SourceError> {
+    for (name, path) in list(dir)? {
+        if is_banger_binary(&name, &path) {
+            items.push(Item {
+                src: path,
+                rel: Path::new("bin").join(&name),
+                mode: 0o755,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Files of `dir` whose name passes `keep`, installed under `rel` with mode 0644.
+fn docs(
+    dir: &Path,
+    rel: &Path,
+    keep: impl Fn(&str) -> bool,
+    items: &mut Vec<Item>,
+) -> Result<(), SourceError> {
+    for (name, path) in list(dir)? {
+        if keep(&name) {
+            items.push(Item {
+                src: path,
+                rel: rel.join(&name),
+                mode: 0o644,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn is_banger(name: &str) -> bool {
+    name.starts_with("banger") || name.starts_with("_banger")
+}
+
+/// The man page's section, from its name (`banger-vm.1` -> `1`).
+fn section(name: &str) -> Option<char> {
+    let (_, ext) = name.rsplit_once('.')?;
+    let mut c = ext.chars();
+    let s = c.next()?;
+    (c.next().is_none() && matches!(s, '1' | '7' | '8')).then_some(s)
+}
+
+const BASH: &str = "share/bash-completion/completions";
+const ZSH: &str = "share/zsh/site-functions";
+const FISH: &str = "share/fish/vendor_completions.d";
+
+fn from_prefix(prefix: &Path) -> Result<Build, SourceError> {
+    let mut items = Vec::new();
+    binaries(&prefix.join("bin"), &mut items)?;
+    for s in ['1', '7', '8'] {
+        let rel = PathBuf::from(format!("share/man/man{s}"));
+        docs(&prefix.join(&rel), &rel, |n| is_banger(n) && section(n) == Some(s), &mut items)?;
+    }
+    for rel in [BASH, ZSH, FISH] {
+        docs(&prefix.join(rel), Path::new(rel), is_banger, &mut items)?;
+    }
+    Ok(Build {
+        bindir: prefix.join("bin"),
+        items,
+    })
+}
+
+fn from_checkout(bindir: &Path, root: &Path) -> Result<Build, SourceError> {
+    let mut items = Vec::new();
+    binaries(bindir, &mut items)?;
+    binaries(&root.join("bin/scripts"), &mut items)?;
+    for (name, path) in list(&root.join("man"))? {
+        if let (true, Some(s)) = (is_banger(&name), section(&name)) {
+            items.push(Item {
+                src: path,
+                rel: PathBuf::from(format!("share/man/man{s}")).join(&name),
+                mode: 0o644,
+            });
+        }
+    }
+    docs(&root.join("completions/bash"), Path::new(BASH), is_banger, &mut items)?;
+    docs(&root.join("completions/zsh"), Path::new(ZSH), is_banger, &mut items)?;
+    docs(
+        &root.join("completions/fish"),
+        Path::new(FISH),
+        |n| is_banger(n) && n.ends_with(".fish"),
+        &mut items,
+    )?;
+    // A name in both (a script and a binary): the binary wins, once.
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|i| seen.insert(i.rel.clone()));
+    Ok(Build {
+        bindir: bindir.to_path_buf(),
+        items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn tmp(tag: &str) -> Tmp {
+        let d = std::env::temp_dir().join(format!("banger-source-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Tmp(d)
+    }
+    fn file(p: &Path, mode: u32) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_checkout_build_dir() {
+        let t = tmp("checkout");
+        let r = &t.0;
+        for b in ["banger", "banger-helper", "banger-system", "banger-vm", "firecracker-standin", "banger-vm.d"] {
+            file(&r.join("target/debug").join(b), 0o755);
+        }
+        file(&r.join("target/debug/banger-notexec"), 0o644);
+        file(&r.join("bin/scripts/banger-up"), 0o755);
+        file(&r.join("units/banger-helper.service"), 0o644);
+        file(&r.join("man/banger-vm.1"), 0o644);
+        file(&r.join("man/banger.7"), 0o644);
+        file(&r.join("man/README"), 0o644);
+        file(&r.join("completions/bash/banger-vm"), 0o644);
+        file(&r.join("completions/zsh/_banger-vm"), 0o644);
+        file(&r.join("completions/fish/banger-vm.fish"), 0o644);
+        let b = Build::find(&r.join("target/debug")).unwrap();
+        let rels: Vec<String> = b.items.iter().map(|i| i.rel.display().to_string()).collect();
+        assert_eq!(
+            rels,
+            [
+                "bin/banger",
+                "bin/banger-helper",
+                "bin/banger-system",
+                "bin/banger-vm",
+                "bin/banger-up",
+                "share/man/man1/banger-vm.1",
+                "share/man/man7/banger.7",
+                "share/bash-completion/completions/banger-vm",
+                "share/zsh/site-functions/_banger-vm",
+                "share/fish/vendor_completions.d/banger-vm.fish",
+            ]
+        );
+        assert_eq!(b.binary("banger-helper"), Some(r.join("target/debug/banger-helper").as_path()));
+    }
+
+    #[test]
+    fn a_prefix_and_its_bin() {
+        let t = tmp("prefix");
+        let p = &t.0;
+        for b in ["banger", "banger-helper", "banger-system", "banger-up"] {
+            file(&p.join("bin").join(b), 0o755);
+        }
+        file(&p.join("share/man/man8/banger-helper.8"), 0o644);
+        file(&p.join("share/man/man8/other.8"), 0o644);
+        file(&p.join("share/fish/vendor_completions.d/banger.fish"), 0o644);
+        for dir in [p.clone(), p.join("bin")] {
+            let b = Build::find(&dir).unwrap();
+            let rels: Vec<String> = b.items.iter().map(|i| i.rel.display().to_string()).collect();
+            assert_eq!(
+                rels,
+                [
+                    "bin/banger",
+                    "bin/banger-helper",
+                    "bin/banger-system",
+                    "bin/banger-up",
+                    "share/man/man8/banger-helper.8",
+                    "share/fish/vendor_completions.d/banger.fish",
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_build_says_so() {
+        let t = tmp("none");
+        assert!(matches!(Build::find(&t.0), Err(SourceError::NoBuild { .. })));
+        file(&t.0.join("bin/banger-helper"), 0o755);
+        let e = Build::find(&t.0).unwrap_err();
+        assert!(e.to_string().contains("lacks banger"), "{e}");
+        let t2 = tmp("nocheckout");
+        file(&t2.0.join("banger-helper"), 0o755);
+        assert!(matches!(Build::find(&t2.0), Err(SourceError::NoCheckout { .. })));
+    }
+}

@@ -1,0 +1,22 @@
+# fish completion for banger-system
+set -l cmds install status restart update uninstall units
+complete -c banger-system -f
+complete -c banger-system -n "not __fish_seen_subcommand_from $cmds" -a install -d 'install binaries, docs, config and units; start the helper'
+complete -c banger-system -n "not __fish_seen_subcommand_from $cmds" -a status -d 'units, the helper, VMs running, the log'
+complete -c banger-system -n "not __fish_seen_subcommand_from $cmds" -a restart -d 'restart the helper; VMs keep running'
+complete -c banger-system -n "not __fish_seen_subcommand_from $cmds" -a update -d 'swap in a new build; roll back if it never answers'
+complete -c banger-system -n "not __fish_seen_subcommand_from $cmds" -a uninstall -d 'stop and remove the units and installed files'
+complete -c banger-system -n "not __fish_seen_subcommand_from $cmds" -a units -d 'print the unit files install would write'
+complete -c banger-system -s h -l help -d 'print help'
+complete -c banger-system -s V -l version -d 'print version'
+complete -c banger-system -n "__fish_seen_subcommand_from install units" -s o -l owner -x -a '(__fish_complete_users)' -d 'the user banger serves'
+complete -c banger-system -n "__fish_seen_subcommand_from install update" -l from -r -F -d 'the build to install'
+complete -c banger-system -n "__fish_seen_subcommand_from install units" -l prefix -x -a '(__fish_complete_directories)' -d 'install prefix'
+complete -c banger-system -n "__fish_seen_subcommand_from install" -l firecracker -r -F -d 'the Firecracker binary'
+complete -c banger-system -n "__fish_seen_subcommand_from install" -l jailer -r -F -d 'the jailer binary'
+complete -c banger-system -n "__fish_seen_subcommand_from status" -s t -l table -d 'table for people'
+complete -c banger-system -n "__fish_seen_subcommand_from update" -l sha256 -x -d 'the archive sha256'
+complete -c banger-system -n "__fish_seen_subcommand_from update" -l wait -x -d 'seconds the new helper has to answer'
+complete -c banger-system -n "__fish_seen_subcommand_from uninstall" -l stop-vms -d 'stop running VMs first'
+complete -c banger-system -n "__fish_seen_subcommand_from uninstall" -l purge -d 'remove VMs, ledger resources, state and config too'
+complete -c banger-system -n "__fish_seen_subcommand_from units" -l out -x -a '(__fish_complete_directories)' -d 'write the files into DIR'
