@@ -23,11 +23,26 @@ fn watched() -> Vec<PathBuf> {
             paths.push(p);
         }
     };
-    push(git(&["rev-parse", "--path-format=absolute", "--git-path", "HEAD"]));
+    push(git(&[
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-path",
+        "HEAD",
+    ]));
     if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        push(git(&["rev-parse", "--path-format=absolute", "--git-path", &r]));
+        push(git(&[
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-path",
+            &r,
+        ]));
     }
-    push(git(&["rev-parse", "--path-format=absolute", "--git-path", "packed-refs"]));
+    push(git(&[
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-path",
+        "packed-refs",
+    ]));
     paths
 }
 

@@ -55,7 +55,10 @@ fn send_to(raw: &str, state: &str) -> Result<(), NotifyError> {
 
 /// `READY=1`, with a status line for `systemctl status`.
 pub fn ready(status: &str) -> Result<bool, NotifyError> {
-    notify(&format!("READY=1\nSTATUS={status}\nMAINPID={}", std::process::id()))
+    notify(&format!(
+        "READY=1\nSTATUS={status}\nMAINPID={}",
+        std::process::id()
+    ))
 }
 
 /// Called once the socket is listening, right before the accept loop: tells systemd the

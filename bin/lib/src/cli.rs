@@ -170,7 +170,12 @@ impl Tool {
 
     /// Prints the version (and the commit it was built from) on stdout and exits 0.
     pub fn exit_version(&self) -> ! {
-        println!("{} {} (commit {})", self.name, crate::VERSION, crate::COMMIT);
+        println!(
+            "{} {} (commit {})",
+            self.name,
+            crate::VERSION,
+            crate::COMMIT
+        );
         std::process::exit(0)
     }
 

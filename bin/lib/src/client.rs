@@ -67,6 +67,7 @@ pub struct Helper {
     cfg: Config,
     local: Option<LocalHandler>,
     wait: Duration,
+    answer_timeout: Duration,
 }
 
 /// `BANGER_HELPER_WAIT` in seconds (fractions allowed), else [`RESTART_WAIT`].
@@ -84,7 +85,14 @@ impl Helper {
             cfg: cfg.clone(),
             local,
             wait: restart_wait(),
+            answer_timeout: ANSWER_TIMEOUT,
         }
+    }
+
+    /// Sets how long to wait for the answer (a `ping` needs far less than a disk copy).
+    pub fn with_answer_timeout(mut self, t: Duration) -> Helper {
+        self.answer_timeout = t;
+        self
     }
 
     /// Sets how long to wait for an installed helper that does not answer yet.
@@ -186,7 +194,9 @@ impl Helper {
         stream
             .set_write_timeout(Some(Duration::from_secs(10)))
             .map_err(io)?;
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+        stream
+            .set_read_timeout(Some(self.answer_timeout))
+            .map_err(io)?;
         stream.write_all(&line).map_err(io)?;
         let mut answer = String::new();
         BufReader::new(&stream).read_line(&mut answer).map_err(io)?;

@@ -33,7 +33,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(name: &str, status: Status, message: impl Into<String>, fix: Option<&str>) -> Check {
+    pub fn new(name: &str, status: Status, message: impl Into<String>, fix: Option<&str>) -> Check {
         Check {
             name: name.into(),
             status,
@@ -251,31 +251,37 @@ fn device_mapper() -> Check {
     }
 }
 
-fn helper(cfg: &Config) -> Check {
-    // Only the socket: no in-process fallback, the question is whether the daemon answers.
+/// Whether the daemon answers `ping` (only the socket: no in-process fallback), and its answer.
+fn helper(cfg: &Config) -> (Check, Option<Value>) {
     let h = banger::client::Helper::new(cfg, None);
     match h.call("ping", json!({})) {
-        Ok(v) => Check::new(
-            "helper",
-            Status::Ok,
-            format!(
-                "banger-helper {} (pid {}) answers on {}",
-                v["version"].as_str().unwrap_or("?"),
-                v["pid"],
-                cfg.helper_socket.display()
+        Ok(v) => (
+            Check::new(
+                "helper",
+                Status::Ok,
+                format!(
+                    "banger-helper {} (pid {}) answers on {}",
+                    v["version"].as_str().unwrap_or("?"),
+                    v["pid"],
+                    cfg.helper_socket.display()
+                ),
+                None,
             ),
-            None,
+            Some(v),
         ),
         Err(e) => {
             let root = rustix::process::geteuid().is_root();
-            Check::new(
-                "helper",
-                if root { Status::Warn } else { Status::Fail },
-                if root {
-                    format!("{e} (as root, the steps run its operations in process instead)")
-                } else {
-                    e.to_string()
-                },
+            (
+                Check::new(
+                    "helper",
+                    if root { Status::Warn } else { Status::Fail },
+                    if root {
+                        format!("{e} (as root, the steps run its operations in process instead)")
+                    } else {
+                        e.to_string()
+                    },
+                    None,
+                ),
                 None,
             )
         }
@@ -370,7 +376,28 @@ pub fn all(cfg: &Config) -> Vec<Check> {
     out.extend(tools());
     out.push(reflink(cfg));
     out.push(device_mapper());
-    out.push(helper(cfg));
+    let info = cfg.install_info();
+    out.push(crate::service::install(cfg, info.as_ref()));
+    if info.is_some() {
+        out.push(crate::service::units());
+    }
+    let (check, ping) = helper(cfg);
+    out.push(check);
+    if let Some(p) = &ping {
+        out.push(crate::service::helper_version(p));
+        out.push(crate::service::helper_binary(
+            p,
+            "firecracker",
+            cfg.firecracker.as_deref(),
+            "BANGER_FIRECRACKER",
+        ));
+        out.push(crate::service::helper_binary(
+            p,
+            "jailer",
+            cfg.jailer.as_deref(),
+            "BANGER_JAILER",
+        ));
+    }
     out.push(subnet(cfg));
     out.extend(direct_launches(cfg));
     out

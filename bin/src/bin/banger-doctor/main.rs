@@ -1,6 +1,7 @@
 //! banger-doctor: host readiness checks, one JSON line per check.
 
 mod checks;
+mod service;
 
 use banger::cli::{self, Command, Flag, Tool};
 use banger::record::Writer;

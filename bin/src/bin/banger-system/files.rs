@@ -84,7 +84,11 @@ fn temp_beside(dst: &Path) -> PathBuf {
 }
 
 /// Writes `dst` atomically from a reader, with `mode`.
-fn replace_with(dst: &Path, mode: u32, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<(), FileError> {
+fn replace_with(
+    dst: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), FileError> {
     let parent = dst.parent().unwrap_or(Path::new("/"));
     mkdirs(parent)?;
     let tmp = temp_beside(dst);

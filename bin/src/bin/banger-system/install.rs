@@ -39,7 +39,9 @@ fn find_binary(
     let abs = if path.is_absolute() {
         path
     } else {
-        std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path)
+        std::env::current_dir()
+            .map(|d| d.join(&path))
+            .unwrap_or(path)
     };
     if !banger::cli::is_executable(&abs) {
         return Err(SystemError::NotExecutable { what, path: abs });
@@ -100,9 +102,15 @@ pub fn install(sys: &Sys, opts: &Options) -> Result<Value, SystemError> {
         if !files::same(&src, &dst, Some(mode)) {
             files::replace(&src, &dst, mode)?;
             wrote_files += 1;
-            changed.push(format!("installed {}", dst.display()));
         }
         installed.push(dst);
+    }
+    if wrote_files > 0 {
+        changed.push(format!(
+            "installed {wrote_files} of {} files (binaries, scripts, man pages, completions) under {}",
+            installed.len(),
+            sys.layout.prefix.display()
+        ));
     }
     // What an earlier install put there and this build no longer has.
     if let Some(p) = &previous {
@@ -139,7 +147,10 @@ pub fn install(sys: &Sys, opts: &Options) -> Result<Value, SystemError> {
         prefix: sys.layout.prefix.clone(),
         files: installed,
         units: sys.unit_paths(),
-        extra: previous.as_ref().map(|p| p.extra.clone()).unwrap_or_default(),
+        extra: previous
+            .as_ref()
+            .map(|p| p.extra.clone())
+            .unwrap_or_default(),
     };
     let owner_changed = previous.as_ref().is_none_or(|p| p.uid != owner.uid);
     if sys.write_install_info(&info)? {

@@ -158,7 +158,9 @@ See banger-system(8).",
 
 enum Cmd {
     Install(install::Options, Option<PathBuf>),
-    Status { table: bool },
+    Status {
+        table: bool,
+    },
     Restart,
     Update(update::Options),
     Uninstall(uninstall::Options),
@@ -188,9 +190,7 @@ fn parse_args() -> Result<Cmd, lexopt::Error> {
         match (sub.as_str(), &arg) {
             (_, Short('h') | Long("help")) => TOOL.exit_help(Some(&sub)),
             (_, Short('V') | Long("version")) => TOOL.exit_version(),
-            ("install" | "units", Short('o') | Long("owner")) => {
-                owner = Some(p.value()?.string()?)
-            }
+            ("install" | "units", Short('o') | Long("owner")) => owner = Some(p.value()?.string()?),
             ("install" | "update", Long("from")) => from = Some(p.value()?.string()?),
             ("install" | "units", Long("prefix")) => prefix = Some(PathBuf::from(p.value()?)),
             ("install", Long("firecracker")) => firecracker = Some(PathBuf::from(p.value()?)),
@@ -267,7 +267,9 @@ fn restart(sys: &Sys) -> Result<Value, SystemError> {
     };
     sys.say(format!(
         "restarted the helper: pid {} -> {}{}",
-        before.as_ref().map_or("-".to_string(), |p| p["pid"].to_string()),
+        before
+            .as_ref()
+            .map_or("-".to_string(), |p| p["pid"].to_string()),
         ping["pid"],
         match (kept, &vms_after) {
             (Some(true), Some(v)) => format!("; {} running VM(s) kept their Firecracker", v.len()),
@@ -327,6 +329,13 @@ fn units_cmd(
 }
 
 fn run(cmd: Cmd) -> Result<bool, SystemError> {
+    match &cmd {
+        Cmd::Install(..) => system::require_root("install")?,
+        Cmd::Restart => system::require_root("restart")?,
+        Cmd::Update(_) => system::require_root("update")?,
+        Cmd::Uninstall(_) => system::require_root("uninstall")?,
+        Cmd::Status { .. } | Cmd::Units { .. } => {}
+    }
     let cfg = Config::load().map_err(|e| SystemError::Failed {
         what: "cannot load the configuration".into(),
         why: cli::one_line(&e),
@@ -341,7 +350,6 @@ fn run(cmd: Cmd) -> Result<bool, SystemError> {
     };
     match cmd {
         Cmd::Install(opts, prefix) => {
-            system::require_root("install")?;
             emit(&[install::install(&sys(prefix), &opts)?])?;
         }
         Cmd::Status { table } => {
@@ -354,15 +362,12 @@ fn run(cmd: Cmd) -> Result<bool, SystemError> {
             return Ok(healthy);
         }
         Cmd::Restart => {
-            system::require_root("restart")?;
             emit(&[restart(&sys(None))?])?;
         }
         Cmd::Update(opts) => {
-            system::require_root("update")?;
             emit(&[update::update(&sys(None), &opts)?])?;
         }
         Cmd::Uninstall(opts) => {
-            system::require_root("uninstall")?;
             emit(&[uninstall::uninstall(&sys(None), &opts)?])?;
         }
         Cmd::Units { owner, prefix, out } => units_cmd(&cfg, owner, prefix, out)?,

@@ -33,7 +33,10 @@ impl Owner {
     /// `--owner` (a name or a uid), else `SUDO_USER`.
     pub fn resolve(given: Option<&str>) -> Result<Owner, OwnerError> {
         let sudo = std::env::var("SUDO_USER").ok().filter(|s| !s.is_empty());
-        let name = given.map(String::from).or(sudo).ok_or(OwnerError::Unknown)?;
+        let name = given
+            .map(String::from)
+            .or(sudo)
+            .ok_or(OwnerError::Unknown)?;
         let user = match name.parse::<u32>() {
             Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
             Err(_) => nix::unistd::User::from_name(&name),
@@ -66,8 +69,14 @@ mod tests {
 
     #[test]
     fn root_is_refused_by_name_and_by_uid() {
-        assert!(matches!(Owner::resolve(Some("root")), Err(OwnerError::Root(_))));
-        assert!(matches!(Owner::resolve(Some("0")), Err(OwnerError::Root(_))));
+        assert!(matches!(
+            Owner::resolve(Some("root")),
+            Err(OwnerError::Root(_))
+        ));
+        assert!(matches!(
+            Owner::resolve(Some("0")),
+            Err(OwnerError::Root(_))
+        ));
     }
 
     #[test]

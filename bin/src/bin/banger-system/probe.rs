@@ -16,8 +16,11 @@ pub trait Probe {
 
 pub struct Real;
 
+/// One try, no waiting for a restarting helper, and a short deadline for the answer.
 fn once(cfg: &Config) -> Helper {
-    Helper::new(cfg, None).with_wait(Duration::ZERO)
+    Helper::new(cfg, None)
+        .with_wait(Duration::ZERO)
+        .with_answer_timeout(Duration::from_secs(5))
 }
 
 impl Probe for Real {

@@ -181,7 +181,12 @@ fn from_prefix(prefix: &Path) -> Result<Build, SourceError> {
     binaries(&prefix.join("bin"), &mut items)?;
     for s in ['1', '7', '8'] {
         let rel = PathBuf::from(format!("share/man/man{s}"));
-        docs(&prefix.join(&rel), &rel, |n| is_banger(n) && section(n) == Some(s), &mut items)?;
+        docs(
+            &prefix.join(&rel),
+            &rel,
+            |n| is_banger(n) && section(n) == Some(s),
+            &mut items,
+        )?;
     }
     for rel in [BASH, ZSH, FISH] {
         docs(&prefix.join(rel), Path::new(rel), is_banger, &mut items)?;
@@ -205,8 +210,18 @@ fn from_checkout(bindir: &Path, root: &Path) -> Result<Build, SourceError> {
             });
         }
     }
-    docs(&root.join("completions/bash"), Path::new(BASH), is_banger, &mut items)?;
-    docs(&root.join("completions/zsh"), Path::new(ZSH), is_banger, &mut items)?;
+    docs(
+        &root.join("completions/bash"),
+        Path::new(BASH),
+        is_banger,
+        &mut items,
+    )?;
+    docs(
+        &root.join("completions/zsh"),
+        Path::new(ZSH),
+        is_banger,
+        &mut items,
+    )?;
     docs(
         &root.join("completions/fish"),
         Path::new(FISH),
@@ -248,7 +263,14 @@ mod tests {
     fn a_checkout_build_dir() {
         let t = tmp("checkout");
         let r = &t.0;
-        for b in ["banger", "banger-helper", "banger-system", "banger-vm", "firecracker-standin", "banger-vm.d"] {
+        for b in [
+            "banger",
+            "banger-helper",
+            "banger-system",
+            "banger-vm",
+            "firecracker-standin",
+            "banger-vm.d",
+        ] {
             file(&r.join("target/debug").join(b), 0o755);
         }
         file(&r.join("target/debug/banger-notexec"), 0o644);
@@ -261,7 +283,11 @@ mod tests {
         file(&r.join("completions/zsh/_banger-vm"), 0o644);
         file(&r.join("completions/fish/banger-vm.fish"), 0o644);
         let b = Build::find(&r.join("target/debug")).unwrap();
-        let rels: Vec<String> = b.items.iter().map(|i| i.rel.display().to_string()).collect();
+        let rels: Vec<String> = b
+            .items
+            .iter()
+            .map(|i| i.rel.display().to_string())
+            .collect();
         assert_eq!(
             rels,
             [
@@ -277,7 +303,10 @@ mod tests {
                 "share/fish/vendor_completions.d/banger-vm.fish",
             ]
         );
-        assert_eq!(b.binary("banger-helper"), Some(r.join("target/debug/banger-helper").as_path()));
+        assert_eq!(
+            b.binary("banger-helper"),
+            Some(r.join("target/debug/banger-helper").as_path())
+        );
     }
 
     #[test]
@@ -289,10 +318,17 @@ mod tests {
         }
         file(&p.join("share/man/man8/banger-helper.8"), 0o644);
         file(&p.join("share/man/man8/other.8"), 0o644);
-        file(&p.join("share/fish/vendor_completions.d/banger.fish"), 0o644);
+        file(
+            &p.join("share/fish/vendor_completions.d/banger.fish"),
+            0o644,
+        );
         for dir in [p.clone(), p.join("bin")] {
             let b = Build::find(&dir).unwrap();
-            let rels: Vec<String> = b.items.iter().map(|i| i.rel.display().to_string()).collect();
+            let rels: Vec<String> = b
+                .items
+                .iter()
+                .map(|i| i.rel.display().to_string())
+                .collect();
             assert_eq!(
                 rels,
                 [
@@ -310,12 +346,18 @@ mod tests {
     #[test]
     fn what_is_not_a_build_says_so() {
         let t = tmp("none");
-        assert!(matches!(Build::find(&t.0), Err(SourceError::NoBuild { .. })));
+        assert!(matches!(
+            Build::find(&t.0),
+            Err(SourceError::NoBuild { .. })
+        ));
         file(&t.0.join("bin/banger-helper"), 0o755);
         let e = Build::find(&t.0).unwrap_err();
         assert!(e.to_string().contains("lacks banger"), "{e}");
         let t2 = tmp("nocheckout");
         file(&t2.0.join("banger-helper"), 0o755);
-        assert!(matches!(Build::find(&t2.0), Err(SourceError::NoCheckout { .. })));
+        assert!(matches!(
+            Build::find(&t2.0),
+            Err(SourceError::NoCheckout { .. })
+        ));
     }
 }

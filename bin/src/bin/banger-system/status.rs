@@ -18,7 +18,12 @@ pub fn status(sys: &Sys) -> Result<(Vec<Value>, bool), SystemError> {
     };
     let mut records = Vec::new();
     let mut healthy = info.is_some();
-    for u in [units::SOCKET, units::SERVICE, units::TIMER, units::RECONCILE] {
+    for u in [
+        units::SOCKET,
+        units::SERVICE,
+        units::TIMER,
+        units::RECONCILE,
+    ] {
         let enabled = sys.ctl.is_enabled(u);
         let active = sys.ctl.is_active(u);
         let want_active = matches!(u, units::SOCKET | units::TIMER);
@@ -32,8 +37,11 @@ pub fn status(sys: &Sys) -> Result<(Vec<Value>, bool), SystemError> {
     let ping = sys.probe.ping(&sys.cfg, None);
     let (helper, vms) = match &ping {
         Ok(p) => {
-            let installed_exe = crate::files::sha256(&sys.layout.bindir().join("banger-helper")).ok();
-            let current = installed_exe.as_deref().is_some_and(|e| p["exe_sha256"].as_str() == Some(e));
+            let installed_exe =
+                crate::files::sha256(&sys.layout.bindir().join("banger-helper")).ok();
+            let current = installed_exe
+                .as_deref()
+                .is_some_and(|e| p["exe_sha256"].as_str() == Some(e));
             let vms = sys.running_vms().ok().map(|v| v.len());
             (
                 json!({
@@ -119,11 +127,17 @@ pub fn table(records: &[Value]) -> String {
         };
         let mut kv: Vec<Vec<String>> = vec![
             vec!["installed".into(), s(&r["installed"])],
-            vec!["owner".into(), match &r["owner"] {
-                Value::Null => "-".into(),
-                o => format!("{} (uid {})", s(&o["name"]), s(&o["uid"])),
-            }],
-            vec!["version".into(), format!("{} ({})", s(&r["version"]), s(&r["commit"]))],
+            vec![
+                "owner".into(),
+                match &r["owner"] {
+                    Value::Null => "-".into(),
+                    o => format!("{} (uid {})", s(&o["name"]), s(&o["uid"])),
+                },
+            ],
+            vec![
+                "version".into(),
+                format!("{} ({})", s(&r["version"]), s(&r["commit"])),
+            ],
         ];
         if h["answers"] == true {
             kv.push(vec![
@@ -143,7 +157,10 @@ pub fn table(records: &[Value]) -> String {
             kv.push(vec!["firecracker".into(), bin(&h["firecracker"])]);
             kv.push(vec!["jailer".into(), bin(&h["jailer"])]);
         } else {
-            kv.push(vec!["helper".into(), format!("not answering: {}", s(&h["error"]))]);
+            kv.push(vec![
+                "helper".into(),
+                format!("not answering: {}", s(&h["error"])),
+            ]);
         }
         kv.push(vec!["VMs running".into(), s(&r["vms_running"])]);
         for k in ["prefix", "config", "state", "run", "root", "jail", "socket"] {

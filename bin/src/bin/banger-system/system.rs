@@ -226,11 +226,7 @@ impl Sys<'_> {
             .collect())
     }
 
-    fn render_with(
-        &self,
-        owner: &Owner,
-        bin: &Path,
-    ) -> Result<Vec<(String, String)>, SystemError> {
+    fn render_with(&self, owner: &Owner, bin: &Path) -> Result<Vec<(String, String)>, SystemError> {
         let fail = |why: String| SystemError::Render {
             bin: bin.to_path_buf(),
             why,
@@ -250,7 +246,9 @@ impl Sys<'_> {
             .map_err(|e| fail(e.to_string()))?;
         let result = (|| {
             if !out.status.success() {
-                return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+                return Err(fail(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ));
             }
             let mut v = Vec::new();
             for (name, _) in units::TEMPLATES {
@@ -296,9 +294,13 @@ impl Sys<'_> {
     /// with its socket when the socket unit itself changed. Firecracker is never signalled
     /// (KillMode=process).
     pub fn restart_helper(&self, with_socket: bool) -> Result<(), SystemError> {
+        // A helper that failed (or restarted often, as updates and rollbacks do) may have hit
+        // systemd's start limit, which fails the socket too: clear that first.
+        let _ = self
+            .ctl
+            .run(&["reset-failed", units::SERVICE, units::SOCKET]);
         if with_socket {
-            self.ctl
-                .must(&["stop", units::SERVICE, units::SOCKET])?;
+            self.ctl.must(&["stop", units::SERVICE, units::SOCKET])?;
             self.ctl.must(&["start", units::SOCKET])?;
         } else {
             self.ctl.must(&["start", units::SOCKET])?;
@@ -366,7 +368,12 @@ pub fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<bool, Syst
 
 /// Makes `dir` (mode, owner) or fixes an existing one; never follows a symlink. Returns what
 /// it did, if anything.
-pub fn ensure_dir(dir: &Path, uid: u32, gid: u32, mode: u32) -> Result<Option<&'static str>, SystemError> {
+pub fn ensure_dir(
+    dir: &Path,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Result<Option<&'static str>, SystemError> {
     let err = |what: &'static str| {
         let path = dir.to_path_buf();
         move |source| SystemError::Dir { what, path, source }
@@ -395,7 +402,8 @@ pub fn ensure_dir(dir: &Path, uid: u32, gid: u32, mode: u32) -> Result<Option<&'
         fixed = true;
     }
     if m.permissions().mode() & 0o7777 != mode {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(err("chmod"))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(err("chmod"))?;
         fixed = true;
     }
     Ok(match (made, fixed) {
@@ -479,6 +487,9 @@ mod tests {
             parse_version("banger-system 0.1.0"),
             ("0.1.0".to_string(), "unknown".to_string())
         );
-        assert_eq!(parse_version(""), ("unknown".to_string(), "unknown".to_string()));
+        assert_eq!(
+            parse_version(""),
+            ("unknown".to_string(), "unknown".to_string())
+        );
     }
 }

@@ -214,7 +214,10 @@ mod tests {
         assert_eq!(r.is_active("a.socket"), "active");
         r.must(&["stop", "a.socket"]).unwrap();
         assert_eq!(r.is_active("a.socket"), "inactive");
-        assert_eq!(r.changes(), ["enable a.socket", "start a.socket", "stop a.socket"]);
+        assert_eq!(
+            r.changes(),
+            ["enable a.socket", "start a.socket", "stop a.socket"]
+        );
     }
 
     #[test]

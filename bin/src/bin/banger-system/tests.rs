@@ -185,9 +185,15 @@ fn install_writes_everything_and_a_second_run_changes_nothing() {
     assert_eq!(info["files"].as_array().unwrap().len(), 7);
     let cfg: Value =
         serde_json::from_slice(&std::fs::read(w.path("etc/banger/config.json")).unwrap()).unwrap();
-    assert_eq!(cfg["firecracker"], w.path("fc/firecracker").display().to_string());
+    assert_eq!(
+        cfg["firecracker"],
+        w.path("fc/firecracker").display().to_string()
+    );
     assert_eq!(cfg["jailer"], w.path("fc/jailer").display().to_string());
-    assert!(cfg.get("state_dir").is_none(), "absent keys stay absent: {cfg}");
+    assert!(
+        cfg.get("state_dir").is_none(),
+        "absent keys stay absent: {cfg}"
+    );
     // Directories, owners, modes.
     for (d, uid, m) in [
         ("var/lib/banger", 65534, 0o750),
@@ -216,22 +222,29 @@ fn install_writes_everything_and_a_second_run_changes_nothing() {
     );
 
     // Again: nothing changes, nothing is restarted, no file is rewritten.
-    let before = std::fs::metadata(w.path("usr/bin/banger-helper")).unwrap().mtime_nsec();
+    let before = std::fs::metadata(w.path("usr/bin/banger-helper"))
+        .unwrap()
+        .mtime_nsec();
     let info_before = std::fs::read(w.path("etc/banger/install.json")).unwrap();
-    w.ctl
-        .units
-        .borrow_mut()
-        .insert("banger-helper.service".into(), ("static".into(), "active".into()));
+    w.ctl.units.borrow_mut().insert(
+        "banger-helper.service".into(),
+        ("static".into(), "active".into()),
+    );
     w.ctl.calls.borrow_mut().clear();
     let rec = install::install(&w.sys(), &w.opts(&from)).unwrap();
     assert_eq!(rec["changed"], json!([]), "{rec}");
     assert_eq!(rec["files_written"], 0);
     assert_eq!(w.ctl.changes(), Vec::<String>::new());
     assert_eq!(
-        std::fs::metadata(w.path("usr/bin/banger-helper")).unwrap().mtime_nsec(),
+        std::fs::metadata(w.path("usr/bin/banger-helper"))
+            .unwrap()
+            .mtime_nsec(),
         before
     );
-    assert_eq!(std::fs::read(w.path("etc/banger/install.json")).unwrap(), info_before);
+    assert_eq!(
+        std::fs::read(w.path("etc/banger/install.json")).unwrap(),
+        info_before
+    );
 
     // A unit edited by hand is put back, systemd reloaded, the running helper restarted.
     std::fs::write(w.path("etc/systemd/system/banger-helper.service"), "edited").unwrap();
@@ -244,6 +257,7 @@ fn install_writes_everything_and_a_second_run_changes_nothing() {
         w.ctl.changes(),
         [
             "daemon-reload",
+            "reset-failed banger-helper.service banger-helper.socket",
             "start banger-helper.socket",
             "restart banger-helper.service"
         ],
@@ -288,11 +302,19 @@ fn update_swaps_restarts_and_records_the_new_build() {
     .unwrap();
     assert_eq!(rec["after"]["commit"], "two");
     assert_eq!(rec["files_swapped"], 2, "{rec}");
-    assert!(files::same(&b2.join("banger-helper"), &w.path("usr/bin/banger-helper"), None));
+    assert!(files::same(
+        &b2.join("banger-helper"),
+        &w.path("usr/bin/banger-helper"),
+        None
+    ));
     assert!(!files::prev_of(&w.path("usr/bin/banger-helper")).exists());
     assert_eq!(
         w.ctl.changes(),
-        ["start banger-helper.socket", "restart banger-helper.service"]
+        [
+            "reset-failed banger-helper.service banger-helper.socket",
+            "start banger-helper.socket",
+            "restart banger-helper.service"
+        ]
     );
     let info: Value =
         serde_json::from_slice(&std::fs::read(w.path("etc/banger/install.json")).unwrap()).unwrap();
@@ -321,14 +343,24 @@ fn an_update_whose_helper_never_answers_is_rolled_back() {
     .unwrap_err();
     let msg = banger::cli::one_line(&e);
     assert!(msg.contains("rolled back to banger 9.9.9 (one)"), "{msg}");
-    assert!(files::same(&b1.join("banger-helper"), &w.path("usr/bin/banger-helper"), None));
-    assert!(files::same(&b1.join("banger-system"), &w.path("usr/bin/banger-system"), None));
+    assert!(files::same(
+        &b1.join("banger-helper"),
+        &w.path("usr/bin/banger-helper"),
+        None
+    ));
+    assert!(files::same(
+        &b1.join("banger-system"),
+        &w.path("usr/bin/banger-system"),
+        None
+    ));
     assert!(!files::prev_of(&w.path("usr/bin/banger-helper")).exists());
     assert_eq!(
         w.ctl.changes(),
         [
+            "reset-failed banger-helper.service banger-helper.socket",
             "start banger-helper.socket",
             "restart banger-helper.service",
+            "reset-failed banger-helper.service banger-helper.socket",
             "start banger-helper.socket",
             "restart banger-helper.service"
         ]

@@ -105,7 +105,14 @@ fn release_ledger(sys: &Sys) -> Result<(), SystemError> {
     } else {
         let names: Vec<String> = left
             .iter()
-            .map(|e| format!("{} {} {}", e["vm"].as_str().unwrap_or("?"), e["kind"].as_str().unwrap_or("?"), e["id"].as_str().unwrap_or("?")))
+            .map(|e| {
+                format!(
+                    "{} {} {}",
+                    e["vm"].as_str().unwrap_or("?"),
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["id"].as_str().unwrap_or("?")
+                )
+            })
             .collect();
         Err(SystemError::Failed {
             what: "the helper's ledger still holds resources; nothing was removed".into(),
@@ -124,7 +131,13 @@ fn purgeable(dir: &Path, owner: &Owner) -> Result<(), SystemError> {
         )))
     };
     let depth = dir.components().count();
-    if !dir.is_absolute() || depth < 3 || dir == owner.home || dir.starts_with("/proc") || dir.starts_with("/sys") || dir.starts_with("/dev") {
+    if !dir.is_absolute()
+        || depth < 3
+        || dir == owner.home
+        || dir.starts_with("/proc")
+        || dir.starts_with("/sys")
+        || dir.starts_with("/dev")
+    {
         return refuse("it is not a directory banger made");
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -187,13 +200,23 @@ pub fn uninstall(sys: &Sys, opts: &Options) -> Result<Value, SystemError> {
         }
         release_ledger(sys)?;
         // Check every directory before deleting any.
-        for d in [&sys.cfg.state_dir, &sys.cfg.run_dir, &sys.cfg.root_dir, &sys.cfg.jail_dir] {
+        for d in [
+            &sys.cfg.state_dir,
+            &sys.cfg.run_dir,
+            &sys.cfg.root_dir,
+            &sys.cfg.jail_dir,
+        ] {
             purgeable(d, &owner)?;
         }
     }
 
     // Units.
-    let all = [units::TIMER, units::RECONCILE, units::SOCKET, units::SERVICE];
+    let all = [
+        units::TIMER,
+        units::RECONCILE,
+        units::SOCKET,
+        units::SERVICE,
+    ];
     for u in [units::TIMER, units::SOCKET] {
         if sys.ctl.is_enabled(u) == "enabled" {
             sys.ctl.must(&["disable", u])?;
@@ -211,8 +234,13 @@ pub fn uninstall(sys: &Sys, opts: &Options) -> Result<Value, SystemError> {
         }
     }
     sys.ctl.daemon_reload()?;
-    let _ = sys.ctl.run(&["reset-failed", all[0], all[1], all[2], all[3]]);
-    sys.say(format!("stopped, disabled and removed {} unit files", unit_files.len()));
+    let _ = sys
+        .ctl
+        .run(&["reset-failed", all[0], all[1], all[2], all[3]]);
+    sys.say(format!(
+        "stopped, disabled and removed {} unit files",
+        unit_files.len()
+    ));
 
     // Files.
     let mut removed = 0;
@@ -226,9 +254,18 @@ pub fn uninstall(sys: &Sys, opts: &Options) -> Result<Value, SystemError> {
     sys.say(format!("removed {removed} installed files"));
     files::remove(&sys.cfg.install_path())?;
     done.push(format!("removed {}", sys.cfg.install_path().display()));
+    // The socket's directory, which the socket unit made (only when empty).
+    if let Some(d) = sys.cfg.helper_socket.parent() {
+        let _ = std::fs::remove_dir(d);
+    }
 
     if opts.purge {
-        for d in [&sys.cfg.jail_dir, &sys.cfg.run_dir, &sys.cfg.state_dir, &sys.cfg.root_dir] {
+        for d in [
+            &sys.cfg.jail_dir,
+            &sys.cfg.run_dir,
+            &sys.cfg.state_dir,
+            &sys.cfg.root_dir,
+        ] {
             remove_tree(sys, d, &mut done)?;
         }
         files::remove(&sys.config_path())?;

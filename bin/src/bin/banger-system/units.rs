@@ -110,7 +110,9 @@ fn checked<'a>(what: &'static str, p: &'a Path) -> Result<&'a str, UnitError> {
         return Err(unfit("not an absolute path"));
     }
     if s.chars().any(char::is_control) {
-        return Err(unfit("it holds a control character (a newline ends a directive)"));
+        return Err(unfit(
+            "it holds a control character (a newline ends a directive)",
+        ));
     }
     Ok(s)
 }
@@ -193,7 +195,11 @@ fn context(p: &Params) -> Result<Context, UnitError> {
         reconcile_exec: exec_word(reconcile_s),
         reconcile_path: value(reconcile_s),
         writable: writable.join(" "),
-        owner_writable: [state, run].iter().map(|s| word(s)).collect::<Vec<_>>().join(" "),
+        owner_writable: [state, run]
+            .iter()
+            .map(|s| word(s))
+            .collect::<Vec<_>>()
+            .join(" "),
         // The owner's directories may live in a home: then homes are read-only rather than
         // hidden, and those directories are writable again through ReadWritePaths=.
         protect_home: if home { "read-only" } else { "yes" },
@@ -276,6 +282,8 @@ mod tests {
             ("ExecStart", "/usr/local/bin/banger-helper"),
             ("KillMode", "process"),
             ("Restart", "on-failure"),
+            ("TimeoutStartSec", "30"),
+            ("TasksMax", "infinity"),
             ("NoNewPrivileges", "yes"),
             ("ProtectSystem", "strict"),
             ("ProtectHome", "yes"),
@@ -311,7 +319,12 @@ mod tests {
         ] {
             assert!(caps.split(' ').any(|x| x == c), "{c} missing from {caps}");
         }
-        for c in ["CAP_SYS_PTRACE", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_TIME"] {
+        for c in [
+            "CAP_SYS_PTRACE",
+            "CAP_SYS_MODULE",
+            "CAP_SYS_RAWIO",
+            "CAP_SYS_TIME",
+        ] {
             assert!(!caps.contains(c), "{c} must not be in {caps}");
         }
         assert_eq!(
@@ -335,7 +348,10 @@ mod tests {
                 .find(|l| l.starts_with(&format!("# {left_out}")))
                 .unwrap_or_else(|| panic!("no comment for {left_out}"));
             assert!(line.len() > left_out.len() + 10, "{line}");
-            assert!(!s.lines().any(|l| l.starts_with(left_out)), "{left_out} set");
+            assert!(
+                !s.lines().any(|l| l.starts_with(left_out)),
+                "{left_out} set"
+            );
         }
     }
 
@@ -436,7 +452,10 @@ mod tests {
     #[test]
     fn every_template_renders_without_leftover_braces() {
         for (name, text) in render(&params()).unwrap() {
-            assert!(!text.contains('{') && !text.contains('}'), "{name}:\n{text}");
+            assert!(
+                !text.contains('{') && !text.contains('}'),
+                "{name}:\n{text}"
+            );
             assert!(text.ends_with('\n'), "{name}");
         }
     }

@@ -76,7 +76,12 @@ fn build_dir(opts: &Options, tmp: &Path) -> Result<PathBuf, SystemError> {
     Ok(p.to_path_buf())
 }
 
-fn swap(sys: &Sys, build: &Build, old_files: &[PathBuf], undo: &mut Undo) -> Result<usize, SystemError> {
+fn swap(
+    sys: &Sys,
+    build: &Build,
+    old_files: &[PathBuf],
+    undo: &mut Undo,
+) -> Result<usize, SystemError> {
     let mut n = 0;
     let mut new_files = Vec::new();
     for (src, dst, mode) in destinations(build, &sys.layout.prefix) {
@@ -89,7 +94,10 @@ fn swap(sys: &Sys, build: &Build, old_files: &[PathBuf], undo: &mut Undo) -> Res
         files::replace(&src, &dst, mode)?;
         n += 1;
     }
-    for old in old_files.iter().filter(|f| !new_files.contains(f) && f.exists()) {
+    for old in old_files
+        .iter()
+        .filter(|f| !new_files.contains(f) && f.exists())
+    {
         let had = files::keep_prev(old)?;
         undo.files.push((old.clone(), had));
         files::remove(old)?;
@@ -145,7 +153,10 @@ pub fn update(sys: &Sys, opts: &Options) -> Result<Value, SystemError> {
     let (swapped, written, ping) = match attempt {
         Ok(done) => done,
         Err(e) => {
-            sys.say(format!("update failed: {}; rolling back", banger::cli::one_line(&e)));
+            sys.say(format!(
+                "update failed: {}; rolling back",
+                banger::cli::one_line(&e)
+            ));
             let mut problems = undo.rollback(sys);
             let back = sys
                 .restart_helper(!undo.units.is_empty())
