@@ -29,7 +29,9 @@ unit:
 bats: build $(BATS)
 	$(BATS) --timing --print-output-on-failure tests/bats
 
-# The whole suite: lint, unit tests, then the black-box tests (as root in CI).
+# The whole suite: lint, unit tests, then the black-box tests (as root in CI). The black-box
+# tests include tests/bats/system-nspawn.bats, which debootstraps a Debian tree and boots it
+# with systemd-nspawn (a minute or two; skipped loudly without systemd-nspawn/debootstrap).
 test: lint unit bats
 
 # Every benchmark; each prints numbers and asserts nothing. The shell ones need root.
@@ -41,13 +43,15 @@ bench:
 
 PREFIX ?= /usr/local
 
+# Copies the release build into $(DESTDIR)$(PREFIX) (for packagers and release archives). On
+# a host, prefer: sudo target/release/banger-system install (units, config, owner; see README).
 install:
 	$(CARGO) build --release -p banger -p banger-helper
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 \
 		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-	for b in banger banger-vm banger-snap banger-net banger-jail banger-image banger-helper banger-console-keeper banger-doctor; do \
-		install -m 0755 target/release/$$b $(DESTDIR)$(PREFIX)/bin/; done
+	for b in target/release/banger target/release/banger-*; do \
+		case "$$b" in *.d) continue ;; esac; if [ -x "$$b" ]; then install -m 0755 "$$b" $(DESTDIR)$(PREFIX)/bin/; fi; done
 	install -m 0755 bin/scripts/banger-up bin/scripts/banger-down bin/scripts/banger-rm $(DESTDIR)$(PREFIX)/bin/
 	for f in man/*.1; do install -m 0644 $$f $(DESTDIR)$(PREFIX)/share/man/man1/; done
 	install -m 0644 man/banger.7 $(DESTDIR)$(PREFIX)/share/man/man7/

@@ -74,8 +74,10 @@ stage_build() {
 nspawn_boot() {
     local _ kid
     NSPAWN_MACHINE="banger-t-$$"
+    local extra=()
+    [ -z "$NSPAWN_REAL_FC" ] || extra=(--bind=/dev/kvm)
     systemd-nspawn --boot --register=no --keep-unit --private-network --console=passive \
-        --machine="$NSPAWN_MACHINE" -D "$NSPAWN_TREE" \
+        --machine="$NSPAWN_MACHINE" "${extra[@]}" -D "$NSPAWN_TREE" \
         </dev/null >"$NSPAWN_DIR/nspawn.log" 2>&1 3>&- &
     NSPAWN_PID=$!
     export NSPAWN_PID NSPAWN_MACHINE
@@ -107,6 +109,17 @@ nspawn_boot() {
     return 1
 }
 
+# Real Firecracker (BANGER_TEST_FIRECRACKER, BANGER_TEST_JAILER, /dev/kvm and the rig's tiny
+# guest source), or the stand-ins: what the VM tests wait for on the console.
+NSPAWN_RIG="${BANGER_TEST_RIG:-$REPO/../shared/rig}"
+NSPAWN_REAL_FC=""
+GUEST_READY=STANDIN_GUEST_READY
+if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ] && [ -e /dev/kvm ] \
+    && [ -f "$NSPAWN_RIG/tiny-guest.S" ]; then
+    NSPAWN_REAL_FC=1
+    GUEST_READY=TINY_GUEST_READY
+fi
+
 # nspawn_setup: the whole tier's fixture. Exports what the tests use.
 nspawn_setup() {
     NSPAWN_DIR="$(mktemp -d /var/tmp/banger-nspawn.XXXXXX)"
@@ -124,14 +137,23 @@ nspawn_setup() {
     echo "# nspawn tier: debootstrap took $((SECONDS - t0)) s" >&3
     chroot "$NSPAWN_TREE" useradd -m -U -s /bin/bash "$NSPAWN_OWNER"
     chroot "$NSPAWN_TREE" useradd -m -U -s /bin/bash "$NSPAWN_OTHER"
-    # The TEST STAND-INS for Firecracker and its jailer (tests/standin, not Firecracker).
-    mkdir -p "$NSPAWN_TREE/opt/standin"
-    cp "$STANDIN_FIRECRACKER" "$NSPAWN_TREE/opt/standin/firecracker"
-    cp "$STANDIN_JAILER" "$NSPAWN_TREE/opt/standin/jailer"
-    # An image for the owner to import: a tiny ext4 rootfs and a fake kernel.
-    mkdir -p "$NSPAWN_TREE/opt/img"
+    # Firecracker and its jailer in /opt/fc: the real ones with BANGER_TEST_FIRECRACKER and
+    # BANGER_TEST_JAILER (and /dev/kvm, bound into the container) booting the rig's tiny guest,
+    # else the TEST STAND-INS (tests/standin, not Firecracker) with a fake kernel.
+    mkdir -p "$NSPAWN_TREE/opt/fc" "$NSPAWN_TREE/opt/img"
     tiny_rootfs "$NSPAWN_TREE/opt/img/rootfs.ext4" 16M
-    fake_kernel "$NSPAWN_TREE/opt/img/vmlinux"
+    if [ -n "$NSPAWN_REAL_FC" ]; then
+        cp "$BANGER_TEST_FIRECRACKER" "$NSPAWN_TREE/opt/fc/firecracker"
+        cp "$BANGER_TEST_JAILER" "$NSPAWN_TREE/opt/fc/jailer"
+        as "$NSPAWN_RIG/tiny-guest.S" -o "$NSPAWN_DIR/tiny.o"
+        ld -static -nostdlib -Ttext=0x1000000 -e _start "$NSPAWN_DIR/tiny.o" -o "$NSPAWN_TREE/opt/img/vmlinux"
+        strip "$NSPAWN_TREE/opt/img/vmlinux"
+        echo "# nspawn tier: REAL Firecracker $BANGER_TEST_FIRECRACKER and jailer, the rig's tiny guest" >&3
+    else
+        cp "$STANDIN_FIRECRACKER" "$NSPAWN_TREE/opt/fc/firecracker"
+        cp "$STANDIN_JAILER" "$NSPAWN_TREE/opt/fc/jailer"
+        fake_kernel "$NSPAWN_TREE/opt/img/vmlinux"
+    fi
     chmod -R a+rX "$NSPAWN_TREE/opt"
     t0=$SECONDS
     nspawn_boot || return 1

@@ -2,7 +2,8 @@
 # banger-system under a REAL systemd: a Debian tree debootstrapped once for this file, booted
 # with systemd-nspawn (--private-network: the container has its own network namespace, so
 # the bridge, taps and nft table it makes never touch the host's) and driven with nsenter.
-# Firecracker and its jailer are the TEST STAND-INS (tests/standin, not Firecracker).
+# Firecracker and its jailer are the TEST STAND-INS (tests/standin, not Firecracker), or with
+# BANGER_TEST_FIRECRACKER and BANGER_TEST_JAILER set, the real ones booting the rig's tiny guest.
 # Skips loudly where systemd-nspawn or debootstrap is missing. The tests run in order and
 # build on each other: install, status, a VM, restarts, updates, down, uninstall --purge.
 
@@ -37,7 +38,7 @@ setup() {
     [ -z "${NSPAWN_SKIP:-}" ] || skip "SKIPPED LOUDLY: the systemd tier $NSPAWN_SKIP"
 }
 
-# The stand-in Firecracker of VM t1: its PID, and whether its API answers Running.
+# The (stand-in or real) Firecracker of VM t1: its PID, and whether its API answers Running.
 fc_pid() { as_owner banger-vm status t1 | jq -r .jail.pid; }
 fc_answers() {
     as_owner banger-vm status t1 | jq -e '.vm.live.api_state == "Running"' >/dev/null
@@ -49,7 +50,7 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
 
 @test "system (nspawn): install --owner under a real systemd enables the socket and the timer; the helper answers the owner" {
     run --separate-stderr inside /opt/b1/bin/banger-system install --owner "$NSPAWN_OWNER" \
-        --firecracker /opt/standin/firecracker --jailer /opt/standin/jailer
+        --firecracker /opt/fc/firecracker --jailer /opt/fc/jailer
     assert_success
     echo "$output" | jq -e '.owner == "alice" and .files_written > 20 and .helper.pid > 0'
     [[ "$stderr" == *"is installed for alice"* ]]
@@ -61,7 +62,7 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     inside systemctl show -p StatusText --value banger-helper.service | grep -q "serving on /run/banger-root/helper.sock"
     # install.json and config.json as the helper and the owner's steps read them.
     inside cat /etc/banger/install.json | jq -e '.owner == "alice" and .uid == 1000 and .home == "/home/alice" and (.commit | length) > 0 and (.built_at | endswith("Z")) and (.files | length) > 20'
-    inside cat /etc/banger/config.json | jq -e '.firecracker == "/opt/standin/firecracker" and .jailer == "/opt/standin/jailer"'
+    inside cat /etc/banger/config.json | jq -e '.firecracker == "/opt/fc/firecracker" and .jailer == "/opt/fc/jailer"'
     # The socket: the owner's, mode 0600.
     [ "$(inside stat -c '%U %a' /run/banger-root/helper.sock)" = "alice 600" ]
     [ "$(inside stat -c '%U %a' /var/lib/banger)" = "alice 750" ]
@@ -82,7 +83,7 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     assert_success
     echo "$output" | jq -e -s 'map(select(.type == "unit")) | length == 4'
     rec banger-helper.socket | jq -e '.enabled == "enabled" and .active == "active"'
-    rec banger | jq -e --arg pid "$(helper_pid)" '.installed and .owner.name == "alice" and (.helper.pid | tostring) == $pid and .helper.runs_installed_binary and .helper.firecracker.path == "/opt/standin/firecracker" and .vms_running == 0 and (.log | startswith("journalctl -u banger-helper"))'
+    rec banger | jq -e --arg pid "$(helper_pid)" '.installed and .owner.name == "alice" and (.helper.pid | tostring) == $pid and .helper.runs_installed_binary and .helper.firecracker.path == "/opt/fc/firecracker" and .vms_running == 0 and (.log | startswith("journalctl -u banger-helper"))'
     run as_owner banger system status --table
     assert_success
     assert_output --partial "banger-helper.socket      enabled   active"
@@ -95,20 +96,20 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     rec install | jq -e '.status == "ok"'
     rec units | jq -e '.status == "ok"'
     rec helper-version | jq -e '.status == "ok"'
-    rec helper-firecracker | jq -e '.status == "ok" and (.message | contains("/opt/standin/firecracker"))'
+    rec helper-firecracker | jq -e '.status == "ok" and (.message | contains("/opt/fc/firecracker"))'
 }
 
-@test "system (nspawn): the owner brings a VM up with the stand-in Firecracker through the installed helper" {
+@test "system (nspawn): the owner brings a VM up with the stand-in (or real) Firecracker through the installed helper" {
     as_owner banger-image import default --rootfs /opt/img/rootfs.ext4 --kernel /opt/img/vmlinux >/dev/null
-    run --separate-stderr as_owner banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20
+    run --separate-stderr as_owner banger up t1 --wait-console "$GUEST_READY" --timeout 30
     assert_success
     echo "$output" | jq -e '.vm.state == "running" and .jail.launcher == "jailer" and .net.tap != null'
     fc_answers
-    # The stand-in runs as the owner.
+    # Firecracker runs as the owner.
     [ "$(inside ps -o user= -p "$(fc_pid)")" = alice ]
 }
 
-@test "system (nspawn): systemctl restart banger-helper leaves the stand-in Firecracker running with the same PID" {
+@test "system (nspawn): systemctl restart banger-helper leaves the stand-in (or real) Firecracker running with the same PID" {
     local fc before
     fc=$(fc_pid)
     before=$(helper_pid)
@@ -120,7 +121,7 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     fc_answers
 }
 
-@test "system (nspawn): banger system restart leaves the stand-in Firecracker running with the same PID" {
+@test "system (nspawn): banger system restart leaves the stand-in (or real) Firecracker running with the same PID" {
     local fc before
     fc=$(fc_pid)
     before=$(helper_pid)
@@ -132,7 +133,7 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     fc_answers
 }
 
-@test "system (nspawn): update --from a second build swaps the binaries; the stand-in Firecracker keeps its PID" {
+@test "system (nspawn): update --from a second build swaps the binaries; the stand-in (or real) Firecracker keeps its PID" {
     # The second build is this checkout's, every binary with a different trailing marker, so
     # each installed file changes and the helper must be the new executable.
     local fc before new
@@ -151,7 +152,7 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     inside cat /etc/banger/install.json | jq -e '.updated_at | endswith("Z")'
 }
 
-@test "system (nspawn): an update whose helper never starts is rolled back; the old helper answers and the VM runs on" {
+@test "system (nspawn): an update whose helper never starts is rolled back; the old helper answers and the stand-in (or real) Firecracker runs on" {
     local fc old
     fc=$(fc_pid)
     old=$(inside sha256sum /usr/local/bin/banger-helper | cut -d' ' -f1)
@@ -170,8 +171,8 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     fc_answers
 }
 
-@test "system (nspawn): the owner takes the VM down; uninstall --purge leaves no unit, binary, ledger entry, tap or mount" {
-    run --separate-stderr as_owner banger down t1
+@test "system (nspawn): the owner takes the stand-in (or real) VM down; uninstall --purge leaves no unit, binary, ledger entry, tap or mount" {
+    run --separate-stderr as_owner banger down t1 --timeout 2
     assert_success
     run --separate-stderr inside banger system uninstall --purge
     assert_success

@@ -28,7 +28,7 @@ const KNOWN: &[(&str, &str)] = &[
     ),
     (
         "system",
-        "install, status, restart, uninstall the root helper",
+        "install banger as a service: install, status, restart, update, uninstall",
     ),
     ("doctor", "host readiness checks"),
     ("up", "create and start a VM: the whole pipeline"),
