@@ -12,6 +12,7 @@
 
 NSPAWN_SUITE="${BANGER_TEST_DEBIAN_SUITE:-bookworm}"
 NSPAWN_MIRROR="${BANGER_TEST_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# BANGER_TEST_DEBOOTSTRAP_CACHE=DIR keeps the downloaded packages there for the next run.
 # What the tree needs besides systemd: the tools banger's steps and helper run.
 NSPAWN_PACKAGES="systemd,systemd-sysv,dbus,iproute2,nftables,e2fsprogs,openssh-client,procps"
 
@@ -113,10 +114,12 @@ nspawn_boot() {
 # guest source), or the stand-ins: what the VM tests wait for on the console.
 NSPAWN_RIG="${BANGER_TEST_RIG:-$REPO/../shared/rig}"
 NSPAWN_REAL_FC=""
+# shellcheck disable=SC2034  # used by system-nspawn.bats
 GUEST_READY=STANDIN_GUEST_READY
 if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ] && [ -e /dev/kvm ] \
     && [ -f "$NSPAWN_RIG/tiny-guest.S" ]; then
     NSPAWN_REAL_FC=1
+    # shellcheck disable=SC2034
     GUEST_READY=TINY_GUEST_READY
 fi
 
@@ -127,9 +130,14 @@ nspawn_setup() {
     NSPAWN_OWNER=alice
     NSPAWN_OTHER=bob
     export NSPAWN_DIR NSPAWN_TREE NSPAWN_OWNER NSPAWN_OTHER
-    local t0=$SECONDS
-    if ! debootstrap --variant=minbase --include="$NSPAWN_PACKAGES" "$NSPAWN_SUITE" "$NSPAWN_TREE" \
-        "$NSPAWN_MIRROR" >"$NSPAWN_DIR/debootstrap.log" 2>&1; then
+    local t0=$SECONDS cache=()
+    # A directory of downloaded packages to reuse between runs, only when asked for.
+    if [ -n "${BANGER_TEST_DEBOOTSTRAP_CACHE:-}" ]; then
+        mkdir -p "$BANGER_TEST_DEBOOTSTRAP_CACHE"
+        cache=(--cache-dir="$(realpath "$BANGER_TEST_DEBOOTSTRAP_CACHE")")
+    fi
+    if ! debootstrap --variant=minbase "${cache[@]}" --include="$NSPAWN_PACKAGES" "$NSPAWN_SUITE" \
+        "$NSPAWN_TREE" "$NSPAWN_MIRROR" >"$NSPAWN_DIR/debootstrap.log" 2>&1; then
         echo "debootstrap failed; the end of its log:" >&2
         tail -20 "$NSPAWN_DIR/debootstrap.log" >&2
         return 1

@@ -299,7 +299,6 @@ mod tests {
             ("UMask", "0077"),
             ("MemoryDenyWriteExecute", "yes"),
             ("RestrictNamespaces", "mnt"),
-            ("RestrictSUIDSGID", "yes"),
             ("RestrictRealtime", "yes"),
             ("IPAddressDeny", "any"),
             ("Requires", "banger-helper.socket"),
@@ -341,6 +340,7 @@ mod tests {
             "ProtectControlGroups=",
             "ProtectProc=",
             "ProcSubset=",
+            "RestrictSUIDSGID=",
             "User=",
         ] {
             let line = s
