@@ -171,7 +171,30 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     fc_answers
 }
 
+@test "system (nspawn): update --from a release archive (file://, sha256-pinned) swaps back to the first build; a wrong pin changes nothing; the stand-in (or real) Firecracker keeps its PID" {
+    local fc sum b1
+    fc=$(fc_pid)
+    inside tar -C /opt/b1 -czf /opt/b1.tar.gz .
+    sum=$(inside sha256sum /opt/b1.tar.gz | cut -d' ' -f1)
+    b1=$(inside sha256sum /opt/b1/bin/banger-helper | cut -d' ' -f1)
+    run --separate-stderr inside banger system update --from file:///opt/b1.tar.gz --sha256 "$(printf '0%.0s' $(seq 64))"
+    assert_failure 1
+    [[ "$stderr" == *"sha256 mismatch"* ]]
+    [ "$(inside sha256sum /usr/local/bin/banger-helper | cut -d' ' -f1)" != "$b1" ]
+    run --separate-stderr inside banger system update --from file:///opt/b1.tar.gz --sha256 "$sum"
+    assert_success
+    [ "$(inside sha256sum /usr/local/bin/banger-helper | cut -d' ' -f1)" = "$b1" ]
+    [ "$(ping_field runs_installed_binary)" = true ]
+    [ "$(fc_pid)" = "$fc" ]
+    fc_answers
+}
+
 @test "system (nspawn): the owner takes the stand-in (or real) VM down; uninstall --purge leaves no unit, binary, ledger entry, tap or mount" {
+    # While it runs, a plain uninstall refuses and changes nothing.
+    run --separate-stderr inside banger system uninstall
+    assert_failure 1
+    [[ "$stderr" == *"VMs are running: t1"* ]]
+    inside test -x /usr/local/bin/banger-helper
     run --separate-stderr as_owner banger down t1 --timeout 2
     assert_success
     run --separate-stderr inside banger system uninstall --purge
