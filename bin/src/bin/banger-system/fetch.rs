@@ -34,9 +34,13 @@ impl Drop for TempDir {
     }
 }
 
+/// Makes a new directory only root can enter, under the temp dir (never one that exists:
+/// another user could have made it, or a symlink there).
 pub fn temp_dir(tag: &str) -> Result<TempDir, SystemError> {
-    let p = std::env::temp_dir().join(format!("banger-{tag}.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let p = std::env::temp_dir().join(format!("banger-{tag}.{}.{nanos}", std::process::id()));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&p)

@@ -231,8 +231,8 @@ impl Sys<'_> {
             bin: bin.to_path_buf(),
             why,
         };
-        let tmp = std::env::temp_dir().join(format!("banger-units.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        let dir = crate::fetch::temp_dir("units")?;
+        let tmp = dir.0.clone();
         let out = std::process::Command::new(bin)
             .arg("units")
             .arg("--owner")
@@ -259,7 +259,7 @@ impl Sys<'_> {
             }
             Ok(v)
         })();
-        let _ = std::fs::remove_dir_all(&tmp);
+        drop(dir);
         result
     }
 
@@ -337,7 +337,9 @@ impl Sys<'_> {
             .probe
             .call(&self.cfg, "jail.list", serde_json::json!({}))
             .map_err(|why| SystemError::Failed {
-                what: "cannot ask the helper which VMs run".into(),
+                what:
+                    "cannot ask the helper which VMs run (sudo banger system restart, then retry)"
+                        .into(),
                 why,
             })?;
         Ok(v["jails"]

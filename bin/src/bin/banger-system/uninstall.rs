@@ -77,7 +77,8 @@ fn release_ledger(sys: &Sys) -> Result<(), SystemError> {
             .call(&sys.cfg, "ledger.list", json!({}))
             .map(|v| v["entries"].as_array().cloned().unwrap_or_default())
             .map_err(|why| SystemError::Failed {
-                what: "cannot read the helper's ledger".into(),
+                what: "cannot read the helper's ledger (sudo banger system restart, then retry)"
+                    .into(),
                 why,
             })
     };
@@ -289,4 +290,34 @@ pub fn uninstall(sys: &Sys, opts: &Options) -> Result<Value, SystemError> {
         "files_removed": removed,
         "done": done,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_never_deletes_a_system_directory_or_a_home() {
+        let owner = Owner {
+            name: "alice".into(),
+            uid: 1000,
+            gid: 1000,
+            group: "alice".into(),
+            home: "/home/alice".into(),
+        };
+        for d in [
+            "/var/lib",
+            "/srv",
+            "/run",
+            "/home",
+            "/home/alice",
+            "/",
+            "/proc/1",
+            "relative",
+        ] {
+            assert!(purgeable(Path::new(d), &owner).is_err(), "{d}");
+        }
+        assert!(purgeable(Path::new("/var/lib/banger-purge-test-nonexistent"), &owner).is_ok());
+        assert!(purgeable(Path::new("/home/alice/banger"), &owner).is_ok());
+    }
 }
