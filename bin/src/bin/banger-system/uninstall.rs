@@ -131,15 +131,36 @@ fn purgeable(dir: &Path, owner: &Owner) -> Result<(), SystemError> {
             dir.display()
         )))
     };
-    let depth = dir.components().count();
-    if !dir.is_absolute()
-        || depth < 3
-        || dir == owner.home
-        || dir.starts_with("/proc")
-        || dir.starts_with("/sys")
-        || dir.starts_with("/dev")
-    {
-        return refuse("it is not a directory banger made");
+    const SYSTEM: &[&str] = &[
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/usr/local",
+        "/var",
+        "/var/cache",
+        "/var/lib",
+        "/var/log",
+        "/var/tmp",
+    ];
+    let system = SYSTEM.iter().any(|s| Path::new(s) == dir);
+    let api = ["/proc", "/sys", "/dev"].iter().any(|a| dir.starts_with(a));
+    if !dir.is_absolute() || system || api || owner.home.starts_with(dir) {
+        return refuse("it is a system directory or holds the owner's home, not one banger made");
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for line in mountinfo.lines() {
