@@ -299,6 +299,7 @@ mod tests {
             ("UMask", "0077"),
             ("MemoryDenyWriteExecute", "yes"),
             ("RestrictNamespaces", "mnt"),
+            ("RestrictSUIDSGID", "yes"),
             ("RestrictRealtime", "yes"),
             ("IPAddressDeny", "any"),
             ("Requires", "banger-helper.socket"),
@@ -340,7 +341,6 @@ mod tests {
             "ProtectControlGroups=",
             "ProtectProc=",
             "ProcSubset=",
-            "RestrictSUIDSGID=",
             "User=",
         ] {
             let line = s
