@@ -668,8 +668,12 @@ mod tests {
                 "{bad} was followed"
             );
             assert!(
-                dir.walk(Path::new(bad), OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())
-                    .is_err(),
+                dir.walk(
+                    Path::new(bad),
+                    OFlags::PATH | OFlags::NOFOLLOW,
+                    Mode::empty()
+                )
+                .is_err(),
                 "{bad} was followed (O_PATH)"
             );
         }
