@@ -98,7 +98,13 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 }
 
 fn log(msg: std::fmt::Arguments) {
-    eprintln!("banger-helper[{}]: {msg}", std::process::id());
+    // Under systemd the journal names the unit and pid itself (JOURNAL_STREAM is set when
+    // stderr goes to it): no second prefix there.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!("{msg}");
+    } else {
+        eprintln!("banger-helper[{}]: {msg}", std::process::id());
+    }
 }
 
 /// Connections served at once, counted per kind of caller so that the owner can never take

@@ -138,6 +138,8 @@ teardown() {
     chmod 0755 "$BANGER_CONFIG_DIR"
     export BANGER_STATE_DIR="$HELPER_DIR/state"
     mkdir -p "$BANGER_STATE_DIR" && chmod 0777 "$BANGER_STATE_DIR"
+    # The client waits this long for a helper that is restarting (5 s by default).
+    export BANGER_HELPER_WAIT=0.2
     # Not installed.
     run as_uid "$OWNER_UID" banger-net list
     assert_failure 1
