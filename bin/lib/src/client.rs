@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::proto::{self, OpError, Request, Response};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -197,9 +197,21 @@ impl Helper {
         stream
             .set_read_timeout(Some(self.answer_timeout))
             .map_err(io)?;
-        stream.write_all(&line).map_err(io)?;
         let mut answer = String::new();
-        BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+        match stream.write_all(&line) {
+            Ok(()) => {
+                BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+            }
+            // The helper may answer without reading the request (a refused uid, too many
+            // clients) and close: its answer is what the user needs, not "broken pipe".
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                let _ = BufReader::new(&stream).read_line(&mut answer);
+                if answer.is_empty() {
+                    return Err(io(e));
+                }
+            }
+            Err(e) => return Err(io(e)),
+        }
         if answer.is_empty() {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -350,6 +362,29 @@ mod tests {
         let e = h.call("ping", Value::Null).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(1));
         assert!(e.to_string().contains("not installed"), "{e}");
+    }
+
+    /// Item 15 of issue 10: a helper that answers without reading the request and closes
+    /// (as it does for a refused uid) is understood, not reported as a broken pipe.
+    #[test]
+    fn an_answer_sent_before_the_request_was_read_is_used() {
+        let mut c = cfg("early", None);
+        let _clean = Cleanup(c.config_dir.clone());
+        c.helper_socket = c.config_dir.join("h.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&c.helper_socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let answer = Response::err(proto::code::PERMISSION_DENIED, "uid 1 may not");
+            s.write_all(&answer.to_line()).unwrap();
+            // Closed with the request unread.
+        });
+        // A request larger than the socket buffer: the write cannot finish before the close.
+        let big = "x".repeat(4 << 20);
+        let e = Helper::new(&c, None)
+            .call("ping", serde_json::json!({ "pad": big }))
+            .unwrap_err();
+        server.join().unwrap();
+        assert_eq!(e.code(), proto::code::PERMISSION_DENIED, "{e}");
     }
 
     #[test]
