@@ -1,6 +1,7 @@
 //! banger's shared library: everything the step binaries have in common.
 //!
 //! - [`record`]: JSON-lines records on stdin/stdout and the `error` forwarding rule.
+//! - [`json`]: strict JSON (duplicate keys are errors).
 //! - [`step`]: the loop every step runs (stdin or NAME, lock, save, emit, exit code).
 //! - [`store`]: the state store (one file per VM, atomic writes, flock locks).
 //! - [`config`]: paths and configuration from one place (defaults, config file, environment).
@@ -14,6 +15,7 @@ pub mod detach;
 pub mod fc_api;
 pub mod find_pid;
 pub mod fsx;
+pub mod json;
 pub mod proto;
 pub mod record;
 pub mod step;

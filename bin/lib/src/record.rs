@@ -2,12 +2,19 @@
 //!
 //! A record is kept as a `serde_json::Map` with insertion order preserved, so every field a
 //! step does not know (other steps' sections, user annotations) passes through untouched.
+//! Reading is per line and strict: a line over [`MAX_RECORD_BYTES`], a line that is not
+//! UTF-8, not JSON, not an object, or an object with a key twice is an error naming the
+//! line, and the next line is read as if nothing happened. The sections banger writes have
+//! typed structs in [`crate::section`].
 
 use serde_json::{Map, Value};
 use std::io::{BufRead, Write};
 
 /// The record format version.
 pub const RECORD_VERSION: u64 = 1;
+
+/// The largest record, on a line or in the store (1 MiB; a VM record is a few KiB).
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// A record: a JSON object.
 pub type Record = Map<String, Value>;
@@ -16,17 +23,38 @@ pub type Record = Map<String, Value>;
 pub enum ReadError {
     #[error("cannot read records from stdin")]
     Io(#[source] std::io::Error),
+    #[error("line {line}: longer than {max} bytes (a record is at most {max} bytes)")]
+    TooLong { line: usize, max: usize },
+    #[error("line {line}: not UTF-8 (byte {at} of the line is invalid)")]
+    NotUtf8 { line: usize, at: usize },
     #[error("line {line}: not valid JSON")]
     Json {
         line: usize,
         #[source]
         source: serde_json::Error,
     },
+    #[error("line {line}: the key {path:?} appears twice (a record may hold each key once)")]
+    Duplicate { line: usize, path: String },
     #[error("line {line}: expected a JSON object (a record), found {found}")]
     NotObject { line: usize, found: &'static str },
 }
 
-fn kind(v: &Value) -> &'static str {
+impl ReadError {
+    /// The line the error is about (`None` for a read error).
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ReadError::Io(_) => None,
+            ReadError::TooLong { line, .. }
+            | ReadError::NotUtf8 { line, .. }
+            | ReadError::Json { line, .. }
+            | ReadError::Duplicate { line, .. }
+            | ReadError::NotObject { line, .. } => Some(*line),
+        }
+    }
+}
+
+/// "a number", "an array", ... for messages.
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -37,20 +65,80 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Parses one record's text (a line, or a stored file): strict JSON, an object.
+pub fn parse(bytes: &[u8], line: usize) -> Result<Record, ReadError> {
+    match crate::json::from_slice(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(ReadError::NotObject {
+            line,
+            found: kind(&other),
+        }),
+        Err(crate::json::StrictError::Duplicate { path }) => {
+            Err(ReadError::Duplicate { line, path })
+        }
+        Err(crate::json::StrictError::Json(source)) => Err(ReadError::Json { line, source }),
+    }
+}
+
 /// Reads records from a buffered reader, one per line, skipping blank lines.
-/// Yields `(line_number, record)`; line numbers start at 1.
+/// Yields `(line_number, record)`; line numbers start at 1. A line longer than the limit is
+/// skipped without being held in memory. After a read error the reader ends.
 pub struct Reader<R> {
     inner: R,
     line: usize,
-    buf: String,
+    buf: Vec<u8>,
+    max: usize,
+    done: bool,
 }
 
 impl<R: BufRead> Reader<R> {
     pub fn new(inner: R) -> Self {
+        Reader::with_limit(inner, MAX_RECORD_BYTES)
+    }
+
+    /// A reader with another line limit (for tests).
+    pub fn with_limit(inner: R, max: usize) -> Self {
         Reader {
             inner,
             line: 0,
-            buf: String::new(),
+            buf: Vec::new(),
+            max,
+            done: false,
+        }
+    }
+
+    /// Reads one line into `buf` (without its newline). `None` at the end; `Some(true)` when
+    /// the line was over the limit (then `buf` is empty).
+    fn read_line(&mut self) -> std::io::Result<Option<bool>> {
+        self.buf.clear();
+        let mut too_long = false;
+        let mut any = false;
+        loop {
+            let avail = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if avail.is_empty() {
+                return Ok(any.then_some(too_long));
+            }
+            any = true;
+            let (chunk, used, end) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (&avail[..i], i + 1, true),
+                None => (avail, avail.len(), false),
+            };
+            if !too_long {
+                if self.buf.len() + chunk.len() > self.max {
+                    too_long = true;
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.extend_from_slice(chunk);
+                }
+            }
+            self.inner.consume(used);
+            if end {
+                return Ok(Some(too_long));
+            }
         }
     }
 }
@@ -60,26 +148,38 @@ impl<R: BufRead> Iterator for Reader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            self.buf.clear();
-            match self.inner.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => return Some(Err(ReadError::Io(e))),
+            if self.done {
+                return None;
             }
+            let too_long = match self.read_line() {
+                Ok(None) => return None,
+                Ok(Some(t)) => t,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(ReadError::Io(e)));
+                }
+            };
             self.line += 1;
-            let text = self.buf.trim();
+            let line = self.line;
+            if too_long {
+                return Some(Err(ReadError::TooLong {
+                    line,
+                    max: self.max,
+                }));
+            }
+            let text = match std::str::from_utf8(&self.buf) {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    return Some(Err(ReadError::NotUtf8 {
+                        line,
+                        at: e.valid_up_to() + 1,
+                    }))
+                }
+            };
             if text.is_empty() {
                 continue;
             }
-            let line = self.line;
-            return Some(match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(map)) => Ok((line, map)),
-                Ok(other) => Err(ReadError::NotObject {
-                    line,
-                    found: kind(&other),
-                }),
-                Err(source) => Err(ReadError::Json { line, source }),
-            });
+            return Some(parse(text.as_bytes(), line).map(|r| (line, r)));
         }
     }
 }
@@ -147,30 +247,34 @@ pub fn new(kind: &str, name: &str) -> Record {
     r
 }
 
-/// Checks the envelope: `v` is 1, `type` and `name` are strings. Returns a reason if not.
+/// Checks the envelope: `v` is 1, `type` is `want_type`, `name` is a string. Returns a
+/// reason if not (the caller adds the line or the file).
 pub fn check_envelope(rec: &Record, want_type: &str) -> Result<(), String> {
     match rec.get("v") {
         Some(v) if v.as_u64() == Some(RECORD_VERSION) => {}
-        Some(v) => {
+        Some(Value::Number(n)) => {
             return Err(format!(
-                "unsupported record version {v} (this banger reads v=1)"
+                "unsupported record version \"v\": {n} (this banger reads \"v\": 1)"
             ))
         }
-        None => return Err("record has no \"v\" field".into()),
+        Some(v) => return Err(format!("\"v\" is {}, expected the number 1", kind(v))),
+        None => return Err("the record has no \"v\" field".into()),
     }
-    match rec.get("type").and_then(Value::as_str) {
-        Some(t) if t == want_type => {}
-        Some(t) => {
+    match rec.get("type") {
+        Some(Value::String(t)) if t == want_type => {}
+        Some(Value::String(t)) => {
             return Err(format!(
-                "record of type {t:?} where a {want_type:?} record was expected"
+                "a record of type {t:?} where a {want_type:?} record was expected"
             ))
         }
-        None => return Err("record has no \"type\" field".into()),
+        Some(v) => return Err(format!("\"type\" is {}, expected a string", kind(v))),
+        None => return Err("the record has no \"type\" field".into()),
     }
-    if name(rec).is_none() {
-        return Err("record has no \"name\" field".into());
+    match rec.get("name") {
+        Some(Value::String(_)) => Ok(()),
+        Some(v) => Err(format!("\"name\" is {}, expected a string", kind(v))),
+        None => Err("the record has no \"name\" field".into()),
     }
-    Ok(())
 }
 
 /// The section `key` as an object, if present.
@@ -242,6 +346,57 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_names_the_line_and_the_stream_goes_on() {
+        let got: Vec<_> = Reader::new(&b"{\"a\":1}\n{\"b\":\"\xff\"}\n{\"c\":3}\n"[..]).collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[1].as_ref().unwrap_err().to_string(),
+            "line 2: not UTF-8 (byte 7 of the line is invalid)"
+        );
+        assert_eq!(got[2].as_ref().unwrap().0, 3);
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_without_being_kept() {
+        let mut input = b"{\"a\":1}\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 5000));
+        input.extend(b"\n{\"b\":2}\n");
+        // A small buffer, so the long line arrives in many pieces.
+        let r = std::io::BufReader::with_capacity(64, &input[..]);
+        let got: Vec<_> = Reader::with_limit(r, 100).collect();
+        assert_eq!(got.len(), 3);
+        assert!(matches!(
+            got[1],
+            Err(ReadError::TooLong { line: 2, max: 100 })
+        ));
+        assert_eq!(got[2].as_ref().unwrap().0, 3);
+    }
+
+    #[test]
+    fn duplicate_keys_name_the_line_and_the_key() {
+        let got = read_all("{\"v\":1,\"name\":\"a\",\"name\":\"b\"}\n");
+        assert_eq!(
+            got[0].as_ref().unwrap_err().to_string(),
+            "line 1: the key \"name\" appears twice (a record may hold each key once)"
+        );
+    }
+
+    #[test]
+    fn a_read_error_ends_the_stream() {
+        struct Broken;
+        impl std::io::Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from_raw_os_error(21)) // EISDIR, as for `< /tmp`
+            }
+        }
+        let got: Vec<_> = Reader::new(std::io::BufReader::new(Broken))
+            .take(5)
+            .collect();
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0], Err(ReadError::Io(_))));
+    }
+
+    #[test]
     fn last_line_without_newline_is_read() {
         let got = read_all("{\"a\":1}");
         assert_eq!(got.len(), 1);
@@ -281,12 +436,30 @@ mod tests {
         let r = new("vm", "a");
         assert!(check_envelope(&r, "vm").is_ok());
         assert!(check_envelope(&r, "image").is_err());
-        let mut r2 = r.clone();
-        r2.insert("v".into(), 2.into());
-        assert!(check_envelope(&r2, "vm").unwrap_err().contains("version"));
+        let with = |k: &str, v: Value| {
+            let mut r = r.clone();
+            r.insert(k.into(), v);
+            check_envelope(&r, "vm").unwrap_err()
+        };
+        assert!(with("v", 2.into()).contains("unsupported record version"));
+        assert_eq!(
+            with("v", "1".into()),
+            "\"v\" is a string, expected the number 1"
+        );
+        assert_eq!(
+            with("name", 5.into()),
+            "\"name\" is a number, expected a string"
+        );
+        assert_eq!(
+            with("type", serde_json::json!(["vm"])),
+            "\"type\" is an array, expected a string"
+        );
         let mut r3 = r.clone();
         r3.remove("name");
-        assert!(check_envelope(&r3, "vm").is_err());
+        assert_eq!(
+            check_envelope(&r3, "vm").unwrap_err(),
+            "the record has no \"name\" field"
+        );
     }
 
     #[test]
