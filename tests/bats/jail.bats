@@ -208,7 +208,8 @@ launch() {
     # As if banger-snap had made it: the ledger names the device for this VM.
     mkdir -p "$BANGER_ROOT_DIR"
     jq -n --arg n "$VM" --arg d "$dev" '{v:1,entries:[{vm:$n,kind:"loop",id:$d,created_at:"t"}]}' >"$BANGER_ROOT_DIR/ledger.json"
-    run bash -c "vm_record() { :; }; jq -cn --arg n '$VM' --arg d '$dev' '{v:1,type:\"vm\",name:\$n,spec:{image:\"tiny\",vcpus:1,mem_mib:128},snap:{path:\$d}}' | nsenter -t $NS_PID -m -- banger-jail launch"
+    vm_record "$VM" "$dev" >/dev/null
+    run in_ns banger-jail launch "$VM"
     assert_success
     chroot="$BANGER_JAIL_DIR/firecracker/$VM/root"
     [ -b "$chroot/rootfs" ]
@@ -265,7 +266,9 @@ launch() {
 }
 
 @test "jail: a record without snap or spec fails clearly and forwards errors" {
-    run bash -c "jq -cn --arg n '$VM' '{v:1,type:\"vm\",name:\$n,spec:{image:\"tiny\"}}' | nsenter -t $NS_PID -m -- banger-jail launch"
+    mkdir -p "$BANGER_STATE_DIR/vms/$VM"
+    jq -cn --arg n "$VM" '{v:1,type:"vm",name:$n,spec:{image:"tiny"}}' >"$BANGER_STATE_DIR/vms/$VM/vm.json"
+    run bash -c "jq -cn --arg n '$VM' '{v:1,type:\"vm\",name:\$n}' | nsenter -t $NS_PID -m -- banger-jail launch"
     assert_failure 1
     assert_output --partial "no snap.path (run banger-snap create first)"
     run bash -c "jq -cn --arg n '$VM' '{v:1,type:\"vm\",name:\$n,error:{step:\"net\",code:\"x\",message:\"m\"}}' | banger-jail launch"

@@ -68,20 +68,21 @@ vm_name() {
 }
 
 # vm_record NAME [DISK]: a VM record with spec and snap sections (the snap step's output),
-# the disk a small ext4 file in the VM's dir.
+# saved in the store and printed; the disk a small ext4 file in the VM's dir.
 vm_record() {
     local name=$1 disk=${2:-}
+    mkdir -p "$BANGER_STATE_DIR/vms/$name"
+    chmod 0755 "$BANGER_STATE_DIR/vms" "$BANGER_STATE_DIR/vms/$name"
     if [ -z "$disk" ]; then
         disk="$BANGER_STATE_DIR/vms/$name/disk.ext4"
-        mkdir -p "$BANGER_STATE_DIR/vms/$name"
-        chmod 0755 "$BANGER_STATE_DIR/vms" "$BANGER_STATE_DIR/vms/$name"
         mkfs.ext4 -q -F "$disk" 8M >/dev/null
         # The VM's disk is the owner's (banger-snap makes it as the owner): the helper opens it
         # with the owner's credentials.
         chown -R "$OWNER_UID:$OWNER_UID" "$BANGER_STATE_DIR/vms/$name"
     fi
     jq -cn --arg n "$name" --arg d "$disk" \
-        '{v:1,type:"vm",name:$n,spec:{image:"tiny",vcpus:2,mem_mib:256},snap:{method:"copy",path:$d}}'
+        '{v:1,type:"vm",name:$n,spec:{image:"tiny",vcpus:2,mem_mib:256},snap:{method:"copy",path:$d}}' \
+        | tee "$BANGER_STATE_DIR/vms/$name/vm.json"
 }
 
 # fc_pids: the Firecracker PIDs this test's pidfiles name, checked by comm.
@@ -121,17 +122,35 @@ assert_nothing_left() {
     fi
 }
 
+# loops_under DIR: loop devices whose backing file lies under DIR.
+loops_under() {
+    losetup --list --noheadings --output NAME,BACK-FILE 2>/dev/null |
+        awk -v d="$1/" 'index($2, d) == 1 { print $1 }'
+}
+
 jail_teardown() {
-    local pid
+    local pid l rc=0
     for pid in $(fc_pids); do kill -9 "$pid" 2>/dev/null || true; done
     stop_helper
     if [ -n "${NS_PID:-}" ]; then
         kill "$NS_PID" 2>/dev/null || true
         wait "$NS_PID" 2>/dev/null || true
     fi
+    if [ -n "${JAIL_TMP:-}" ]; then
+        # Loop devices the test attached to its own files, also when it failed before
+        # detaching them; one that will not go fails the test (it would outlive the run,
+        # attached to a deleted file).
+        for l in $(loops_under "$JAIL_TMP"); do losetup -d "$l" 2>/dev/null || true; done
+        for _ in $(seq 1 50); do [ -z "$(loops_under "$JAIL_TMP")" ] && break; sleep 0.1; done
+        if [ -n "$(loops_under "$JAIL_TMP")" ]; then
+            echo "loop devices left on this test's files: $(loops_under "$JAIL_TMP")" >&2
+            rc=1
+        fi
+    fi
     # The mounts lived in the test's namespace only; nothing here is a mount point.
-    if [ -n "${JAIL_TMP:-}" ] && ! grep -qF " $JAIL_TMP" /proc/self/mountinfo; then
+    if [ -n "${JAIL_TMP:-}" ] && [ $rc -eq 0 ] && ! grep -qF " $JAIL_TMP" /proc/self/mountinfo; then
         rm -rf "$JAIL_TMP"
     fi
     banger_teardown
+    return $rc
 }

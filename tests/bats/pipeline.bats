@@ -135,7 +135,7 @@ ledger_of() {
     assert_failure 2
     run banger up --help
     assert_success
-    assert_output --partial "banger-vm new NAME ... | banger-snap create"
+    assert_output --partial "banger-vm new NAME --exists-ok ... | banger-snap create"
 }
 
 @test "pipeline (stand-in firecracker): the disk of a launched VM is never written under it" {

@@ -134,7 +134,9 @@ teardown() {
 
 @test "snap create: the record's net section is written for the guest's init and networkd" {
     make_image base
+    # The stored record has the net section (as banger-net up would have saved it).
     banger-vm new a --image base | jq -c '.net = {"ip": "10.200.0.7/24", "gateway": "10.200.0.1", "dns": ["10.200.0.1"], "mac": "06:00:0a:c8:00:07", "tap": "bgr-a"}' >"$BATS_TEST_TMPDIR/rec"
+    cp "$BATS_TEST_TMPDIR/rec" "$BANGER_STATE_DIR/vms/a/vm.json"
     run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/rec"
     assert_success
     echo "$output" | jq -e '.net.tap == "bgr-a"'
@@ -269,9 +271,8 @@ teardown() {
     run banger-snap create ghost
     assert_failure 1
     assert_output --partial 'no VM named "ghost"'
-    # A second create on the same VM (a stale record on stdin, e.g. from a step killed before
-    # it saved) adopts the complete disk the ledger holds: same disk, same host keys, no new
-    # one made.
+    # A second create with a stale record on stdin (e.g. from a step killed before it saved)
+    # works on the stored record: same disk, same host keys, no new one made.
     banger-vm new b --image base >"$BATS_TEST_TMPDIR/b.rec"
     first=$(banger-snap create <"$BATS_TEST_TMPDIR/b.rec" 2>/dev/null)
     ino=$(stat -c %i "$BANGER_STATE_DIR/vms/b/disk.ext4")
@@ -279,13 +280,23 @@ teardown() {
     assert_success
     [ "$(echo "$output" | jq -c .snap.host_keys)" = "$(echo "$first" | jq -c .snap.host_keys)" ]
     [ "$(stat -c %i "$BANGER_STATE_DIR/vms/b/disk.ext4")" = "$ino" ]
+    # A stored record without the snap section of a disk the ledger holds (the save was
+    # lost) adopts the complete disk: same disk, same host keys.
+    jq -c 'del(.snap)' "$BANGER_STATE_DIR/vms/b/vm.json" >"$BATS_TEST_TMPDIR/b.json"
+    cp "$BATS_TEST_TMPDIR/b.json" "$BANGER_STATE_DIR/vms/b/vm.json"
+    run --separate-stderr banger-snap create b
+    assert_success
+    [ "$(echo "$output" | jq -c .snap.host_keys)" = "$(echo "$first" | jq -c .snap.host_keys)" ]
+    [ "$(stat -c %i "$BANGER_STATE_DIR/vms/b/disk.ext4")" = "$ino" ]
     # A create for another image on a VM that has a disk is a conflict.
-    jq -c '.spec.image = "other"' "$BATS_TEST_TMPDIR/b.rec" >"$BATS_TEST_TMPDIR/b2.rec"
+    jq -c '.spec.image = "other" | del(.snap)' "$BANGER_STATE_DIR/vms/b/vm.json" >"$BATS_TEST_TMPDIR/b.json"
+    cp "$BATS_TEST_TMPDIR/b.json" "$BANGER_STATE_DIR/vms/b/vm.json"
     make_image other
-    run banger-snap create <"$BATS_TEST_TMPDIR/b2.rec"
+    run banger-snap create b
     assert_failure 1
     assert_output --partial 'VM "b" already has a disk'
     assert_output --partial "banger-snap rm b"
+    echo "$first" >"$BANGER_STATE_DIR/vms/b/vm.json"
     # ...while re-running on the saved record is idempotent.
     run --separate-stderr banger-snap create b
     assert_success
@@ -336,8 +347,12 @@ teardown() {
     banger-snap rm a >/dev/null
     run banger-snap list
     assert_output ""
-    # Again: nothing left to remove is not an error.
+    # Idempotent: nothing left to remove is success (item 4 of issue 10: `banger rm` of a VM
+    # that never got a disk must not need --force).
     run --separate-stderr banger-snap rm a
     assert_success
-    echo "$output" | jq -e '.snap == null'
+    echo "$output" | jq -e 'has("snap") | not'
+    banger-vm new c --image base >/dev/null
+    run --separate-stderr banger-snap rm c
+    assert_success
 }

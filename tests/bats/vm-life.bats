@@ -122,11 +122,14 @@ requests() {
     banger-vm new a --image x >/dev/null
     banger-vm new b --image x >/dev/null
     launch_standin b
-    run --separate-stderr bash -c "{ echo '{\"v\":1,\"type\":\"vm\",\"name\":\"a\",\"jail\":{\"api_sock\":17}}'; banger-vm status b; } | banger-vm start --no-wait"
+    # The store is the truth: a's stored record is the broken one.
+    jq -c '.jail = {"api_sock": 17}' "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/a.json"
+    cp "$BATS_TEST_TMPDIR/a.json" "$BANGER_STATE_DIR/vms/a/vm.json"
+    run --separate-stderr bash -c "{ echo '{\"v\":1,\"type\":\"vm\",\"name\":\"a\"}'; banger-vm status b; } | banger-vm start --no-wait"
     assert_failure 1
     assert_line --index 0 --partial '"name":"a"'
-    assert_line --index 0 --partial '"code":"bad_record"'
-    [[ "$stderr" == *'jail section has no "api_sock"'* ]]
+    assert_line --index 0 --partial '"code":"damaged"'
+    [[ "$stderr" == *"record's jail section is not what banger writes"* ]]
     run banger-vm status b
     echo "$output" | jq -e '.vm.state == "running"'
 }

@@ -2,7 +2,8 @@
 //!
 //! - forward: records that carry `error` go straight through (parse + emit only);
 //! - step: the whole per-record work of a step that changes nothing but still locks the
-//!   VM, saves the record atomically (temp file, fsync, rename, fsync dir) and emits it.
+//!   VM, reads its stored record, saves it atomically (temp file, fsync, rename, fsync dir)
+//!   and emits it.
 //!
 //! Prints numbers; asserts nothing. Run: cargo bench -p banger-lib --bench passthrough
 
@@ -35,7 +36,14 @@ fn main() {
         bin: "bench",
         step: "bench",
         store: &store,
+        owns: &["net"],
     };
+    // Steps work on stored VMs only: make them first.
+    for i in 0..n {
+        store
+            .create(&banger::record::new("vm", &format!("vm-{i}")))
+            .expect("create a VM record");
+    }
 
     let input = records(n, true);
     let t = Instant::now();

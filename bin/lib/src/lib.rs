@@ -1,6 +1,7 @@
 //! banger's shared library: everything the step binaries have in common.
 //!
 //! - [`record`]: JSON-lines records on stdin/stdout and the `error` forwarding rule.
+//! - [`section`]: the typed sections of a VM record (`spec`, `snap`, `net`, `jail`, `vm`).
 //! - [`json`]: strict JSON (duplicate keys are errors).
 //! - [`step`]: the loop every step runs (stdin or NAME, lock, save, emit, exit code).
 //! - [`store`]: the state store (one file per VM, atomic writes, flock locks).
@@ -18,6 +19,7 @@ pub mod fsx;
 pub mod json;
 pub mod proto;
 pub mod record;
+pub mod section;
 pub mod step;
 pub mod store;
 pub mod tool;

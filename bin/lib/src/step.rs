@@ -1,14 +1,19 @@
 //! The loop every step binary runs over its records.
 //!
-//! Input is either VM names (each record loaded from the store) or records on stdin. For
-//! each record: one that carries `error` is forwarded unchanged; one that is malformed gets
-//! an `error`; otherwise the step's function runs under the VM's lock, the result is saved
-//! to the store (atomically) and then emitted. A failure is printed for people on stderr,
-//! attached to the record as `error`, emitted, and the run goes on; the exit code is 1 if
-//! any record failed (or arrived failed), 0 otherwise.
+//! Input is either VM names or records on stdin; either way a record only *names* a VM: the
+//! step works on the stored record, read under the VM's lock, and writes back only the
+//! sections it owns ([`Step::owns`]). banger's sections on stdin never overwrite the store's;
+//! fields banger does not know pass through to stdout (they are not stored). A VM that is not
+//! in the store is refused (only `banger-vm new` makes VMs). For each record: one that
+//! carries `error` is forwarded unchanged; one that is malformed gets an `error` naming its
+//! line; otherwise the step's function runs under the VM's lock, the result is saved to the
+//! store (atomically) and then emitted. A failure is printed for people on stderr, attached
+//! to the record as `error`, emitted, and the run goes on; the exit code is 1 if any record
+//! failed (or arrived failed, or stdin held no record at all), 0 otherwise.
 
 use crate::cli;
 use crate::record::{self, Reader, Record, Writer};
+use crate::section::{self, BANGER_KEYS};
 use crate::store::{Store, StoreError};
 use std::error::Error;
 use std::io::BufRead;
@@ -37,7 +42,7 @@ impl Input {
 /// What to do with a record after the step's function succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Save to the store, then emit (a step that changed the record).
+    /// Save the step's sections to the store, then emit (a step that changed the record).
     Save,
     /// Emit without saving (a read-only step such as `status`).
     Emit,
@@ -72,10 +77,11 @@ impl StepError {
     pub fn message(&self) -> String {
         self.chain.join(": ")
     }
-    fn print(&self, bin: &str, name: &str) {
+    /// Prints the error for people: `BIN: error: WHAT: first` then `caused by:` lines.
+    pub fn print(&self, bin: &str, what: &str) {
         let mut it = self.chain.iter();
         if let Some(first) = it.next() {
-            eprintln!("{bin}: error: {name}: {first}");
+            eprintln!("{bin}: error: {what}: {first}");
         }
         for c in it {
             eprintln!("  caused by: {c}");
@@ -85,14 +91,69 @@ impl StepError {
 
 impl From<StoreError> for StepError {
     fn from(e: StoreError) -> StepError {
+        StepError::from_store(&e)
+    }
+}
+
+impl StepError {
+    /// A store error with its code (`not_found`, `damaged`, ...).
+    pub fn from_store(e: &StoreError) -> StepError {
         let code = match e {
             StoreError::NotFound { .. } => "not_found",
             StoreError::Exists { .. } => "exists",
             StoreError::BadName { .. } => "invalid_name",
+            StoreError::Damaged { .. } => "damaged",
+            StoreError::TooLarge { .. } => "too_large",
             _ => "store",
         };
-        StepError::new(code, &e)
+        StepError::new(code, e)
     }
+}
+
+impl From<section::SectionError> for StepError {
+    fn from(e: section::SectionError) -> StepError {
+        StepError::new("bad_record", &e)
+    }
+}
+
+/// The record a step works on: the stored one, plus the fields of the record on stdin that
+/// are not banger's (they pass through; the store's sections always win).
+pub fn merge(stored: &Record, incoming: Option<&Record>) -> Record {
+    let mut out = stored.clone();
+    for (k, v) in incoming.into_iter().flatten() {
+        if !BANGER_KEYS.contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// The stored record with the sections in `owns` taken from `work` (set, or removed when
+/// `work` has none). A record left without a jail never says it runs: when the jail goes,
+/// `vm.state` `running`/`paused` becomes `stopped`.
+fn apply_owned(stored: &Record, work: &Record, owns: &[&str]) -> Record {
+    let mut out = stored.clone();
+    for k in owns {
+        match work.get(*k) {
+            Some(v) if !v.is_null() => {
+                out.insert((*k).to_string(), v.clone());
+            }
+            _ => {
+                out.shift_remove(*k);
+            }
+        }
+    }
+    if owns.contains(&"jail") && !out.contains_key("jail") {
+        if let Ok(Some(mut vm)) = section::get::<section::Vm>(&out) {
+            if matches!(vm.state.as_deref(), Some("running" | "paused")) {
+                vm.state = Some("stopped".into());
+                vm.stopped_at = Some(record::now_rfc3339());
+                vm.stopped_by = Some("teardown".into());
+                section::put(&mut out, &vm);
+            }
+        }
+    }
+    out
 }
 
 /// One step binary's identity.
@@ -102,6 +163,14 @@ pub struct Step<'a> {
     /// The step's name in `error.step` (`net`).
     pub step: &'a str,
     pub store: &'a Store,
+    /// The record sections this step writes (`["net"]`). Only these are saved.
+    pub owns: &'a [&'a str],
+}
+
+/// What became of one record.
+struct Outcome {
+    ok: bool,
+    emit: Option<Record>,
 }
 
 impl Step<'_> {
@@ -122,44 +191,39 @@ impl Step<'_> {
         F: FnMut(&mut Record) -> Result<Action, StepError>,
     {
         let mut failed = false;
-        let emit = |w: &mut Writer<W>, rec: &Record| -> bool {
-            match w.emit(rec) {
-                Ok(()) => true,
-                Err(e) => {
+        let mut emit = |w: &mut Writer<W>, out: Outcome| -> bool {
+            failed |= !out.ok;
+            match out.emit.map(|rec| w.emit(&rec)) {
+                Some(Err(e)) => {
                     cli::report(self.bin, &e);
                     false
                 }
+                _ => true,
             }
         };
         match input {
             Input::Names(names) => {
                 for name in names {
-                    let mut rec = match self.load(&name) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            failed = true;
-                            e.print(self.bin, &name);
-                            let mut rec = record::new("vm", &name);
-                            record::set_error(&mut rec, self.step, &e.code, &e.message());
-                            if !emit(&mut w, &rec) {
-                                return ExitCode::from(cli::EXIT_FAILURE);
-                            }
-                            continue;
-                        }
-                    };
-                    let ok = self.one(&mut rec, &mut f);
-                    failed |= !ok.0;
-                    if ok.1 && !emit(&mut w, &rec) {
+                    let out = self.one(&name, None, &mut f);
+                    if !emit(&mut w, out) {
                         return ExitCode::from(cli::EXIT_FAILURE);
                     }
                 }
             }
             Input::Stdin => {
+                let mut records = 0usize;
                 for item in Reader::new(r) {
-                    let mut rec = match item {
-                        Ok((_, rec)) => rec,
+                    records += 1;
+                    let (line, mut rec) = match item {
+                        Ok(x) => x,
                         Err(e) => {
-                            failed = true;
+                            emit(
+                                &mut w,
+                                Outcome {
+                                    ok: false,
+                                    emit: None,
+                                },
+                            );
                             cli::report(self.bin, &e);
                             if matches!(e, record::ReadError::Io(_)) {
                                 break;
@@ -168,17 +232,48 @@ impl Step<'_> {
                         }
                     };
                     if record::has_error(&rec) {
-                        failed = true;
-                        if !emit(&mut w, &rec) {
+                        // Failed upstream: forwarded unchanged, so the pipeline names the step.
+                        if !emit(
+                            &mut w,
+                            Outcome {
+                                ok: false,
+                                emit: Some(rec),
+                            },
+                        ) {
                             return ExitCode::from(cli::EXIT_FAILURE);
                         }
                         continue;
                     }
-                    let ok = self.one(&mut rec, &mut f);
-                    failed |= !ok.0;
-                    if ok.1 && !emit(&mut w, &rec) {
+                    let out = match record::check_envelope(&rec, "vm") {
+                        Ok(()) => {
+                            let name = record::name(&rec).unwrap_or_default().to_string();
+                            self.one(&name, Some(rec), &mut f)
+                        }
+                        Err(why) => {
+                            let e = StepError::msg("bad_record", why);
+                            e.print(self.bin, &format!("line {line}"));
+                            record::set_error(
+                                &mut rec,
+                                self.step,
+                                &e.code,
+                                &format!("line {line}: {}", e.message()),
+                            );
+                            Outcome {
+                                ok: false,
+                                emit: Some(rec),
+                            }
+                        }
+                    };
+                    if !emit(&mut w, out) {
                         return ExitCode::from(cli::EXIT_FAILURE);
                     }
+                }
+                if records == 0 {
+                    eprintln!(
+                        "{}: error: no records on stdin: give VM names, or pipe records in (e.g. banger-vm status NAME | {} ...)",
+                        self.bin, self.bin
+                    );
+                    failed = true;
                 }
             }
         }
@@ -189,40 +284,67 @@ impl Step<'_> {
         })
     }
 
-    fn load(&self, name: &str) -> Result<Record, StepError> {
-        let _g = self.store.lock_vm(name)?;
-        Ok(self.store.load(name)?)
+    fn fail(&self, name: &str, mut rec: Record, e: StepError) -> Outcome {
+        e.print(self.bin, name);
+        record::set_error(&mut rec, self.step, &e.code, &e.message());
+        Outcome {
+            ok: false,
+            emit: Some(rec),
+        }
     }
 
-    /// Runs the step on one record. Returns (succeeded, emit it).
-    fn one<F>(&self, rec: &mut Record, f: &mut F) -> (bool, bool)
+    /// Runs the step on the VM `name` (named by `incoming` when it came on stdin).
+    fn one<F>(&self, name: &str, incoming: Option<Record>, f: &mut F) -> Outcome
     where
         F: FnMut(&mut Record) -> Result<Action, StepError>,
     {
-        let name = record::name(rec).unwrap_or("?").to_string();
-        if let Err(why) = record::check_envelope(rec, "vm") {
-            let e = StepError::msg("bad_record", why);
-            e.print(self.bin, &name);
-            record::set_error(rec, self.step, &e.code, &e.message());
-            return (false, true);
-        }
-        let result = self
-            .store
-            .lock_vm(&name)
-            .map_err(StepError::from)
-            .and_then(|_g| {
-                let action = f(rec)?;
-                if action == Action::Save {
-                    self.store.save(rec)?;
+        let fallback = || incoming.clone().unwrap_or_else(|| record::new("vm", name));
+        let _guard = match self.store.lock_existing(name) {
+            Ok(g) => g,
+            Err(e) => return self.fail(name, fallback(), e.into()),
+        };
+        let stored = match self.store.load(name) {
+            Ok(r) => r,
+            Err(e) => return self.fail(name, fallback(), e.into()),
+        };
+        let mut work = merge(&stored, incoming.as_ref());
+        let action = match f(&mut work) {
+            Ok(a) => a,
+            Err(e) => return self.fail(name, merge(&stored, incoming.as_ref()), e),
+        };
+        match action {
+            Action::Consume => Outcome {
+                ok: true,
+                emit: None,
+            },
+            Action::Emit => Outcome {
+                ok: true,
+                emit: Some(work),
+            },
+            Action::Save => {
+                let new = apply_owned(&stored, &work, self.owns);
+                let out = merge(&new, incoming.as_ref());
+                match self.store.save(&new) {
+                    Ok(()) => Outcome {
+                        ok: true,
+                        emit: Some(out),
+                    },
+                    Err(e) => {
+                        let mut chain = vec![format!(
+                            "the {} step's work is done, but the record could not be saved, so the store still shows {name} as it was before: run the step again once the state store is writable (it picks up what was done)",
+                            self.step
+                        )];
+                        chain.extend(cli::chain(&e));
+                        self.fail(
+                            name,
+                            out,
+                            StepError {
+                                code: "save_failed".into(),
+                                chain,
+                            },
+                        )
+                    }
                 }
-                Ok(action)
-            });
-        match result {
-            Ok(action) => (true, action != Action::Consume),
-            Err(e) => {
-                e.print(self.bin, &name);
-                record::set_error(rec, self.step, &e.code, &e.message());
-                (false, true)
             }
         }
     }
@@ -258,17 +380,35 @@ mod tests {
         Store::new(d)
     }
 
-    fn run(
+    struct Clean(Store);
+    impl Drop for Clean {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0.root());
+        }
+    }
+
+    fn with(s: &Store, names: &[&str]) -> Clean {
+        for n in names {
+            let mut r = record::new("vm", n);
+            r.insert("spec".into(), json!({"image": "img"}));
+            s.create(&r).unwrap();
+        }
+        Clean(s.clone())
+    }
+
+    fn run_on(
         s: &Store,
-        input: &str,
+        owns: &[&str],
+        input: Input,
+        text: &[u8],
         f: impl FnMut(&mut Record) -> Result<Action, StepError>,
     ) -> (ExitCode, Vec<serde_json::Value>) {
         let step = Step {
             bin: "banger-test",
             step: "test",
             store: s,
+            owns,
         };
-        let mut out = Vec::new();
         // run_with consumes the writer; capture through a shared buffer.
         let buf = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
@@ -281,36 +421,136 @@ mod tests {
                 Ok(())
             }
         }
-        let code = step.run_with(
-            Input::Stdin,
-            input.as_bytes(),
-            Writer::new(Shared(buf.clone())),
-            f,
-        );
-        for line in String::from_utf8(buf.borrow().clone()).unwrap().lines() {
-            out.push(serde_json::from_str(line).unwrap());
-        }
+        let code = step.run_with(input, text, Writer::new(Shared(buf.clone())), f);
+        let out = String::from_utf8(buf.borrow().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         (code, out)
     }
 
+    fn run(
+        s: &Store,
+        input: &str,
+        f: impl FnMut(&mut Record) -> Result<Action, StepError>,
+    ) -> (ExitCode, Vec<serde_json::Value>) {
+        run_on(s, &["net"], Input::Stdin, input.as_bytes(), f)
+    }
+
     #[test]
-    fn saves_then_emits_and_keeps_unknown_fields() {
+    fn saves_its_section_then_emits_and_passes_unknown_fields() {
         let s = store();
+        let _c = with(&s, &["a"]);
         let input = r#"{"v":1,"type":"vm","name":"a","custom":{"k":[1]}}"#;
         let (code, out) = run(&s, input, |r| {
+            assert_eq!(r["spec"]["image"], "img", "the step sees the stored record");
             r.insert("net".into(), json!({"ip": "10.0.0.2"}));
             Ok(Action::Save)
         });
         assert_eq!(code, ExitCode::from(0));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0]["custom"], json!({"k": [1]}));
-        assert_eq!(s.load("a").unwrap()["net"]["ip"], "10.0.0.2");
-        let _ = std::fs::remove_dir_all(s.root());
+        assert_eq!(out[0]["spec"]["image"], "img");
+        let stored = s.load("a").unwrap();
+        assert_eq!(stored["net"]["ip"], "10.0.0.2");
+        assert!(
+            stored.get("custom").is_none(),
+            "stdin's extra fields are not stored"
+        );
+    }
+
+    /// Item 2 of issue 10: a record on stdin names a VM; its sections never replace the
+    /// store's, and a step writes only its own section.
+    #[test]
+    fn sections_on_stdin_never_overwrite_the_store() {
+        let s = store();
+        let _c = with(&s, &["beta"]);
+        let mut r = s.load("beta").unwrap();
+        r.insert("jail".into(), json!({"pid": 42}));
+        r.insert("vm".into(), json!({"state": "running"}));
+        s.save(&r).unwrap();
+        let input =
+            r#"{"v":1,"type":"vm","name":"beta","spec":{"image":"evil"},"vm":{"state":"stopped"}}"#;
+        let (code, out) = run(&s, input, |r| {
+            // A buggy step that touches a section it does not own changes nothing stored.
+            r.insert("spec".into(), json!({"image": "also-evil"}));
+            r.insert("net".into(), json!({"tap": "t"}));
+            Ok(Action::Save)
+        });
+        assert_eq!(code, ExitCode::from(0));
+        let stored = s.load("beta").unwrap();
+        assert_eq!(stored["spec"]["image"], "img");
+        assert_eq!(stored["jail"]["pid"], 42);
+        assert_eq!(stored["vm"]["state"], "running");
+        assert_eq!(stored["net"]["tap"], "t");
+        assert_eq!(out[0]["spec"]["image"], "img");
+        assert_eq!(out[0]["vm"]["state"], "running");
+    }
+
+    /// Item 8: only `banger-vm new` makes VMs; a step refuses a name the store lacks and
+    /// creates nothing for it (not even a lock file).
+    #[test]
+    fn a_vm_not_in_the_store_is_refused_and_nothing_is_made() {
+        let s = store();
+        let _c = with(&s, &["a"]);
+        let mut called = 0;
+        let input: String = (0..100)
+            .map(|i| format!("{{\"v\":1,\"type\":\"vm\",\"name\":\"ghost{i}\"}}\n"))
+            .collect();
+        let (code, out) = run(&s, &input, |_| {
+            called += 1;
+            Ok(Action::Save)
+        });
+        assert_eq!(code, ExitCode::from(1));
+        assert_eq!(called, 0);
+        assert_eq!(out.len(), 100);
+        assert_eq!(out[7]["error"]["code"], "not_found");
+        assert_eq!(s.names().unwrap(), ["a"]);
+        let locks: Vec<_> = std::fs::read_dir(s.root().join("locks"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("ghost"))
+            .collect();
+        assert!(locks.is_empty(), "{locks:?}");
+    }
+
+    /// Item 1: a record whose name is not its directory's is refused, by name or on stdin.
+    #[test]
+    fn a_copied_record_is_refused() {
+        let s = store();
+        let _c = with(&s, &["alpha"]);
+        std::fs::create_dir_all(s.vm_dir("copyofalpha")).unwrap();
+        std::fs::copy(
+            s.vm_dir("alpha").join("vm.json"),
+            s.vm_dir("copyofalpha").join("vm.json"),
+        )
+        .unwrap();
+        let mut called = false;
+        let (code, out) = run_on(
+            &s,
+            &["net"],
+            Input::Names(vec!["copyofalpha".into()]),
+            b"",
+            |_| {
+                called = true;
+                Ok(Action::Save)
+            },
+        );
+        assert_eq!(code, ExitCode::from(1));
+        assert!(!called);
+        assert_eq!(out[0]["error"]["code"], "damaged");
+        assert!(out[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names the VM \"alpha\""));
     }
 
     #[test]
     fn error_records_are_forwarded_untouched_and_fail_the_run() {
         let s = store();
+        let _c = with(&s, &["a"]);
         let input =
             r#"{"v":1,"type":"vm","name":"a","error":{"step":"snap","code":"x","message":"m"}}"#;
         let mut called = false;
@@ -324,15 +564,16 @@ mod tests {
             out[0],
             serde_json::from_str::<serde_json::Value>(input).unwrap()
         );
-        assert!(!s.exists("a"));
     }
 
     #[test]
     fn a_failure_marks_the_record_and_goes_on() {
         let s = store();
+        let _c = with(&s, &["a", "b"]);
         let input =
             "{\"v\":1,\"type\":\"vm\",\"name\":\"a\"}\n{\"v\":1,\"type\":\"vm\",\"name\":\"b\"}\n";
         let (code, out) = run(&s, input, |r| {
+            r.insert("net".into(), json!({"tap": "t"}));
             if record::name(r) == Some("a") {
                 Err(StepError::msg("boom", "it broke"))
             } else {
@@ -345,21 +586,89 @@ mod tests {
             out[0]["error"],
             json!({"step":"test","code":"boom","message":"it broke"})
         );
+        assert!(
+            out[0].get("net").is_none(),
+            "a failed step's half-work is not emitted"
+        );
         assert!(out[1].get("error").is_none());
-        assert!(!s.exists("a"), "a failed step saves nothing");
-        assert!(s.exists("b"));
-        let _ = std::fs::remove_dir_all(s.root());
+        assert!(
+            s.load("a").unwrap().get("net").is_none(),
+            "a failed step saves nothing"
+        );
+        assert!(s.load("b").unwrap().get("net").is_some());
+    }
+
+    /// Item 7: every envelope error names its line.
+    #[test]
+    fn malformed_lines_and_envelopes_name_the_line() {
+        let s = store();
+        let _c = with(&s, &["a"]);
+        let input = "nope\n{\"v\":1,\"type\":\"image\",\"name\":\"a\"}\n{\"v\":1,\"type\":\"vm\",\"name\":\"../x\"}\n{\"v\":1,\"type\":\"vm\",\"name\":5}\n{\"v\":9,\"type\":\"vm\",\"name\":\"a\"}\n";
+        let (code, out) = run(&s, input, |_| Ok(Action::Save));
+        assert_eq!(code, ExitCode::from(1));
+        assert_eq!(out.len(), 4, "the non-JSON line is reported, not emitted");
+        assert_eq!(out[0]["error"]["code"], "bad_record");
+        assert!(out[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 2: "));
+        assert_eq!(out[1]["error"]["code"], "invalid_name");
+        assert_eq!(
+            out[2]["error"]["message"],
+            "line 4: \"name\" is a number, expected a string"
+        );
+        assert!(out[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 5: unsupported"));
     }
 
     #[test]
-    fn malformed_lines_and_envelopes() {
+    fn empty_stdin_is_an_error() {
         let s = store();
-        let input = "nope\n{\"v\":1,\"type\":\"image\",\"name\":\"a\"}\n{\"v\":1,\"type\":\"vm\",\"name\":\"../x\"}\n";
-        let (code, out) = run(&s, input, |_| Ok(Action::Save));
+        let _c = with(&s, &[]);
+        let (code, out) = run(&s, "\n\n", |_| Ok(Action::Save));
         assert_eq!(code, ExitCode::from(1));
-        assert_eq!(out.len(), 2, "the non-JSON line is reported, not emitted");
-        assert_eq!(out[0]["error"]["code"], "bad_record");
-        assert_eq!(out[1]["error"]["code"], "invalid_name");
-        let _ = std::fs::remove_dir_all(s.root());
+        assert!(out.is_empty());
+    }
+
+    /// Item 12: a save that fails after the work says so and what to do.
+    #[test]
+    fn a_failed_save_says_the_work_is_done_and_to_rerun() {
+        let s = store();
+        let _c = with(&s, &["a"]);
+        let (code, out) = run_on(&s, &["net"], Input::Names(vec!["a".into()]), b"", |r| {
+            r.insert(
+                "net".into(),
+                json!({"x": "y".repeat(crate::record::MAX_RECORD_BYTES)}),
+            );
+            Ok(Action::Save)
+        });
+        assert_eq!(code, ExitCode::from(1));
+        assert_eq!(out[0]["error"]["code"], "save_failed");
+        let m = out[0]["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("work is done") && m.contains("run the step again"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn removing_the_jail_stops_a_running_record() {
+        let s = store();
+        let _c = with(&s, &["a"]);
+        let mut r = s.load("a").unwrap();
+        r.insert("jail".into(), json!({"pid": 1}));
+        r.insert("vm".into(), json!({"state": "running", "boot_ms": 5}));
+        s.save(&r).unwrap();
+        let (code, _) = run_on(&s, &["jail"], Input::Names(vec!["a".into()]), b"", |r| {
+            r.shift_remove("jail");
+            Ok(Action::Save)
+        });
+        assert_eq!(code, ExitCode::from(0));
+        let r = s.load("a").unwrap();
+        assert_eq!(r["vm"]["state"], "stopped");
+        assert_eq!(r["vm"]["stopped_by"], "teardown");
+        assert_eq!(r["vm"]["boot_ms"], 5);
     }
 }

@@ -1,18 +1,24 @@
 //! The state store: one file per VM (`vms/NAME/vm.json`), written atomically (temp file,
 //! fsync, rename, fsync of the directory), with a per-VM `flock` held while a step works on
 //! that VM and a store-wide lock for allocations (names, addresses).
+//!
+//! The store is the truth: a record is read back only if it is a `vm` record of at most
+//! [`MAX_RECORD_BYTES`] whose `name` is its directory's name and whose sections have the
+//! shape banger writes; anything else is [`StoreError::Damaged`], listed as such and
+//! removable with `banger rm --force NAME`. A writer killed mid-write leaves a temp file
+//! that the next writer of the same file removes; lock files go with their VM.
 
-use crate::record::{self, Record};
+use crate::record::{self, Record, MAX_RECORD_BYTES};
 use rustix::fs::{flock, FlockOperation};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("no VM named {name:?} (banger-vm list shows the VMs)")]
+    #[error("no VM named {name:?} (banger-vm list shows the VMs; banger-vm new makes one)")]
     NotFound { name: String },
     #[error("a VM named {name:?} already exists (pick another name, or remove it with: banger-vm rm {name})")]
     Exists { name: String },
@@ -20,6 +26,18 @@ pub enum StoreError {
         "invalid VM name {name:?}: use 1-32 characters a-z, 0-9 and '-', starting with a letter"
     )]
     BadName { name: String },
+    #[error("{name}'s record {path} is damaged: {why} (banger rm --force {name} releases what the root helper holds for it and removes it)")]
+    Damaged {
+        name: String,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("{name}'s record would be {size} bytes, over the {max}-byte limit of a record")]
+    TooLarge {
+        name: String,
+        size: usize,
+        max: usize,
+    },
     #[error("cannot create directory {path}")]
     Mkdir {
         path: PathBuf,
@@ -37,12 +55,6 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    #[error("{path} is not a valid record")]
-    Corrupt {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
     },
     #[error("cannot write {path}")]
     Write {
@@ -69,9 +81,24 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// An exclusive `flock` on a lock file, released on drop.
+///
+/// Lock files may be unlinked by whoever holds them: after taking the lock, the holder
+/// checks that the path still names the file it locked, and starts over if not. So a lock
+/// file can be removed (see [`Lock::remove_unless`]) without two processes ever holding
+/// "the" lock at once.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: File,
+    path: PathBuf,
+    /// When this path is gone at release, the lock file is unlinked (still locked).
+    remove_unless: Option<PathBuf>,
+}
+
+fn same_file(f: &File, path: &Path) -> bool {
+    match (f.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 impl Lock {
@@ -89,22 +116,59 @@ impl Lock {
             path: path.to_path_buf(),
             source: e.into(),
         };
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(err)?;
-        if let Some((u, g)) = owner {
-            let _ = rustix::fs::fchown(
-                &fd,
-                Some(rustix::fs::Uid::from_raw(u)),
-                Some(rustix::fs::Gid::from_raw(g)),
-            );
+        loop {
+            let fd = rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map_err(err)?;
+            if let Some((u, g)) = owner {
+                let _ = rustix::fs::fchown(
+                    &fd,
+                    Some(rustix::fs::Uid::from_raw(u)),
+                    Some(rustix::fs::Gid::from_raw(g)),
+                );
+            }
+            let file = File::from(fd);
+            flock(&file, FlockOperation::LockExclusive).map_err(err)?;
+            if same_file(&file, path) {
+                return Ok(Lock {
+                    file,
+                    path: path.to_path_buf(),
+                    remove_unless: None,
+                });
+            }
+            // Unlinked (or replaced) while we waited: lock the file the path names now.
         }
-        let file = File::from(fd);
-        flock(&file, FlockOperation::LockExclusive).map_err(err)?;
-        Ok(Lock { _file: file })
+    }
+
+    /// True when someone holds the lock at `path` right now. Never creates the file (a
+    /// missing lock file is a free lock).
+    pub fn try_held(path: &Path) -> bool {
+        let Ok(file) = File::open(path) else {
+            return false;
+        };
+        matches!(
+            flock(&file, FlockOperation::NonBlockingLockShared),
+            Err(rustix::io::Errno::WOULDBLOCK)
+        )
+    }
+
+    /// Unlinks the lock file at release when `path` no longer exists then.
+    pub fn remove_unless(mut self, path: &Path) -> Lock {
+        self.remove_unless = Some(path.to_path_buf());
+        self
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(p) = &self.remove_unless {
+            if std::fs::symlink_metadata(p).is_err() && same_file(&self.file, &self.path) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
     }
 }
 
@@ -117,10 +181,60 @@ pub struct Store {
     owner: Option<(u32, u32)>,
 }
 
+/// One entry of [`Store::scan`]: a record, or a VM directory whose record cannot be read.
+#[derive(Debug)]
+pub enum Listed {
+    Ok(Record),
+    Damaged { name: String, error: StoreError },
+}
+
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// True while process `pid` exists (in this PID namespace).
+fn pid_alive(pid: i32) -> bool {
+    match rustix::process::Pid::from_raw(pid) {
+        None => false,
+        Some(p) => !matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        ),
+    }
+}
+
+/// The writer's PID of a temp file `.FILE.tmp.PID.SEQ` of `file_name`, if `entry` is one.
+fn temp_owner(entry: &str, file_name: &str) -> Option<i32> {
+    let rest = entry
+        .strip_prefix('.')?
+        .strip_prefix(file_name)?
+        .strip_prefix(".tmp.")?;
+    let (pid, seq) = rest.split_once('.')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the temp files of `file_name` in `dir` whose writer is dead (a writer killed
+/// between creating its temp file and the rename). Returns how many went.
+pub fn sweep_temps(dir: &Path, file_name: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id() as i32;
+    let mut n = 0;
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| temp_owner(s, file_name)) else {
+            continue;
+        };
+        if pid != me && !pid_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
-/// fsync of the directory. Readers see the old or the new content, never a mix.
+/// fsync of the directory. Readers see the old or the new content, never a mix. Temp files
+/// of `path` left by killed writers are removed first.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     write_atomic_owned(path, bytes, mode, None)
 }
@@ -137,6 +251,7 @@ pub fn write_atomic_owned(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    sweep_temps(dir, &file_name);
     let tmp = dir.join(format!(
         ".{file_name}.tmp.{}.{}",
         std::process::id(),
@@ -161,6 +276,16 @@ pub fn write_atomic_owned(
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// Why a stored record's text is not a record, for [`StoreError::Damaged`].
+fn parse_stored(bytes: &[u8]) -> Result<Record, String> {
+    record::parse(bytes, 1).map_err(|e| match e {
+        record::ReadError::Json { source, .. } => format!("not valid JSON ({source})"),
+        record::ReadError::Duplicate { path, .. } => format!("the key {path:?} appears twice"),
+        record::ReadError::NotObject { found, .. } => format!("not a JSON object but {found}"),
+        other => other.to_string(),
+    })
 }
 
 impl Store {
@@ -196,8 +321,13 @@ impl Store {
         self.root.join("vms").join(name)
     }
 
-    fn record_path(&self, name: &str) -> PathBuf {
+    /// `vms/NAME/vm.json`.
+    pub fn record_path(&self, name: &str) -> PathBuf {
         self.vm_dir(name).join("vm.json")
+    }
+
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{name}.lock"))
     }
 
     /// Makes `path` and its missing parents; those it makes below the store's root are given
@@ -257,12 +387,28 @@ impl Store {
         }
     }
 
-    /// Locks one VM for the duration of a step's work on it.
+    /// Locks one VM for the duration of a step's work on it. The lock file is removed at
+    /// release when the VM's directory is gone by then (removed, or never made).
     pub fn lock_vm(&self, name: &str) -> Result<Lock, StoreError> {
         Self::check_name(name)?;
         let dir = self.root.join("locks");
         self.mkdir(&dir)?;
-        Lock::exclusive_owned(&dir.join(format!("{name}.lock")), self.owner)
+        Ok(Lock::exclusive_owned(&self.lock_path(name), self.owner)?
+            .remove_unless(&self.vm_dir(name)))
+    }
+
+    /// Locks a VM that exists: `NotFound` (and no lock file made) when it has no directory.
+    pub fn lock_existing(&self, name: &str) -> Result<Lock, StoreError> {
+        Self::check_name(name)?;
+        if std::fs::symlink_metadata(self.vm_dir(name)).is_err() {
+            return Err(StoreError::NotFound { name: name.into() });
+        }
+        self.lock_vm(name)
+    }
+
+    /// True while some process holds the VM's lock (a step is working on it).
+    pub fn busy(&self, name: &str) -> bool {
+        valid_name(name) && Lock::try_held(&self.lock_path(name))
     }
 
     /// Locks the whole store, for allocations that must be race-free across VMs.
@@ -272,67 +418,157 @@ impl Store {
         Lock::exclusive_owned(&dir.join(".store.lock"), self.owner)
     }
 
-    /// True when a record exists for `name`.
+    /// True when a record file exists for `name` (readable or not).
     pub fn exists(&self, name: &str) -> bool {
         valid_name(name) && self.record_path(name).exists()
     }
 
-    /// Loads a VM's record.
+    fn damaged(&self, name: &str, why: impl Into<String>) -> StoreError {
+        StoreError::Damaged {
+            name: name.into(),
+            path: self.record_path(name),
+            why: why.into(),
+        }
+    }
+
+    /// Loads a VM's record, checked: a `vm` record named after its directory, at most
+    /// [`MAX_RECORD_BYTES`], its sections of the shape banger writes.
     pub fn load(&self, name: &str) -> Result<Record, StoreError> {
         Self::check_name(name)?;
         let path = self.record_path(name);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound { name: name.into() })
+                return match std::fs::symlink_metadata(self.vm_dir(name)) {
+                    Err(_) => Err(StoreError::NotFound { name: name.into() }),
+                    Ok(_) => Err(self.damaged(name, self.why_no_record(name))),
+                };
             }
             Err(source) => return Err(StoreError::Read { path, source }),
         };
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path, source })
+        let mut bytes = Vec::new();
+        file.take(MAX_RECORD_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| StoreError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(self.damaged(
+                name,
+                format!("larger than the {MAX_RECORD_BYTES}-byte limit of a record"),
+            ));
+        }
+        let rec = parse_stored(&bytes).map_err(|why| self.damaged(name, why))?;
+        record::check_envelope(&rec, "vm").map_err(|why| self.damaged(name, why))?;
+        match record::name(&rec) {
+            Some(n) if n == name => {}
+            other => {
+                return Err(self.damaged(
+                    name,
+                    format!(
+                        "it names the VM {:?}, not {name:?} (a copied or renamed directory?)",
+                        other.unwrap_or_default()
+                    ),
+                ))
+            }
+        }
+        crate::section::validate(&rec)
+            .map_err(|e| self.damaged(name, format!("{e}: {}", e.source)))?;
+        Ok(rec)
+    }
+
+    /// What a VM directory without `vm.json` holds, for the damaged message.
+    fn why_no_record(&self, name: &str) -> String {
+        let files: Vec<String> = std::fs::read_dir(self.vm_dir(name))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if files.iter().all(|f| temp_owner(f, "vm.json").is_some()) {
+            "there is no vm.json, only an unfinished write (a banger-vm new that was killed)".into()
+        } else {
+            format!(
+                "there is no vm.json (the directory holds {})",
+                files.join(", ")
+            )
+        }
     }
 
     /// Saves a record atomically. The caller holds the VM's lock.
     pub fn save(&self, rec: &Record) -> Result<(), StoreError> {
         let name = record::name(rec).unwrap_or_default().to_string();
         Self::check_name(&name)?;
-        let dir = self.vm_dir(&name);
-        self.mkdir(&dir)?;
-        let path = dir.join("vm.json");
+        let path = self.record_path(&name);
         let mut bytes = serde_json::to_vec_pretty(rec).map_err(|e| StoreError::Write {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(StoreError::TooLarge {
+                name,
+                size: bytes.len(),
+                max: MAX_RECORD_BYTES,
+            });
+        }
+        self.mkdir(&self.vm_dir(&name))?;
         write_atomic_owned(&path, &bytes, 0o644, self.owner)
             .map_err(|source| StoreError::Write { path, source })
     }
 
-    /// Saves a new record; fails if the name is taken. Takes the store lock itself.
+    /// Saves a new record; fails if the name is taken. Takes the store lock and the VM's lock.
     pub fn create(&self, rec: &Record) -> Result<(), StoreError> {
         let name = record::name(rec).unwrap_or_default().to_string();
         Self::check_name(&name)?;
         let _g = self.lock_store()?;
+        let _v = self.lock_vm(&name)?;
         if self.record_path(&name).exists() {
             return Err(StoreError::Exists { name });
         }
         self.save(rec)
     }
 
-    /// Removes a VM's record and directory. The caller holds the VM's lock and has made sure
-    /// no resource still depends on the directory's content.
+    /// Removes a VM's directory, its record last (a remover killed half-way leaves a record
+    /// to run `rm` on again). The caller holds the VM's lock and has made sure no resource
+    /// still depends on the directory's content.
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
         Self::check_name(name)?;
         let dir = self.vm_dir(name);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound { name: name.into() })
+                return Err(StoreError::NotFound { name: name.into() })
             }
-            Err(source) => Err(StoreError::Remove { path: dir, source }),
+            Err(source) => return Err(StoreError::Remove { path: dir, source }),
+        };
+        for e in entries.filter_map(Result::ok) {
+            if e.file_name() == "vm.json" {
+                continue;
+            }
+            let p = e.path();
+            let res = match e.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+                _ => std::fs::remove_file(&p),
+            };
+            match res {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::Remove { path: p, source }),
+            }
         }
+        let rec = dir.join("vm.json");
+        match std::fs::remove_file(&rec) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Remove { path: rec, source }),
+        }
+        std::fs::remove_dir(&dir).map_err(|source| StoreError::Remove { path: dir, source })
     }
 
-    /// Names of all VMs, sorted.
+    /// Names of every VM directory (readable record or not), sorted.
     pub fn names(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.root.join("vms");
         let entries = match std::fs::read_dir(&dir) {
@@ -342,24 +578,40 @@ impl Store {
         };
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| valid_name(n) && self.record_path(n).exists())
+            .filter(|n| valid_name(n))
             .collect();
         names.sort();
         Ok(names)
     }
 
-    /// All records, sorted by name. A record that vanished mid-listing is skipped.
-    pub fn list(&self) -> Result<Vec<Record>, StoreError> {
+    /// Every VM, sorted by name: its record, or why it cannot be read. A VM that vanished
+    /// mid-listing, or whose directory a step is making or removing right now, is skipped.
+    pub fn scan(&self) -> Result<Vec<Listed>, StoreError> {
         let mut out = Vec::new();
         for n in self.names()? {
             match self.load(&n) {
-                Ok(r) => out.push(r),
+                Ok(r) => out.push(Listed::Ok(r)),
                 Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+                // Half-made or half-removed under its lock: not damaged, just not done.
+                Err(StoreError::Damaged { .. }) if self.busy(&n) => {}
+                Err(error) => out.push(Listed::Damaged { name: n, error }),
             }
         }
         Ok(out)
+    }
+
+    /// The readable records, sorted by name (damaged ones are left out: see [`Store::scan`]).
+    pub fn list(&self) -> Result<Vec<Record>, StoreError> {
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter_map(|l| match l {
+                Listed::Ok(r) => Some(r),
+                Listed::Damaged { .. } => None,
+            })
+            .collect())
     }
 }
 
@@ -405,6 +657,7 @@ mod tests {
         s.remove("a").unwrap();
         assert!(matches!(s.load("a"), Err(StoreError::NotFound { .. })));
         assert!(matches!(s.remove("a"), Err(StoreError::NotFound { .. })));
+        assert!(!s.vm_dir("a").exists());
         let _ = std::fs::remove_dir_all(s.root());
     }
 
@@ -423,8 +676,190 @@ mod tests {
         let s = tmp_store("corrupt");
         std::fs::create_dir_all(s.vm_dir("a")).unwrap();
         std::fs::write(s.vm_dir("a").join("vm.json"), b"{nope").unwrap();
-        let e = s.load("a").unwrap_err().to_string();
+        let e = s.load("a").unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        let e = e.to_string();
         assert!(e.contains("vm.json"), "{e}");
+        assert!(e.contains("banger rm --force a"), "{e}");
+        let _ = std::fs::remove_dir_all(s.root());
+    }
+
+    fn put_raw(s: &Store, dir: &str, text: &str) {
+        std::fs::create_dir_all(s.vm_dir(dir)).unwrap();
+        std::fs::write(s.vm_dir(dir).join("vm.json"), text).unwrap();
+    }
+
+    /// Item 1 of issue 10: a copied directory must not pass for the VM it names.
+    #[test]
+    fn a_record_naming_another_vm_is_damaged() {
+        let s = tmp_store("mismatch");
+        put_raw(&s, "copyofalpha", r#"{"v":1,"type":"vm","name":"alpha"}"#);
+        let e = s.load("copyofalpha").unwrap_err().to_string();
+        assert!(
+            e.contains(r#"it names the VM "alpha", not "copyofalpha""#),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(s.root());
+    }
+
+    #[test]
+    fn envelopes_sections_sizes_and_duplicates_are_checked_on_load() {
+        let s = tmp_store("shape");
+        for (text, want) in [
+            (
+                r#"{"v":2,"type":"vm","name":"a"}"#,
+                "unsupported record version",
+            ),
+            (r#"{"v":1,"type":"image","name":"a"}"#, "\"image\""),
+            (r#"{"v":1,"type":"vm","name":7}"#, "\"name\" is a number"),
+            (
+                r#"{"v":1,"type":"vm","name":"a","name":"a"}"#,
+                "appears twice",
+            ),
+            (r#"{"v":1,"type":"vm","name":"a","net":"x"}"#, "net section"),
+            (r#"[1]"#, "not a JSON object"),
+        ] {
+            put_raw(&s, "a", text);
+            let e = s.load("a").unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let big = format!(
+            r#"{{"v":1,"type":"vm","name":"a","x":"{}"}}"#,
+            "y".repeat(MAX_RECORD_BYTES)
+        );
+        put_raw(&s, "a", &big);
+        assert!(s.load("a").unwrap_err().to_string().contains("limit"));
+        let mut r = record::new("vm", "b");
+        r.insert("x".into(), "y".repeat(MAX_RECORD_BYTES).into());
+        assert!(matches!(s.save(&r), Err(StoreError::TooLarge { .. })));
+        assert!(
+            !s.vm_dir("b").exists(),
+            "an oversized record creates nothing"
+        );
+        let _ = std::fs::remove_dir_all(s.root());
+    }
+
+    /// A pid that is certainly dead: a child that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    }
+
+    /// Item 14: temp files of killed writers are removed by the next writer; a live
+    /// writer's temp file is left alone.
+    #[test]
+    fn the_next_writer_removes_dead_writers_temp_files() {
+        let s = tmp_store("sweep");
+        std::fs::create_dir_all(s.root()).unwrap();
+        let dead = s.root().join(format!(".f.tmp.{}.3", dead_pid()));
+        let live = s
+            .root()
+            .join(format!(".f.tmp.{}.0", std::os::unix::process::parent_id()));
+        let other = s.root().join(format!(".g.tmp.{}.0", dead_pid()));
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        write_atomic(&s.root().join("f"), b"new", 0o600).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists(), "a live writer's temp file stays");
+        assert!(
+            other.exists(),
+            "another file's temp files are not this writer's to judge"
+        );
+        let _ = std::fs::remove_dir_all(s.root());
+    }
+
+    /// Item 14: a VM directory that holds only a killed writer's temp file is listed as
+    /// damaged (not invisible), and creating the VM again cleans it up.
+    #[test]
+    fn a_dir_with_only_a_temp_file_is_listed_and_recreatable() {
+        let s = tmp_store("onlytmp");
+        std::fs::create_dir_all(s.vm_dir("a")).unwrap();
+        let tmp = s.vm_dir("a").join(format!(".vm.json.tmp.{}.0", dead_pid()));
+        std::fs::write(&tmp, b"{").unwrap();
+        let l = s.scan().unwrap();
+        assert_eq!(l.len(), 1);
+        match &l[0] {
+            Listed::Damaged { name, error } => {
+                assert_eq!(name, "a");
+                assert!(error.to_string().contains("unfinished write"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        s.create(&record::new("vm", "a")).unwrap();
+        assert!(!tmp.exists());
+        assert!(s.load("a").is_ok());
+        let _ = std::fs::remove_dir_all(s.root());
+    }
+
+    /// Item 11: one damaged record does not hide the others.
+    #[test]
+    fn scan_lists_good_and_damaged_records() {
+        let s = tmp_store("scan");
+        s.create(&record::new("vm", "a")).unwrap();
+        put_raw(&s, "b", "{garbage");
+        s.create(&record::new("vm", "c")).unwrap();
+        let l = s.scan().unwrap();
+        let kinds: Vec<String> = l
+            .iter()
+            .map(|x| match x {
+                Listed::Ok(r) => format!("ok {}", record::name(r).unwrap()),
+                Listed::Damaged { name, .. } => format!("damaged {name}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["ok a", "damaged b", "ok c"]);
+        assert_eq!(s.list().unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(s.root());
+    }
+
+    /// Item 14: a VM's lock file goes with the VM, and a lock on a name that has no VM
+    /// leaves no file behind.
+    #[test]
+    fn lock_files_go_with_their_vm() {
+        let s = tmp_store("locks");
+        s.create(&record::new("vm", "a")).unwrap();
+        {
+            let _g = s.lock_vm("a").unwrap();
+            s.remove("a").unwrap();
+        }
+        assert!(!s.root().join("locks/a.lock").exists());
+        drop(s.lock_vm("ghost").unwrap());
+        assert!(!s.root().join("locks/ghost.lock").exists());
+        assert!(matches!(
+            s.lock_existing("ghost"),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(!s.root().join("locks/ghost.lock").exists());
+        let _ = std::fs::remove_dir_all(s.root());
+    }
+
+    /// A waiter on a lock file that its holder unlinks takes the lock on the new file, so
+    /// two holders never overlap.
+    #[test]
+    fn unlinked_lock_files_never_give_two_holders() {
+        let s = tmp_store("relock");
+        std::fs::create_dir_all(s.root()).unwrap();
+        let path = s.root().join("x.lock");
+        let inside = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, inside, dir) = (path.clone(), inside.clone(), s.root().join("none"));
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let _g = Lock::exclusive(&path).unwrap().remove_unless(&dir);
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(!path.exists());
         let _ = std::fs::remove_dir_all(s.root());
     }
 

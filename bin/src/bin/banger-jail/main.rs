@@ -144,6 +144,7 @@ fn main() -> ExitCode {
         bin: BIN,
         step: "jail",
         store: &store,
+        owns: &["jail"],
     };
     match args {
         Args::Launch { names, opts } => step.run(Input::from_names(names), |rec| {

@@ -3,10 +3,10 @@
 use crate::updown::{call, helper};
 use crate::BIN;
 use banger::config::Config;
-use banger::record;
+use banger::section::{self, Net, Section};
 use banger::step::{Action, Input, Step, StepError};
 use banger::store::Store;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::ExitCode;
 
 /// One forward as written on the command line.
@@ -48,15 +48,16 @@ pub fn run(cfg: &Config, store: &Store, name: &str, specs: &[Spec], remove: bool
         bin: BIN,
         step: "net",
         store,
+        owns: &[Net::KEY],
     };
     step.run(Input::Names(vec![name.to_string()]), |rec| {
-        if record::section(rec, "net").is_none() {
+        let Some(mut net) = section::get::<Net>(rec)? else {
             return Err(StepError::msg(
                 "not_found",
                 format!("{name} has no network: run banger-net up {name} first"),
             ));
-        }
-        let mut forwards = Value::Null;
+        };
+        let mut forwards = None;
         for s in specs {
             let answer = call(
                 &helper,
@@ -64,11 +65,10 @@ pub fn run(cfg: &Config, store: &Store, name: &str, specs: &[Spec], remove: bool
                 json!({"vm": name, "host_port": s.host_port, "guest_port": s.guest_port,
                        "proto": s.proto, "remove": remove}),
             )?;
-            forwards = answer["forwards"].clone();
+            forwards = answer["forwards"].as_array().cloned();
         }
-        if let Some(Value::Object(net)) = rec.get_mut("net") {
-            net.insert("forwards".into(), forwards);
-        }
+        net.forwards = forwards;
+        section::put(rec, &net);
         Ok(Action::Save)
     })
 }

@@ -4,9 +4,10 @@ use crate::{dns, hosts, BIN};
 use banger::client::{ClientError, Helper};
 use banger::config::Config;
 use banger::record::{self, Record};
+use banger::section::{self, Net, Section, Snap};
 use banger::step::{Action, Input, Step, StepError};
 use banger::store::Store;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
@@ -42,8 +43,15 @@ pub fn up(cfg: &Config, store: &Store, input: Input, dns_flag: &[Ipv4Addr]) -> E
         bin: BIN,
         step: "net",
         store,
+        owns: &[Net::KEY],
     };
     step.run(input, |rec| up_one(cfg, &helper, rec, dns_flag))
+}
+
+/// True when what the guest sees of its network (what `snap.customize` writes into the
+/// disk) differs between `a` and `b`.
+fn guest_view_differs(a: &Net, b: &Net) -> bool {
+    (&a.ip, a.prefix, &a.gateway, &a.dns, &a.mac) != (&b.ip, b.prefix, &b.gateway, &b.dns, &b.mac)
 }
 
 fn up_one(
@@ -53,23 +61,50 @@ fn up_one(
     dns_flag: &[Ipv4Addr],
 ) -> Result<Action, StepError> {
     let name = name_of(rec);
-    let old = record::section(rec, "net").cloned().unwrap_or_default();
+    let old = section::get::<Net>(rec)?;
     let mut args = json!({"vm": name});
-    if let Some(ip) = old.get("ip").and_then(Value::as_str) {
+    if let Some(ip) = old.as_ref().and_then(|n| n.ip.as_deref()) {
         args["ip"] = ip.into();
     }
     let info = call(helper, "net.up", args)?;
-    let dns: Vec<Value> = if !dns_flag.is_empty() {
-        dns_flag.iter().map(|d| d.to_string().into()).collect()
-    } else if let Some(Value::Array(d)) = old
-        .get("dns")
-        .filter(|d| d.as_array().is_some_and(|a| !a.is_empty()))
-    {
+    let made = finish_up(cfg, helper, rec, &name, old.as_ref(), &info, dns_flag);
+    if made.is_err() && old.is_none() {
+        // This run allocated the address and tap: give them back rather than leave them
+        // held by a VM whose record never got its net section.
+        if let Err(e) = call(
+            helper,
+            "net.down",
+            json!({"vm": name, "keep_bridge": false}),
+        ) {
+            eprintln!(
+                "{BIN}: warning: {name}: could not release the network made a moment ago: {}",
+                e.message()
+            );
+        }
+        refresh_hosts(cfg, helper);
+    }
+    made
+}
+
+/// The part of `net up` after the helper's `net.up`: the section, the hosts file, the
+/// guest's config in its disk.
+fn finish_up(
+    cfg: &Config,
+    helper: &Helper,
+    rec: &mut Record,
+    name: &str,
+    old: Option<&Net>,
+    info: &Value,
+    dns_flag: &[Ipv4Addr],
+) -> Result<Action, StepError> {
+    let dns: Vec<String> = if !dns_flag.is_empty() {
+        dns_flag.iter().map(|d| d.to_string()).collect()
+    } else if let Some(d) = old.map(|n| &n.dns).filter(|d| !d.is_empty()) {
         d.clone()
     } else {
         dns::host_resolvers()
             .iter()
-            .map(|d| d.to_string().into())
+            .map(|d| d.to_string())
             .collect()
     };
     if dns.is_empty() {
@@ -77,37 +112,44 @@ fn up_one(
             "{BIN}: warning: {name}: the host has no upstream DNS server a guest can reach; pass --dns ADDR"
         );
     }
-    let mut net = Map::new();
-    for k in ["bridge", "tap", "mac", "ip", "prefix", "gateway"] {
-        net.insert(k.into(), info[k].clone());
-    }
-    net.insert("dns".into(), Value::Array(dns));
-    net.insert(
-        "forwards".into(),
-        info.get("forwards").cloned().unwrap_or_else(|| json!([])),
-    );
-    rec.insert("net".into(), Value::Object(net.clone()));
+    let text = |k: &str| info[k].as_str().map(String::from);
+    let net = Net {
+        bridge: text("bridge"),
+        tap: text("tap"),
+        mac: text("mac"),
+        ip: text("ip"),
+        prefix: info["prefix"].as_u64().and_then(|p| u8::try_from(p).ok()),
+        gateway: text("gateway"),
+        dns,
+        forwards: Some(
+            info.get("forwards")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        ),
+        // Fields of the old section banger does not know stay.
+        extra: old.map(|n| n.extra.clone()).unwrap_or_default(),
+    };
+    section::put(rec, &net);
     refresh_hosts(cfg, helper);
     // Write into the disk only when what the guest sees changed: a running VM's disk must
     // not be written under it, and an unchanged config needs no write.
-    let guest_view = |m: &Map<String, Value>| -> Vec<Value> {
-        ["ip", "prefix", "gateway", "dns", "mac"]
-            .iter()
-            .map(|k| m.get(*k).cloned().unwrap_or(Value::Null))
-            .collect()
-    };
-    if rec.get("snap").is_some_and(|s| !s.is_null()) && guest_view(&old) != guest_view(&net) {
-        customize(helper, &name, &net)?;
+    let changed = old.is_none_or(|o| guest_view_differs(o, &net));
+    if rec.get(Snap::KEY).is_some_and(|s| !s.is_null()) && changed {
+        customize(helper, name, &net)?;
     }
     Ok(Action::Save)
 }
 
 /// Writes the guest's network config into its disk (the snap step's helper op).
-fn customize(helper: &Helper, name: &str, net: &Map<String, Value>) -> Result<(), StepError> {
-    let mut n = Map::new();
-    for k in ["ip", "prefix", "gateway", "dns", "mac"] {
-        n.insert(k.into(), net[k].clone());
-    }
+fn customize(helper: &Helper, name: &str, net: &Net) -> Result<(), StepError> {
+    let n = json!({
+        "ip": net.ip,
+        "prefix": net.prefix,
+        "gateway": net.gateway,
+        "dns": net.dns,
+        "mac": net.mac,
+    });
     match helper.call("snap.customize", json!({"vm": name, "net": n})) {
         Ok(_) => Ok(()),
         Err(ClientError::Op { error, .. }) if error.code == "unknown_op" => {
@@ -126,6 +168,7 @@ pub fn down(cfg: &Config, store: &Store, input: Input, keep_bridge: bool) -> Exi
         bin: BIN,
         step: "net",
         store,
+        owns: &[Net::KEY],
     };
     step.run(input, |rec| {
         let name = name_of(rec);
@@ -134,7 +177,7 @@ pub fn down(cfg: &Config, store: &Store, input: Input, keep_bridge: bool) -> Exi
             "net.down",
             json!({"vm": name, "keep_bridge": keep_bridge}),
         )?;
-        rec.remove("net");
+        section::remove::<Net>(rec);
         refresh_hosts(cfg, &helper);
         Ok(Action::Save)
     })

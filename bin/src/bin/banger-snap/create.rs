@@ -4,6 +4,7 @@ use crate::BIN;
 use banger::client::Helper;
 use banger::config::Config;
 use banger::record::{self, Record};
+use banger::section::{self, Net, Section, Snap, Spec};
 use banger::step::{Action, Input, Step, StepError};
 use banger::store::Store;
 use serde_json::{json, Map, Value};
@@ -24,34 +25,25 @@ pub fn call(h: &Helper, op: &str, args: Value) -> Result<Value, StepError> {
 }
 
 /// The `net` argument for `snap.create`/`snap.customize` from a record's `net` section
-/// (`ip` with or without `/prefix`, `prefix`, `gateway`, `dns` as a list or one string,
-/// `mac`), or `None` when the record has no address yet.
+/// (`ip` with or without `/prefix`, `prefix`, `gateway`, `dns`, `mac`), or `None` when the
+/// record has no address yet.
 pub fn net_args(rec: &Record) -> Option<Value> {
-    let net = record::section(rec, "net")?;
-    let ip_field = net.get("ip")?.as_str()?;
+    let net = section::get::<Net>(rec).ok()??;
+    let ip_field = net.ip.as_deref()?;
     let (ip, prefix_in_ip) = match ip_field.split_once('/') {
-        Some((a, p)) => (a, p.parse::<u64>().ok()),
+        Some((a, p)) => (a, p.parse::<u8>().ok()),
         None => (ip_field, None),
     };
-    let prefix = net
-        .get("prefix")
-        .and_then(Value::as_u64)
-        .or(prefix_in_ip)
-        .unwrap_or(24);
+    let prefix = net.prefix.or(prefix_in_ip).unwrap_or(24);
     let mut out = Map::new();
     out.insert("ip".into(), ip.into());
     out.insert("prefix".into(), prefix.into());
-    if let Some(g) = net.get("gateway").and_then(Value::as_str) {
-        out.insert("gateway".into(), g.into());
+    if let Some(g) = &net.gateway {
+        out.insert("gateway".into(), g.as_str().into());
     }
-    let dns: Vec<Value> = match net.get("dns") {
-        Some(Value::Array(a)) => a.iter().filter(|v| v.is_string()).cloned().collect(),
-        Some(Value::String(s)) => vec![s.clone().into()],
-        _ => Vec::new(),
-    };
-    out.insert("dns".into(), dns.into());
-    if let Some(m) = net.get("mac").and_then(Value::as_str) {
-        out.insert("mac".into(), m.into());
+    out.insert("dns".into(), net.dns.clone().into());
+    if let Some(m) = &net.mac {
+        out.insert("mac".into(), m.as_str().into());
     }
     Some(Value::Object(out))
 }
@@ -66,7 +58,7 @@ fn has_live_disk(h: &Helper, name: &str) -> Result<bool, StepError> {
 
 fn create_one(h: &Helper, rec: &mut Record, opts: &Opts) -> Result<Action, StepError> {
     let name = record::name(rec).unwrap_or_default().to_string();
-    if record::section(rec, "snap").is_some_and(|s| s.get("path").is_some()) {
+    if section::get::<Snap>(rec)?.is_some_and(|s| s.path.is_some()) {
         // Idempotent: the disk exists already; nothing is made twice.
         if has_live_disk(h, &name)? {
             return Ok(Action::Save);
@@ -76,28 +68,25 @@ fn create_one(h: &Helper, rec: &mut Record, opts: &Opts) -> Result<Action, StepE
             format!("{name}'s record has a snap section but its disk is gone: run 'banger-snap rm {name}', then create again"),
         ));
     }
-    let spec = record::section(rec, "spec").ok_or_else(|| {
+    let spec = section::get::<Spec>(rec)?.ok_or_else(|| {
         StepError::msg(
             "no_spec",
             format!("{name}'s record has no spec section: make it with banger-vm new"),
         )
     })?;
     let image = spec
-        .get("image")
-        .and_then(Value::as_str)
-        .ok_or_else(|| StepError::msg("no_image", format!("{name}'s spec has no image")))?
-        .to_string();
-    let disk_size = opts
-        .disk_size
-        .or_else(|| spec.get("disk_size").and_then(Value::as_u64));
+        .image
+        .clone()
+        .ok_or_else(|| StepError::msg("no_image", format!("{name}'s spec has no image")))?;
+    let disk_size = opts.disk_size.or(spec.disk_size);
     let mut args = json!({
         "vm": name,
         "image": image,
         "hostname": name,
         "host_keys": true,
     });
-    if let Some(k) = spec.get("ssh_pubkey").and_then(Value::as_str) {
-        args["ssh_pubkey"] = k.into();
+    if let Some(k) = &spec.ssh_pubkey {
+        args["ssh_pubkey"] = k.as_str().into();
     }
     if let Some(m) = &opts.method {
         args["method"] = m.as_str().into();
@@ -114,17 +103,24 @@ fn create_one(h: &Helper, rec: &mut Record, opts: &Opts) -> Result<Action, StepE
             eprintln!("{BIN}: warning: {name}: {w}");
         }
     }
-    rec.insert(
-        "snap".into(),
-        json!({
-            "method": r["method"],
-            "path": r["path"],
-            "image": r["image"],
-            "size_bytes": r["size_bytes"],
-            "host_keys": r["host_keys"],
-            "customized": r["customized"],
-            "created_at": record::now_rfc3339(),
-        }),
+    let text = |k: &str| r[k].as_str().map(String::from);
+    let host_keys = r["host_keys"].as_object().map(|m| {
+        m.iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect()
+    });
+    section::put(
+        rec,
+        &Snap {
+            method: text("method"),
+            path: text("path"),
+            image: text("image"),
+            size_bytes: r["size_bytes"].as_u64(),
+            host_keys,
+            customized: r["customized"].as_bool(),
+            created_at: Some(record::now_rfc3339()),
+            extra: Default::default(),
+        },
     );
     Ok(Action::Save)
 }
@@ -135,6 +131,7 @@ pub fn run(cfg: &Config, store: &Store, input: Input, opts: &Opts) -> ExitCode {
         bin: BIN,
         step: "snap",
         store,
+        owns: &[Snap::KEY],
     };
     step.run(input, |rec| create_one(&h, rec, opts))
 }

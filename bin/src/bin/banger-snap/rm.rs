@@ -5,6 +5,7 @@ use crate::create::{call, helper};
 use crate::BIN;
 use banger::config::Config;
 use banger::record::{self, Record};
+use banger::section::{self, Jail, Section, Snap};
 use banger::step::{Action, Input, Step, StepError};
 use banger::store::Store;
 use serde_json::json;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 fn rm_one(h: &banger::client::Helper, rec: &mut Record) -> Result<Action, StepError> {
     let name = record::name(rec).unwrap_or_default().to_string();
-    if rec.get("jail").is_some_and(|j| !j.is_null()) {
+    if rec.get(Jail::KEY).is_some_and(|j| !j.is_null()) {
         return Err(StepError::msg(
             "in_use",
             format!("{name} is launched (its record has a jail section): run 'banger-jail teardown {name}' first"),
@@ -20,11 +21,12 @@ fn rm_one(h: &banger::client::Helper, rec: &mut Record) -> Result<Action, StepEr
     }
     match call(h, "snap.remove", json!({"vm": name})) {
         Ok(_) => {}
-        // Nothing in the ledger: the disk is gone already; the section goes too.
-        Err(e) if e.code == "not_found" && rec.contains_key("snap") => {}
+        // Nothing in the ledger: the disk is gone already, or was never made (a VM
+        // removed before its disk was created); the section goes too.
+        Err(e) if e.code == "not_found" => {}
         Err(e) => return Err(e),
     }
-    rec.remove("snap");
+    section::remove::<Snap>(rec);
     Ok(Action::Save)
 }
 
@@ -34,6 +36,7 @@ pub fn run(cfg: &Config, store: &Store, input: Input) -> ExitCode {
         bin: BIN,
         step: "snap",
         store,
+        owns: &[Snap::KEY],
     };
     step.run(input, |rec| rm_one(&h, rec))
 }

@@ -4,8 +4,8 @@ use crate::boot::console_path;
 use crate::BIN;
 use banger::config::Config;
 use banger::record::{self, Record};
+use banger::section::{self, Net, Snap, Spec};
 use banger::step::StepError;
-use serde_json::Value;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -75,15 +75,9 @@ pub fn console(rec: &Record, follow: bool, lines: Option<usize>) -> Result<(), S
 /// banger's known_hosts for one VM: its host keys from the record, under the alias NAME.
 fn known_hosts(cfg: &Config, rec: &Record) -> Result<PathBuf, StepError> {
     let name = record::name(rec).unwrap_or("?");
-    let keys: Vec<String> = record::section(rec, "snap")
-        .and_then(|s| s.get("host_keys"))
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.values()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
+    let keys: Vec<String> = section::get::<Snap>(rec)?
+        .and_then(|s| s.host_keys)
+        .map(|m| m.into_values().collect())
         .unwrap_or_default();
     if keys.is_empty() {
         return Err(StepError::msg(
@@ -112,9 +106,8 @@ fn known_hosts(cfg: &Config, rec: &Record) -> Result<PathBuf, StepError> {
 /// The ssh command line for a VM, ending with the destination.
 pub fn ssh_command(cfg: &Config, rec: &Record) -> Result<std::process::Command, StepError> {
     let name = record::name(rec).unwrap_or("?");
-    let ip = record::section(rec, "net")
-        .and_then(|n| n.get("ip"))
-        .and_then(Value::as_str)
+    let ip = section::get::<Net>(rec)?
+        .and_then(|n| n.ip)
         .ok_or_else(|| {
             StepError::msg(
                 "no_network",
@@ -134,11 +127,8 @@ pub fn ssh_command(cfg: &Config, rec: &Record) -> Result<std::process::Command, 
         .arg("-o")
         .arg(format!("HostKeyAlias={name}"))
         .args(["-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"]);
-    if let Some(key) = record::section(rec, "spec")
-        .and_then(|s| s.get("ssh_key"))
-        .and_then(Value::as_str)
-    {
-        cmd.args(["-o", "IdentitiesOnly=yes", "-i", key]);
+    if let Some(key) = section::get::<Spec>(rec)?.and_then(|s| s.ssh_key) {
+        cmd.args(["-o", "IdentitiesOnly=yes", "-i", &key]);
     }
     cmd.arg(format!("root@{ip}"));
     Ok(cmd)

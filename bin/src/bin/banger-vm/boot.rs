@@ -5,8 +5,9 @@ use crate::BIN;
 use banger::config::Config;
 use banger::fc_api::{Client, FcError};
 use banger::record::{self, Record};
+use banger::section::{self, Jail, Net, Spec, Vm};
 use banger::step::{Action, StepError};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,12 +33,8 @@ pub struct WaitOpts {
     pub timeout: Duration,
 }
 
-fn str_field<'a>(sec: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    sec.get(key).and_then(Value::as_str)
-}
-
-fn need<'a>(sec: &'a Map<String, Value>, section: &str, key: &str) -> Result<&'a str, StepError> {
-    str_field(sec, key).ok_or_else(|| {
+fn need<'a>(field: &'a Option<String>, section: &str, key: &str) -> Result<&'a str, StepError> {
+    field.as_deref().ok_or_else(|| {
         StepError::msg(
             "bad_record",
             format!("the record's {section} section has no {key:?}; rerun the {section} step"),
@@ -49,24 +46,35 @@ pub fn fc_err(e: FcError) -> StepError {
     StepError::new(e.code(), &e)
 }
 
-/// The API client for a record's jail.
-pub fn client_for(rec: &Record) -> Result<Client, StepError> {
+/// The record's jail section, or why there is none.
+pub fn jail_of(rec: &Record) -> Result<Jail, StepError> {
     let name = record::name(rec).unwrap_or("?");
-    let jail = record::section(rec, "jail").ok_or_else(|| {
+    section::get::<Jail>(rec)?.ok_or_else(|| {
         StepError::msg(
             "not_launched",
             format!(
                 "{name} has no jail: run 'banger-jail launch {name}' first (or 'banger up {name}')"
             ),
         )
-    })?;
-    Ok(Client::new(Path::new(need(jail, "jail", "api_sock")?)))
+    })
+}
+
+/// The API client for a record's jail.
+pub fn client_for(rec: &Record) -> Result<Client, StepError> {
+    let jail = jail_of(rec)?;
+    Ok(Client::new(Path::new(need(
+        &jail.api_sock,
+        "jail",
+        "api_sock",
+    )?)))
 }
 
 /// The kernel command line: the image's own, the guest network (`ip=`), the host's extra.
 pub fn boot_args(cfg: &Config, rec: &Record) -> String {
-    let image = record::section(rec, "spec").and_then(|s| str_field(s, "image"));
-    let from_image = image
+    let spec = section::get::<Spec>(rec).ok().flatten().unwrap_or_default();
+    let from_image = spec
+        .image
+        .as_deref()
         .and_then(|i| std::fs::read(cfg.images_dir().join(i).join("image.json")).ok())
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|v| v.get("boot_args").and_then(Value::as_str).map(String::from))
@@ -85,14 +93,10 @@ pub fn boot_args(cfg: &Config, rec: &Record) -> String {
 /// `ip=client::gateway:netmask:hostname:eth0:off[:dns0[:dns1]]` for kernels with IP
 /// autoconfiguration.
 pub fn ip_arg(rec: &Record) -> Option<String> {
-    let net = record::section(rec, "net")?;
-    let ip = str_field(net, "ip")?;
-    let gw = str_field(net, "gateway").unwrap_or("");
-    let prefix = net
-        .get("prefix")
-        .and_then(Value::as_u64)
-        .unwrap_or(24)
-        .min(32) as u32;
+    let net = section::get::<Net>(rec).ok()??;
+    let ip = net.ip.as_deref()?;
+    let gw = net.gateway.as_deref().unwrap_or("");
+    let prefix = u32::from(net.prefix.unwrap_or(24).min(32));
     let mask = if prefix == 0 {
         0
     } else {
@@ -101,12 +105,7 @@ pub fn ip_arg(rec: &Record) -> Option<String> {
     let mask = std::net::Ipv4Addr::from(mask);
     let host = record::name(rec).unwrap_or("");
     let mut s = format!("ip={ip}::{gw}:{mask}:{host}:eth0:off");
-    let dns: Vec<&str> = net
-        .get("dns")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).take(2).collect())
-        .unwrap_or_default();
-    for d in dns {
+    for d in net.dns.iter().take(2) {
         s.push(':');
         s.push_str(d);
     }
@@ -136,8 +135,10 @@ pub fn console_tail(rec: &Record, n: usize) -> String {
 }
 
 pub fn console_path(rec: &Record) -> Option<PathBuf> {
-    record::section(rec, "jail")
-        .and_then(|j| str_field(j, "console"))
+    section::get::<Jail>(rec)
+        .ok()
+        .flatten()
+        .and_then(|j| j.console)
         .map(PathBuf::from)
 }
 
@@ -184,9 +185,7 @@ fn console_has(path: &Path, text: &str, offset: &mut u64, carry: &mut String) ->
 /// Waits until the guest is up. Returns the wait actually used.
 pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait, StepError> {
     let name = record::name(rec).unwrap_or("?").to_string();
-    let ip = record::section(rec, "net")
-        .and_then(|n| str_field(n, "ip"))
-        .map(String::from);
+    let ip = section::get::<Net>(rec).ok().flatten().and_then(|n| n.ip);
     let wait = match (&opts.wait, &ip) {
         (Some(w), _) => w.clone(),
         (None, Some(_)) => Wait::Ssh,
@@ -276,15 +275,12 @@ fn console_len(rec: &Record) -> u64 {
         .map_or(0, |m| m.len())
 }
 
-/// Merges `fields` into the record's `vm` section.
-pub fn set_vm(rec: &mut Record, fields: Value) {
-    let mut vm = record::section(rec, "vm").cloned().unwrap_or_default();
-    if let Value::Object(f) = fields {
-        for (k, v) in f {
-            vm.insert(k, v);
-        }
-    }
-    rec.insert("vm".into(), Value::Object(vm));
+/// Changes the record's `vm` section (made when absent) with `f`.
+pub fn set_vm(rec: &mut Record, f: impl FnOnce(&mut Vm)) -> Result<(), StepError> {
+    let mut vm = section::get::<Vm>(rec)?.unwrap_or_default();
+    f(&mut vm);
+    section::put(rec, &vm);
+    Ok(())
 }
 
 /// Configures and starts one VM.
@@ -303,7 +299,7 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
     match info.state.as_str() {
         "Running" => {
             eprintln!("{BIN}: {name}: already running");
-            set_vm(rec, json!({"state": "running"}));
+            set_vm(rec, |vm| vm.state = Some("running".into()))?;
             return Ok(Action::Save);
         }
         "Paused" => {
@@ -314,13 +310,13 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         }
         _ => {}
     }
-    let jail = record::section(rec, "jail").cloned().unwrap_or_default();
-    let spec = record::section(rec, "spec").cloned().unwrap_or_default();
-    let kernel = need(&jail, "jail", "kernel")?;
-    let rootfs = need(&jail, "jail", "rootfs")?;
-    let initrd = str_field(&jail, "initrd");
-    let vcpus = spec.get("vcpus").and_then(Value::as_u64).unwrap_or(1);
-    let mem = spec.get("mem_mib").and_then(Value::as_u64).unwrap_or(512);
+    let jail = jail_of(rec)?;
+    let spec = section::get::<Spec>(rec)?.unwrap_or_default();
+    let kernel = need(&jail.kernel, "jail", "kernel")?;
+    let rootfs = need(&jail.rootfs, "jail", "rootfs")?;
+    let initrd = jail.initrd.as_deref();
+    let vcpus = u64::from(spec.vcpus.unwrap_or(1));
+    let mem = u64::from(spec.mem_mib.unwrap_or(512));
     let args = boot_args(cfg, rec);
 
     client.machine_config(vcpus, mem).map_err(fc_err)?;
@@ -328,33 +324,38 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
     client
         .drive("rootfs", rootfs, true, false)
         .map_err(fc_err)?;
-    if let Some(net) = record::section(rec, "net") {
-        let tap = need(net, "net", "tap")?;
-        let mac = need(net, "net", "mac")?;
+    if let Some(net) = section::get::<Net>(rec)? {
+        let tap = need(&net.tap, "net", "tap")?;
+        let mac = need(&net.mac, "net", "mac")?;
         client.network_interface("eth0", tap, mac).map_err(fc_err)?;
     }
-    if let Some(v) = str_field(&jail, "vsock") {
+    if let Some(v) = jail.extra.get("vsock").and_then(Value::as_str) {
         client.vsock(3, v).map_err(fc_err)?;
     }
     let from = console_len(rec);
     let t0 = Instant::now();
     client.action("InstanceStart").map_err(fc_err)?;
     let api_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let started_at = record::now_rfc3339();
-    set_vm(
-        rec,
-        json!({"state": "running", "started_at": started_at, "boot_args": args, "boot_ms": null}),
-    );
+    set_vm(rec, |vm| {
+        vm.state = Some("running".into());
+        vm.started_at = Some(record::now_rfc3339());
+        vm.boot_args = Some(args.clone());
+        vm.boot_ms = None;
+    })?;
     let used = wait_up(rec, opts, from)?;
     let boot_ms = t0.elapsed().as_millis() as u64;
-    set_vm(
-        rec,
-        json!({
-            "boot_ms": if used == Wait::None { Value::Null } else { json!(boot_ms) },
-            "instance_start_ms": (api_ms * 1000.0).round() / 1000.0,
-            "ready": match used { Wait::Ssh => "ssh", Wait::Console(_) => "console", Wait::None => "not-waited" },
-        }),
-    );
+    set_vm(rec, |vm| {
+        vm.boot_ms = (used != Wait::None).then_some(boot_ms);
+        vm.instance_start_ms = Some((api_ms * 1000.0).round() / 1000.0);
+        vm.ready = Some(
+            match used {
+                Wait::Ssh => "ssh",
+                Wait::Console(_) => "console",
+                Wait::None => "not-waited",
+            }
+            .into(),
+        );
+    })?;
     if used != Wait::None {
         eprintln!("{BIN}: {name}: up in {boot_ms} ms");
     }
@@ -377,6 +378,8 @@ pub fn wait(rec: &mut Record, opts: &WaitOpts) -> Result<Action, StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use serde_json::json;
 
     fn rec() -> Record {
         let mut r = record::new("vm", "dev1");

@@ -5,8 +5,8 @@ use crate::BIN;
 use banger::fc_api::FcError;
 use banger::find_pid::{find_for_record, Found};
 use banger::record::{self, Record};
+use banger::section::Live;
 use banger::step::{Action, StepError};
-use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// True while the found process is still the same live process.
@@ -53,11 +53,12 @@ fn sigkill(name: &str, f: &Found) -> Result<(), StepError> {
     }
 }
 
-fn stopped(rec: &mut Record, how: &str) {
-    set_vm(
-        rec,
-        json!({"state": "stopped", "stopped_at": record::now_rfc3339(), "stopped_by": how}),
-    );
+fn stopped(rec: &mut Record, how: &str) -> Result<(), StepError> {
+    set_vm(rec, |vm| {
+        vm.state = Some("stopped".into());
+        vm.stopped_at = Some(record::now_rfc3339());
+        vm.stopped_by = Some(how.into());
+    })
 }
 
 /// Ctrl-Alt-Del, wait up to `timeout`, then SIGKILL. A VM whose Firecracker is already gone
@@ -65,7 +66,7 @@ fn stopped(rec: &mut Record, how: &str) {
 pub fn stop(rec: &mut Record, timeout: Duration) -> Result<Action, StepError> {
     let name = record::name(rec).unwrap_or("?").to_string();
     let Some(found) = find_for_record(rec) else {
-        stopped(rec, "already-gone");
+        stopped(rec, "already-gone")?;
         return Ok(Action::Save);
     };
     let sent = client_for(rec).and_then(|c| c.action("SendCtrlAltDel").map_err(fc_err));
@@ -76,7 +77,7 @@ pub fn stop(rec: &mut Record, timeout: Duration) -> Result<Action, StepError> {
         );
     }
     if sent.is_ok() && wait_gone(&found, timeout) {
-        stopped(rec, "ctrl-alt-del");
+        stopped(rec, "ctrl-alt-del")?;
         return Ok(Action::Save);
     }
     if sent.is_ok() {
@@ -86,7 +87,7 @@ pub fn stop(rec: &mut Record, timeout: Duration) -> Result<Action, StepError> {
         );
     }
     sigkill(&name, &found)?;
-    stopped(rec, "kill");
+    stopped(rec, "kill")?;
     Ok(Action::Save)
 }
 
@@ -96,52 +97,50 @@ pub fn kill(rec: &mut Record) -> Result<Action, StepError> {
     if let Some(found) = find_for_record(rec) {
         sigkill(&name, &found)?;
     }
-    stopped(rec, "kill");
+    stopped(rec, "kill")?;
     Ok(Action::Save)
 }
 
 pub fn pause(rec: &mut Record) -> Result<Action, StepError> {
     client_for(rec)?.pause().map_err(fc_err)?;
-    set_vm(rec, json!({"state": "paused"}));
+    set_vm(rec, |vm| vm.state = Some("paused".into()))?;
     Ok(Action::Save)
 }
 
 pub fn resume(rec: &mut Record) -> Result<Action, StepError> {
     client_for(rec)?.resume().map_err(fc_err)?;
-    set_vm(rec, json!({"state": "running"}));
+    set_vm(rec, |vm| vm.state = Some("running".into()))?;
     Ok(Action::Save)
 }
 
 /// Adds `vm.live`: what the process table and Firecracker say right now.
-pub fn live(rec: &mut Record) {
+pub fn live(rec: &mut Record) -> Result<(), StepError> {
     if !rec.contains_key("jail") {
-        return;
+        return Ok(());
     }
     let found = find_for_record(rec);
     let api = client_for(rec).ok().map(|c| c.instance_info());
     let (state, api_state) = match (&found, &api) {
-        (None, _) => ("stopped", Value::Null),
+        (None, _) => ("stopped", None),
         (Some(_), Some(Ok(info))) => (
             match info.state.as_str() {
                 "Running" => "running",
                 "Paused" => "paused",
                 _ => "launched",
             },
-            json!(info.state),
+            Some(info.state.clone()),
         ),
-        (Some(_), Some(Err(FcError::Timeout { .. }))) => ("unresponsive", Value::Null),
-        (Some(_), _) => ("unreachable", Value::Null),
+        (Some(_), Some(Err(FcError::Timeout { .. }))) => ("unresponsive", None),
+        (Some(_), _) => ("unreachable", None),
     };
-    set_vm(
-        rec,
-        json!({
-            "state": state,
-            "live": {
-                "pid": found.as_ref().map(|f| f.pid),
-                "found_by": found.as_ref().map(|f| f.how.as_str()),
-                "api_state": api_state,
-                "checked_at": record::now_rfc3339(),
-            }
-        }),
-    );
+    set_vm(rec, |vm| {
+        vm.state = Some(state.into());
+        vm.live = Some(Live {
+            pid: found.as_ref().map(|f| i64::from(f.pid)),
+            found_by: found.as_ref().map(|f| f.how.as_str().to_string()),
+            api_state,
+            checked_at: Some(record::now_rfc3339()),
+            extra: Default::default(),
+        });
+    })
 }

@@ -3,83 +3,103 @@
 use crate::BIN;
 use banger::cli;
 use banger::record::{self, Record, Writer};
-use banger::step::{Action, Input, Step};
-use banger::store::Store;
-use serde_json::Value;
+use banger::section::{self, Jail, Net, Section, Snap, Spec, Vm};
+use banger::step::{Action, Input, Step, StepError};
+use banger::store::{Listed, Store};
 use std::process::ExitCode;
 
 /// The state a record says the VM is in, without asking Firecracker.
 pub fn recorded_state(rec: &Record) -> String {
-    if let Some(s) = record::section(rec, "vm")
-        .and_then(|v| v.get("state"))
-        .and_then(Value::as_str)
-    {
-        return s.to_string();
+    if let Some(s) = section::get::<Vm>(rec).ok().flatten().and_then(|v| v.state) {
+        return s;
     }
-    if rec.contains_key("jail") {
+    if rec.contains_key(Jail::KEY) {
         "launched".into()
-    } else if rec.contains_key("snap") || rec.contains_key("net") {
+    } else if rec.contains_key(Snap::KEY) || rec.contains_key(Net::KEY) {
         "prepared".into()
     } else {
         "created".into()
     }
 }
 
-fn field<'a>(rec: &'a Record, section: &str, key: &str) -> &'a Value {
-    record::section(rec, section)
-        .and_then(|s| s.get(key))
-        .unwrap_or(&Value::Null)
+fn dash(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "-".into())
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Renders records as an aligned table for people.
-pub fn table(recs: &[Record]) -> String {
+/// Renders records (and damaged VMs) as an aligned table for people.
+pub fn table(entries: &[Listed]) -> String {
     let mut rows = vec![["NAME", "STATE", "IMAGE", "VCPUS", "MEM", "IP"]
         .map(String::from)
         .to_vec()];
-    for r in recs {
-        rows.push(vec![
-            record::name(r).unwrap_or("?").to_string(),
-            recorded_state(r),
-            text(field(r, "spec", "image")),
-            text(field(r, "spec", "vcpus")),
-            match field(r, "spec", "mem_mib") {
-                Value::Null => "-".into(),
-                v => format!("{}M", text(v)),
-            },
-            text(field(r, "net", "ip")),
-        ]);
+    for e in entries {
+        match e {
+            Listed::Ok(r) => {
+                let spec = section::get::<Spec>(r).ok().flatten().unwrap_or_default();
+                let net = section::get::<Net>(r).ok().flatten().unwrap_or_default();
+                rows.push(vec![
+                    record::name(r).unwrap_or("?").to_string(),
+                    recorded_state(r),
+                    dash(spec.image),
+                    dash(spec.vcpus.map(|v| v.to_string())),
+                    dash(spec.mem_mib.map(|m| format!("{m}M"))),
+                    dash(net.ip),
+                ]);
+            }
+            Listed::Damaged { name, .. } => {
+                let mut row = vec![name.clone(), "damaged".into()];
+                row.extend(std::iter::repeat_n("-".to_string(), 4));
+                rows.push(row);
+            }
+        }
     }
     banger::cli::render_table(&rows)
 }
 
+/// A damaged VM as a record: its name and an `error` saying what is wrong and what to do.
+fn damaged_record(name: &str, e: &banger::store::StoreError) -> Record {
+    let e = StepError::from_store(e);
+    let mut r = record::new("vm", name);
+    record::set_error(&mut r, "list", &e.code, &e.message());
+    r
+}
+
+/// Every VM: its record, or, for a VM whose record cannot be read, a record carrying
+/// `error` (code `damaged`) and a message on stderr; then exit 1.
 pub fn list(store: &Store, as_table: bool) -> ExitCode {
-    let recs = match store.list() {
+    let entries = match store.scan() {
         Ok(r) => r,
         Err(e) => {
             cli::report(BIN, &e);
             return ExitCode::from(cli::EXIT_FAILURE);
         }
     };
-    if as_table {
-        print!("{}", table(&recs));
-        return ExitCode::SUCCESS;
-    }
-    let mut w = Writer::stdout();
-    for r in &recs {
-        if let Err(e) = w.emit(r) {
-            cli::report(BIN, &e);
-            return ExitCode::from(cli::EXIT_FAILURE);
+    let mut failed = false;
+    for e in &entries {
+        if let Listed::Damaged { name, error } = e {
+            failed = true;
+            StepError::from_store(error).print(BIN, name);
         }
     }
-    ExitCode::SUCCESS
+    if as_table {
+        print!("{}", table(&entries));
+    } else {
+        let mut w = Writer::stdout();
+        for e in &entries {
+            let res = match e {
+                Listed::Ok(r) => w.emit(r),
+                Listed::Damaged { name, error } => w.emit(&damaged_record(name, error)),
+            };
+            if let Err(e) = res {
+                cli::report(BIN, &e);
+                return ExitCode::from(cli::EXIT_FAILURE);
+            }
+        }
+    }
+    ExitCode::from(if failed {
+        cli::EXIT_FAILURE
+    } else {
+        cli::EXIT_OK
+    })
 }
 
 pub fn status(store: &Store, input: Input) -> ExitCode {
@@ -87,15 +107,10 @@ pub fn status(store: &Store, input: Input) -> ExitCode {
         bin: BIN,
         step: "status",
         store,
+        owns: &[Vm::KEY],
     };
-    let from_stdin = input == Input::Stdin;
     step.run(input, |rec| {
-        if from_stdin {
-            // A record on stdin is refreshed from the store, which is the truth.
-            let name = record::name(rec).unwrap_or_default().to_string();
-            *rec = store.load(&name)?;
-        }
-        crate::control::live(rec);
+        crate::control::live(rec)?;
         Ok(Action::Emit)
     })
 }
@@ -117,10 +132,18 @@ mod tests {
         assert_eq!(recorded_state(&b), "prepared");
         b.insert("vm".into(), serde_json::json!({"state": "running"}));
         assert_eq!(recorded_state(&b), "running");
-        let t = table(&[a, b]);
+        let t = table(&[
+            Listed::Ok(a),
+            Listed::Ok(b),
+            Listed::Damaged {
+                name: "c".into(),
+                error: banger::store::StoreError::NotFound { name: "c".into() },
+            },
+        ]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "NAME       STATE    IMAGE   VCPUS  MEM    IP");
         assert_eq!(lines[1], "a          created  debian  2      1024M  -");
         assert!(lines[2].starts_with("long-name  running"));
+        assert_eq!(lines[3], "c          damaged  -       -      -      -");
     }
 }

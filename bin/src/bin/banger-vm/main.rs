@@ -46,6 +46,12 @@ const NEW_FLAGS: &[Flag] = &[
         value: Some("FILE"),
         help: "public key for root in the guest (default: banger's own key, made on first use)",
     },
+    Flag {
+        long: "exists-ok",
+        short: None,
+        value: None,
+        help: "when NAME exists, print its stored record instead of failing (its spec is kept)",
+    },
 ];
 
 const LIST_FLAGS: &[Flag] = &[Flag {
@@ -117,7 +123,7 @@ const RM_FLAGS: &[Flag] = &[Flag {
     long: "force",
     short: Some('f'),
     value: None,
-    help: "run the inverse steps (jail teardown, net down, snap rm) first, then remove",
+    help: "release whatever the root helper holds for the VM first (jail teardown, net down, snap rm), even when its record is damaged or missing, then remove",
 }];
 
 pub const TOOL: Tool = Tool {
@@ -227,6 +233,7 @@ pub struct NewArgs {
     pub mem_mib: u32,
     pub disk_size: Option<u64>,
     pub ssh_key: Option<PathBuf>,
+    pub exists_ok: bool,
 }
 
 enum Args {
@@ -284,6 +291,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut mem_mib = 512u32;
     let mut disk_size = None;
     let mut ssh_key = None;
+    let mut exists_ok = false;
     let mut table = false;
     let mut force = false;
     let mut wait: Option<boot::Wait> = None;
@@ -304,6 +312,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                     Some(banger::cli::parse_size(&v).map_err(|e| format!("--disk-size: {e}"))?);
             }
             ("new", Long("ssh-key")) => ssh_key = Some(PathBuf::from(p.value()?)),
+            ("new", Long("exists-ok")) => exists_ok = true,
             ("list", Short('t') | Long("table")) => table = true,
             ("rm", Short('f') | Long("force")) => force = true,
             ("start" | "wait", Long("wait-console")) => {
@@ -351,6 +360,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 mem_mib,
                 disk_size,
                 ssh_key,
+                exists_ok,
             })
         }
         "list" => Args::List { table },
@@ -422,7 +432,7 @@ fn main() -> ExitCode {
         Args::New(a) => new::run(&cfg, &store, a),
         Args::List { table } => list::list(&store, table),
         Args::Status { names } => list::status(&store, Input::from_names(names)),
-        Args::Rm { names, force } => rm::run(&store, Input::from_names(names), force),
+        Args::Rm { names, force } => rm::run(&cfg, &store, Input::from_names(names), force),
         Args::Start { names, wait } => {
             step(&store, "start", names, |rec| boot::start(&cfg, rec, &wait))
         }
@@ -468,6 +478,7 @@ fn step(
         bin: BIN,
         step: name,
         store,
+        owns: &["vm"],
     };
     s.run(Input::from_names(names), f)
 }

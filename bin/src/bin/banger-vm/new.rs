@@ -4,8 +4,8 @@ use crate::{NewArgs, BIN};
 use banger::cli;
 use banger::config::Config;
 use banger::record::{self, Writer};
+use banger::section::{self, Spec};
 use banger::store::{Store, StoreError};
-use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -113,26 +113,39 @@ fn build(cfg: &Config, store: &Store, a: &NewArgs) -> Result<record::Record, New
         .map(PathBuf::from)
         .filter(|p| p.exists());
     let mut rec = record::new("vm", &a.name);
-    rec.insert(
-        "spec".into(),
-        json!({
-            "image": a.image,
-            "vcpus": a.vcpus,
-            "mem_mib": a.mem_mib,
-            "disk_size": a.disk_size,
-            "ssh_pubkey": pubkey,
-            "ssh_key": private.map(|p| Value::String(p.display().to_string())).unwrap_or(Value::Null),
-            "created_at": record::now_rfc3339(),
-        }),
+    section::put(
+        &mut rec,
+        &Spec {
+            image: Some(a.image.clone()),
+            vcpus: Some(a.vcpus),
+            mem_mib: Some(a.mem_mib),
+            disk_size: a.disk_size,
+            ssh_pubkey: Some(pubkey),
+            ssh_key: private.map(|p| p.display().to_string()),
+            created_at: Some(record::now_rfc3339()),
+            extra: Default::default(),
+        },
     );
     Ok(rec)
 }
 
+/// Makes the record, or with `--exists-ok` returns the stored one when NAME exists (also
+/// when another `new` made it a moment ago: creation is atomic, so parallel `banger up`s of
+/// one name agree on one record).
+fn make(cfg: &Config, store: &Store, a: &NewArgs) -> Result<record::Record, NewError> {
+    if a.exists_ok && banger::store::valid_name(&a.name) && store.exists(&a.name) {
+        return Ok(store.load(&a.name)?);
+    }
+    let rec = build(cfg, store, a)?;
+    match store.create(&rec) {
+        Ok(()) => Ok(rec),
+        Err(StoreError::Exists { .. }) if a.exists_ok => Ok(store.load(&a.name)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn run(cfg: &Config, store: &Store, a: NewArgs) -> ExitCode {
-    let rec = match build(cfg, store, &a).and_then(|rec| {
-        store.create(&rec)?;
-        Ok(rec)
-    }) {
+    let rec = match make(cfg, store, &a) {
         Ok(r) => r,
         Err(e) => {
             cli::report(BIN, &e);

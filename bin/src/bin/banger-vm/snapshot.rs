@@ -6,10 +6,11 @@
 //! jail's chroot (whose root the owner owns) for the jailer, host paths for `direct`. The
 //! files are moved (or linked, or copied) between there and DIR.
 
-use crate::boot::{client_for, fc_err};
+use crate::boot::{client_for, fc_err, set_vm};
 use banger::record::{self, Record};
+use banger::section::{self, Jail, Snap};
 use banger::step::{Action, StepError};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 
 pub const STATE_FILE: &str = "vmstate";
@@ -26,13 +27,14 @@ fn io(what: String) -> impl Fn(std::io::Error) -> StepError {
 
 /// Where Firecracker sees a snapshot file, and where that is on the host.
 fn fc_paths(rec: &Record, dir: &Path, file: &str) -> (String, PathBuf) {
-    let chroot = record::section(rec, "jail")
-        .and_then(|j| j.get("chroot"))
-        .and_then(Value::as_str);
+    let chroot = section::get::<Jail>(rec)
+        .ok()
+        .flatten()
+        .and_then(|j| j.chroot);
     match chroot {
         Some(c) => (
             format!("/snapshot.{file}"),
-            Path::new(c).join(format!("snapshot.{file}")),
+            Path::new(&c).join(format!("snapshot.{file}")),
         ),
         None => {
             let p = dir.join(file);
@@ -109,7 +111,7 @@ pub fn snapshot(rec: &mut Record, dir: &Path) -> Result<Action, StepError> {
         "created_at": record::now_rfc3339(),
         "spec": rec.get("spec"),
         "net": rec.get("net"),
-        "snap": rec.get("snap").map(|s| json!({"path": s.get("path"), "image": s.get("image")})),
+        "snap": section::get::<Snap>(rec)?.map(|s| json!({"path": s.path, "image": s.image})),
     });
     banger::store::write_atomic(
         &dir.join("snapshot.json"),
@@ -117,12 +119,12 @@ pub fn snapshot(rec: &mut Record, dir: &Path) -> Result<Action, StepError> {
         0o644,
     )
     .map_err(io(format!("write {}", dir.join("snapshot.json").display())))?;
-    let mut vm = record::section(rec, "vm").cloned().unwrap_or_default();
-    vm.insert(
-        "last_snapshot".into(),
-        json!({"dir": dir.display().to_string(), "at": record::now_rfc3339()}),
-    );
-    rec.insert("vm".into(), Value::Object(vm));
+    set_vm(rec, |vm| {
+        vm.extra.insert(
+            "last_snapshot".into(),
+            json!({"dir": dir.display().to_string(), "at": record::now_rfc3339()}),
+        );
+    })?;
     Ok(Action::Save)
 }
 
@@ -163,12 +165,12 @@ pub fn restore(rec: &mut Record, dir: &Path) -> Result<Action, StepError> {
     client
         .snapshot_load(&state_fc, &mem_fc, true)
         .map_err(fc_err)?;
-    let mut vm = record::section(rec, "vm").cloned().unwrap_or_default();
-    vm.insert("state".into(), json!("running"));
-    vm.insert(
-        "restored_from".into(),
-        json!({"dir": dir.display().to_string(), "at": record::now_rfc3339()}),
-    );
-    rec.insert("vm".into(), Value::Object(vm));
+    set_vm(rec, |vm| {
+        vm.state = Some("running".into());
+        vm.extra.insert(
+            "restored_from".into(),
+            json!({"dir": dir.display().to_string(), "at": record::now_rfc3339()}),
+        );
+    })?;
     Ok(Action::Save)
 }
