@@ -108,36 +108,35 @@ impl<R: BufRead> Reader<R> {
     }
 
     /// Reads one line into `buf` (without its newline). `None` at the end; `Some(true)` when
-    /// the line was over the limit (then `buf` is empty).
+    /// the line was over the limit (then `buf` is empty and the rest of the line was read
+    /// and dropped in bounded pieces).
     fn read_line(&mut self) -> std::io::Result<Option<bool>> {
+        use std::io::Read;
         self.buf.clear();
-        let mut too_long = false;
-        let mut any = false;
+        let cap = self.max as u64 + 1;
+        let n = (&mut self.inner)
+            .take(cap)
+            .read_until(b'\n', &mut self.buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+            return Ok(Some(self.buf.len() > self.max));
+        }
+        if self.buf.len() <= self.max {
+            return Ok(Some(false)); // the last line, without a newline
+        }
+        // Over the limit: drop the rest of the line without keeping it.
+        self.buf = Vec::new();
+        let mut scratch = Vec::with_capacity(64 * 1024);
         loop {
-            let avail = match self.inner.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if avail.is_empty() {
-                return Ok(any.then_some(too_long));
-            }
-            any = true;
-            let (chunk, used, end) = match avail.iter().position(|&b| b == b'\n') {
-                Some(i) => (&avail[..i], i + 1, true),
-                None => (avail, avail.len(), false),
-            };
-            if !too_long {
-                if self.buf.len() + chunk.len() > self.max {
-                    too_long = true;
-                    self.buf = Vec::new();
-                } else {
-                    self.buf.extend_from_slice(chunk);
-                }
-            }
-            self.inner.consume(used);
-            if end {
-                return Ok(Some(too_long));
+            scratch.clear();
+            let n = (&mut self.inner)
+                .take(64 * 1024)
+                .read_until(b'\n', &mut scratch)?;
+            if n == 0 || scratch.last() == Some(&b'\n') {
+                return Ok(Some(true));
             }
         }
     }

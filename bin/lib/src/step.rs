@@ -270,8 +270,8 @@ impl Step<'_> {
                 }
                 if records == 0 {
                     eprintln!(
-                        "{}: error: no records on stdin: give VM names, or pipe records in (e.g. banger-vm status NAME | {} ...)",
-                        self.bin, self.bin
+                        "{}: error: no records on stdin (give VM names, or pipe records in)",
+                        self.bin
                     );
                     failed = true;
                 }
