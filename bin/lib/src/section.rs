@@ -172,6 +172,9 @@ pub struct Jail {
     pub id: Option<String>,
     #[serde(default)]
     pub chroot: Option<String>,
+    /// The root-owned directory above the chroot (the jail's own files beside it).
+    #[serde(default)]
+    pub root: Option<String>,
     /// The short symlink under the run dir that reaches the API socket.
     #[serde(default)]
     pub api_sock: Option<String>,
@@ -186,6 +189,17 @@ pub struct Jail {
     pub argv: Option<Vec<String>>,
     #[serde(default)]
     pub console: Option<String>,
+    /// The FIFO Firecracker writes the serial console to, and that path as Firecracker
+    /// sees it (`PUT /serial`).
+    #[serde(default)]
+    pub console_fifo: Option<String>,
+    #[serde(default)]
+    pub serial_out_path: Option<String>,
+    /// The console keeper copying the FIFO into `console`.
+    #[serde(default)]
+    pub keeper_pid: Option<i64>,
+    #[serde(default)]
+    pub keeper_start_time: Option<u64>,
     #[serde(default)]
     pub log: Option<String>,
     #[serde(default)]
