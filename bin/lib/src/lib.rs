@@ -4,11 +4,13 @@
 //! - [`section`]: the typed sections of a VM record (`spec`, `snap`, `net`, `jail`, `vm`).
 //! - [`json`]: strict JSON (duplicate keys are errors).
 //! - [`step`]: the loop every step runs (stdin or NAME, lock, save, emit, exit code).
-//! - [`store`]: the state store (one file per VM, atomic writes, flock locks).
+//! - [`store`]: the state store (one file per VM, damaged records, locks per VM).
+//! - [`atomic`]: atomic writes that sweep killed writers' temp files; removable lock files.
 //! - [`config`]: paths and configuration from one place (defaults, config file, environment).
 //! - [`proto`] and [`client`]: the root helper's wire protocol and its client.
 //! - [`cli`]: flag tables, `--help`, usage errors, error chains and exit codes.
 
+pub mod atomic;
 pub mod cli;
 pub mod client;
 pub mod config;

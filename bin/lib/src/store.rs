@@ -8,13 +8,12 @@
 //! removable with `banger rm --force NAME`. A writer killed mid-write leaves a temp file
 //! that the next writer of the same file removes; lock files go with their VM.
 
+use crate::atomic::temp_owner;
+pub use crate::atomic::{sweep_temps, write_atomic, write_atomic_owned, Lock};
 use crate::record::{self, Record, MAX_RECORD_BYTES};
-use rustix::fs::{flock, FlockOperation};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -80,98 +79,6 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
-/// An exclusive `flock` on a lock file, released on drop.
-///
-/// Lock files may be unlinked by whoever holds them: after taking the lock, the holder
-/// checks that the path still names the file it locked, and starts over if not. So a lock
-/// file can be removed (see [`Lock::remove_unless`]) without two processes ever holding
-/// "the" lock at once.
-#[derive(Debug)]
-pub struct Lock {
-    file: File,
-    path: PathBuf,
-    /// When this path is gone at release, the lock file is unlinked (still locked).
-    remove_unless: Option<PathBuf>,
-}
-
-fn same_file(f: &File, path: &Path) -> bool {
-    match (f.metadata(), std::fs::symlink_metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
-impl Lock {
-    /// Takes an exclusive lock on `path`, creating the file; blocks until it is free. The
-    /// file is opened read-only (flock needs no more), so a lock file another user made
-    /// still locks; a symlink is never followed.
-    pub fn exclusive(path: &Path) -> Result<Lock, StoreError> {
-        Self::exclusive_owned(path, None)
-    }
-
-    /// [`Lock::exclusive`], giving a lock file it creates to `owner` (uid, gid).
-    pub fn exclusive_owned(path: &Path, owner: Option<(u32, u32)>) -> Result<Lock, StoreError> {
-        use rustix::fs::{Mode, OFlags};
-        let err = |e: rustix::io::Errno| StoreError::Lock {
-            path: path.to_path_buf(),
-            source: e.into(),
-        };
-        loop {
-            let fd = rustix::fs::open(
-                path,
-                OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
-            )
-            .map_err(err)?;
-            if let Some((u, g)) = owner {
-                let _ = rustix::fs::fchown(
-                    &fd,
-                    Some(rustix::fs::Uid::from_raw(u)),
-                    Some(rustix::fs::Gid::from_raw(g)),
-                );
-            }
-            let file = File::from(fd);
-            flock(&file, FlockOperation::LockExclusive).map_err(err)?;
-            if same_file(&file, path) {
-                return Ok(Lock {
-                    file,
-                    path: path.to_path_buf(),
-                    remove_unless: None,
-                });
-            }
-            // Unlinked (or replaced) while we waited: lock the file the path names now.
-        }
-    }
-
-    /// True when someone holds the lock at `path` right now. Never creates the file (a
-    /// missing lock file is a free lock).
-    pub fn try_held(path: &Path) -> bool {
-        let Ok(file) = File::open(path) else {
-            return false;
-        };
-        matches!(
-            flock(&file, FlockOperation::NonBlockingLockShared),
-            Err(rustix::io::Errno::WOULDBLOCK)
-        )
-    }
-
-    /// Unlinks the lock file at release when `path` no longer exists then.
-    pub fn remove_unless(mut self, path: &Path) -> Lock {
-        self.remove_unless = Some(path.to_path_buf());
-        self
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        if let Some(p) = &self.remove_unless {
-            if std::fs::symlink_metadata(p).is_err() && same_file(&self.file, &self.path) {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-    }
-}
-
 /// The state store rooted at the state dir.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -186,96 +93,6 @@ pub struct Store {
 pub enum Listed {
     Ok(Record),
     Damaged { name: String, error: StoreError },
-}
-
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// True while process `pid` exists (in this PID namespace).
-fn pid_alive(pid: i32) -> bool {
-    match rustix::process::Pid::from_raw(pid) {
-        None => false,
-        Some(p) => !matches!(
-            rustix::process::test_kill_process(p),
-            Err(rustix::io::Errno::SRCH)
-        ),
-    }
-}
-
-/// The writer's PID of a temp file `.FILE.tmp.PID.SEQ` of `file_name`, if `entry` is one.
-fn temp_owner(entry: &str, file_name: &str) -> Option<i32> {
-    let rest = entry
-        .strip_prefix('.')?
-        .strip_prefix(file_name)?
-        .strip_prefix(".tmp.")?;
-    let (pid, seq) = rest.split_once('.')?;
-    seq.parse::<u64>().ok()?;
-    pid.parse().ok()
-}
-
-/// Removes the temp files of `file_name` in `dir` whose writer is dead (a writer killed
-/// between creating its temp file and the rename). Returns how many went.
-pub fn sweep_temps(dir: &Path, file_name: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let me = std::process::id() as i32;
-    let mut n = 0;
-    for e in entries.filter_map(Result::ok) {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| temp_owner(s, file_name)) else {
-            continue;
-        };
-        if pid != me && !pid_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
-            n += 1;
-        }
-    }
-    n
-}
-
-/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
-/// fsync of the directory. Readers see the old or the new content, never a mix. Temp files
-/// of `path` left by killed writers are removed first.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    write_atomic_owned(path, bytes, mode, None)
-}
-
-/// [`write_atomic`], the new file given to `owner` (uid, gid) before it takes the name.
-pub fn write_atomic_owned(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    sweep_temps(dir, &file_name);
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp.{}.{}",
-        std::process::id(),
-        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .mode(mode)
-            .open(&tmp)?;
-        if let Some((u, g)) = owner {
-            std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
-        }
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }
 
 /// Why a stored record's text is not a record, for [`StoreError::Damaged`].
@@ -618,12 +435,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::atomic::dead_pid;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     fn tmp_store(tag: &str) -> Store {
+        static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "banger-store-{tag}-{}-{}",
             std::process::id(),
-            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+            N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         Store::new(dir)
@@ -739,38 +559,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(s.root());
     }
 
-    /// A pid that is certainly dead: a child that has exited and been reaped.
-    fn dead_pid() -> u32 {
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        pid
-    }
-
-    /// Item 14: temp files of killed writers are removed by the next writer; a live
-    /// writer's temp file is left alone.
-    #[test]
-    fn the_next_writer_removes_dead_writers_temp_files() {
-        let s = tmp_store("sweep");
-        std::fs::create_dir_all(s.root()).unwrap();
-        let dead = s.root().join(format!(".f.tmp.{}.3", dead_pid()));
-        let live = s
-            .root()
-            .join(format!(".f.tmp.{}.0", std::os::unix::process::parent_id()));
-        let other = s.root().join(format!(".g.tmp.{}.0", dead_pid()));
-        for p in [&dead, &live, &other] {
-            std::fs::write(p, b"half").unwrap();
-        }
-        write_atomic(&s.root().join("f"), b"new", 0o600).unwrap();
-        assert!(!dead.exists());
-        assert!(live.exists(), "a live writer's temp file stays");
-        assert!(
-            other.exists(),
-            "another file's temp files are not this writer's to judge"
-        );
-        let _ = std::fs::remove_dir_all(s.root());
-    }
-
     /// Item 14: a VM directory that holds only a killed writer's temp file is listed as
     /// damaged (not invisible), and creating the VM again cleans it up.
     #[test]
@@ -832,48 +620,6 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert!(!s.root().join("locks/ghost.lock").exists());
-        let _ = std::fs::remove_dir_all(s.root());
-    }
-
-    /// A waiter on a lock file that its holder unlinks takes the lock on the new file, so
-    /// two holders never overlap.
-    #[test]
-    fn unlinked_lock_files_never_give_two_holders() {
-        let s = tmp_store("relock");
-        std::fs::create_dir_all(s.root()).unwrap();
-        let path = s.root().join("x.lock");
-        let inside = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let threads: Vec<_> = (0..6)
-            .map(|_| {
-                let (path, inside, dir) = (path.clone(), inside.clone(), s.root().join("none"));
-                std::thread::spawn(move || {
-                    for _ in 0..50 {
-                        let _g = Lock::exclusive(&path).unwrap().remove_unless(&dir);
-                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
-                        std::thread::yield_now();
-                        inside.fetch_sub(1, Ordering::SeqCst);
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert!(!path.exists());
-        let _ = std::fs::remove_dir_all(s.root());
-    }
-
-    #[test]
-    fn atomic_write_leaves_no_temp_files() {
-        let s = tmp_store("atomic");
-        std::fs::create_dir_all(s.root()).unwrap();
-        let p = s.root().join("f");
-        for i in 0..20 {
-            write_atomic(&p, format!("{i}").as_bytes(), 0o600).unwrap();
-        }
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "19");
-        let n = std::fs::read_dir(s.root()).unwrap().count();
-        assert_eq!(n, 1);
         let _ = std::fs::remove_dir_all(s.root());
     }
 

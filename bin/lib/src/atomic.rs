@@ -1,0 +1,285 @@
+//! Files written atomically and the lock files that guard them.
+//!
+//! [`write_atomic`] writes a temp file `.FILE.tmp.PID.SEQ` beside FILE, fsyncs it, renames it
+//! over FILE and fsyncs the directory, so readers see the old or the new content, never a mix.
+//! A writer killed in between leaves its temp file; the next writer of FILE removes those whose
+//! writer is dead. [`Lock`] is an exclusive `flock` on a lock file that its holder may unlink:
+//! every taker checks after `flock` that the path still names the file it locked.
+
+use crate::store::StoreError;
+use rustix::fs::{flock, FlockOperation};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An exclusive `flock` on a lock file, released on drop.
+///
+/// Lock files may be unlinked by whoever holds them: after taking the lock, the holder
+/// checks that the path still names the file it locked, and starts over if not. So a lock
+/// file can be removed (see [`Lock::remove_unless`]) without two processes ever holding
+/// "the" lock at once.
+#[derive(Debug)]
+pub struct Lock {
+    file: File,
+    path: PathBuf,
+    /// When this path is gone at release, the lock file is unlinked (still locked).
+    remove_unless: Option<PathBuf>,
+}
+
+fn same_file(f: &File, path: &Path) -> bool {
+    match (f.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+impl Lock {
+    /// Takes an exclusive lock on `path`, creating the file; blocks until it is free. The
+    /// file is opened read-only (flock needs no more), so a lock file another user made
+    /// still locks; a symlink is never followed.
+    pub fn exclusive(path: &Path) -> Result<Lock, StoreError> {
+        Self::exclusive_owned(path, None)
+    }
+
+    /// [`Lock::exclusive`], giving a lock file it creates to `owner` (uid, gid).
+    pub fn exclusive_owned(path: &Path, owner: Option<(u32, u32)>) -> Result<Lock, StoreError> {
+        use rustix::fs::{Mode, OFlags};
+        let err = |e: rustix::io::Errno| StoreError::Lock {
+            path: path.to_path_buf(),
+            source: e.into(),
+        };
+        loop {
+            let fd = rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map_err(err)?;
+            if let Some((u, g)) = owner {
+                let _ = rustix::fs::fchown(
+                    &fd,
+                    Some(rustix::fs::Uid::from_raw(u)),
+                    Some(rustix::fs::Gid::from_raw(g)),
+                );
+            }
+            let file = File::from(fd);
+            flock(&file, FlockOperation::LockExclusive).map_err(err)?;
+            if same_file(&file, path) {
+                return Ok(Lock {
+                    file,
+                    path: path.to_path_buf(),
+                    remove_unless: None,
+                });
+            }
+            // Unlinked (or replaced) while we waited: lock the file the path names now.
+        }
+    }
+
+    /// True when someone holds the lock at `path` right now. Never creates the file (a
+    /// missing lock file is a free lock).
+    pub fn try_held(path: &Path) -> bool {
+        let Ok(file) = File::open(path) else {
+            return false;
+        };
+        matches!(
+            flock(&file, FlockOperation::NonBlockingLockShared),
+            Err(rustix::io::Errno::WOULDBLOCK)
+        )
+    }
+
+    /// Unlinks the lock file at release when `path` no longer exists then.
+    pub fn remove_unless(mut self, path: &Path) -> Lock {
+        self.remove_unless = Some(path.to_path_buf());
+        self
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(p) = &self.remove_unless {
+            if std::fs::symlink_metadata(p).is_err() && same_file(&self.file, &self.path) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// True while process `pid` exists (in this PID namespace).
+fn pid_alive(pid: i32) -> bool {
+    match rustix::process::Pid::from_raw(pid) {
+        None => false,
+        Some(p) => !matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        ),
+    }
+}
+
+/// The writer's PID of a temp file `.FILE.tmp.PID.SEQ` of `file_name`, if `entry` is one.
+pub(crate) fn temp_owner(entry: &str, file_name: &str) -> Option<i32> {
+    let rest = entry
+        .strip_prefix('.')?
+        .strip_prefix(file_name)?
+        .strip_prefix(".tmp.")?;
+    let (pid, seq) = rest.split_once('.')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the temp files of `file_name` in `dir` whose writer is dead (a writer killed
+/// between creating its temp file and the rename). Returns how many went.
+pub fn sweep_temps(dir: &Path, file_name: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id() as i32;
+    let mut n = 0;
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| temp_owner(s, file_name)) else {
+            continue;
+        };
+        if pid != me && !pid_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
+/// fsync of the directory. Readers see the old or the new content, never a mix. Temp files
+/// of `path` left by killed writers are removed first.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_owned(path, bytes, mode, None)
+}
+
+/// [`write_atomic`], the new file given to `owner` (uid, gid) before it takes the name.
+pub fn write_atomic_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    sweep_temps(dir, &file_name);
+    let tmp = dir.join(format!(
+        ".{file_name}.tmp.{}.{}",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .mode(mode)
+            .open(&tmp)?;
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
+        }
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// A pid that is certainly dead: a child that has exited and been reaped (for tests).
+#[cfg(test)]
+pub(crate) fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = c.id();
+    let _ = c.wait();
+    pid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "banger-atomic-{tag}-{}-{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_files() {
+        let d = tmp_dir("atomic");
+        let p = d.join("f");
+        for i in 0..20 {
+            write_atomic(&p, format!("{i}").as_bytes(), 0o600).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "19");
+        let n = std::fs::read_dir(&d).unwrap().count();
+        assert_eq!(n, 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A waiter on a lock file that its holder unlinks takes the lock on the new file, so
+    /// two holders never overlap.
+    #[test]
+    fn unlinked_lock_files_never_give_two_holders() {
+        let d = tmp_dir("relock");
+        let path = d.join("x.lock");
+        let inside = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, inside, dir) = (path.clone(), inside.clone(), d.join("none"));
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let _g = Lock::exclusive(&path).unwrap().remove_unless(&dir);
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Item 14: temp files of killed writers are removed by the next writer; a live
+    /// writer's temp file is left alone.
+    #[test]
+    fn the_next_writer_removes_dead_writers_temp_files() {
+        let d = tmp_dir("sweep");
+        let dead = d.join(format!(".f.tmp.{}.3", dead_pid()));
+        let live = d.join(format!(".f.tmp.{}.0", std::os::unix::process::parent_id()));
+        let other = d.join(format!(".g.tmp.{}.0", dead_pid()));
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        write_atomic(&d.join("f"), b"new", 0o600).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists(), "a live writer's temp file stays");
+        assert!(
+            other.exists(),
+            "another file's temp files are not this writer's to judge"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
