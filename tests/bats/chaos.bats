@@ -37,12 +37,9 @@ teardown() {
     nothing_left "$n"
 }
 
-# Known failure (item 6 of issue 10, the lead's banger-jail launch flow): a banger-jail killed
-# after the helper started Firecracker but before it sent `PUT /serial` leaves a Firecracker
-# that the next launch adopts (already_running) without ever sending it its serial console
-# (launch.rs sends it only for a fresh launch), so the guest never becomes ready and the next
-# `banger up` times out. This test keeps asserting that every killed `banger up` comes up
-# again, and fails on that case until a relaunch finishes what a killed launch left undone.
+# A banger-jail killed after the helper started Firecracker but before `PUT /serial` leaves a
+# Firecracker the next launch adopts: it must finish the launch (console, keeper) so the guest
+# becomes ready.
 @test "chaos (stand-in firecracker): 30 banger ups SIGKILLed at random points come up again; down + rm leave nothing" {
     local i n victims names=() how
     for i in $(seq 1 30); do
@@ -75,10 +72,8 @@ teardown() {
     nothing_left "${names[@]}"
 }
 
-# Known failure (item 6 of issue 10, as above): a helper killed while banger-jail waits on
-# jail.launch can leave a started Firecracker that the next launch adopts without `PUT /serial`,
-# and that VM never becomes ready. The "comes up again" assertion fails on such a VM until a
-# relaunch finishes the half-done launch.
+# A helper killed while banger-jail waits on jail.launch can leave a started Firecracker that
+# the next launch adopts and must finish launching.
 @test "chaos (stand-in firecracker): the helper killed -9 ten times during 20 parallel ups as the owner; every VM comes up again; down + rm leave nothing" {
     local i n pids=() names=()
     for i in $(seq 1 20); do

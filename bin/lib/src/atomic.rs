@@ -89,6 +89,12 @@ impl Lock {
         )
     }
 
+    /// Unlinks the lock file at release (still holding it): for a lock whose object is gone.
+    pub fn remove_at_release(mut self) -> Lock {
+        self.remove_unless = Some(PathBuf::new());
+        self
+    }
+
     /// Unlinks the lock file at release when `path` no longer exists then.
     pub fn remove_unless(mut self, path: &Path) -> Lock {
         self.remove_unless = Some(path.to_path_buf());
@@ -99,7 +105,8 @@ impl Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         if let Some(p) = &self.remove_unless {
-            if std::fs::symlink_metadata(p).is_err() && same_file(&self.file, &self.path) {
+            let gone = p.as_os_str().is_empty() || std::fs::symlink_metadata(p).is_err();
+            if gone && same_file(&self.file, &self.path) {
                 let _ = std::fs::remove_file(&self.path);
             }
         }

@@ -136,8 +136,11 @@ fn teardown(ctx: &Ctx, args: &Value) -> OpResult {
     let name = validate::name(&a.name)?;
     let grace = Duration::from_millis(a.grace_ms.unwrap_or(3_000).min(MAX_GRACE_MS));
     ctx.check_access(name)?;
-    let _g = lock(ctx, name)?;
-    jail::teardown(ctx, name, grace).map_err(op_err)
+    let g = lock(ctx, name)?;
+    let out = jail::teardown(ctx, name, grace).map_err(op_err)?;
+    // Nothing of the jail is left: neither is its lock file.
+    drop(g.remove_at_release());
+    Ok(out)
 }
 
 #[derive(Deserialize)]

@@ -561,8 +561,11 @@ fn remove_locked(ctx: &Ctx, vm: &str) -> Result<Vec<Entry>, SnapError> {
 /// what was removed. Only ledger entries are touched; a VM with nothing in the ledger has
 /// nothing to remove.
 pub fn remove(ctx: &Ctx, vm: &str) -> Result<Vec<Entry>, SnapError> {
-    let _g = lock(ctx, vm)?;
-    remove_locked(ctx, vm)
+    let g = lock(ctx, vm)?;
+    let removed = remove_locked(ctx, vm)?;
+    // Nothing of the disk is left: neither is its lock file.
+    drop(g.remove_at_release());
+    Ok(removed)
 }
 
 /// Writes `c` into an existing disk (the one the ledger names for `vm`).

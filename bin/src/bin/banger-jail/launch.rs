@@ -126,8 +126,6 @@ struct Answer {
     rootfs: String,
     #[serde(default)]
     cgroup: Option<PathBuf>,
-    #[serde(default)]
-    already_running: bool,
 }
 
 /// The record's `jail` section (see banger-jail(1)); fields banger does not know pass through.
@@ -223,12 +221,19 @@ const POLL_MAX: Duration = Duration::from_millis(10);
 
 /// Waits until Firecracker answers `GET /` through the run dir's symlink, failing early when
 /// its process is gone. The log tail in an error is read as this step's user.
-fn wait_api(j: &JailSection, deadline: Instant) -> Result<(), LaunchError> {
+/// Waits for the API (see below) and returns whether the guest was started yet: Firecracker's
+/// `GET /` says `"state": "Not started"` until `InstanceStart`.
+fn wait_api(j: &JailSection, deadline: Instant) -> Result<bool, LaunchError> {
     let proc = find_pid::Proc::default();
     let mut pause = POLL_MIN;
     loop {
         let last = match http::request(&j.api_sock, "GET", "/", None, Duration::from_millis(500)) {
-            Ok((200, _)) => return Ok(()),
+            Ok((200, body)) => {
+                let state = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("state")?.as_str().map(str::to_string));
+                return Ok(state.as_deref() != Some("Not started"));
+            }
             Ok((code, body)) => format!("GET / answered {code}: {}", body.trim()),
             Err(e) => e.to_string(),
         };
@@ -333,6 +338,11 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
             j.start_time = Some(found.start_time);
             place_symlink(&api_sock_path(cfg, &name), &j.socket).map_err(err("symlink"))?;
             j.api_sock = api_sock_path(cfg, &name);
+            let deadline = Instant::now() + Duration::from_millis(opts.timeout_ms);
+            let started = wait_api(&j, deadline).map_err(err("launch"))?;
+            if !started {
+                put_serial(&j).map_err(err("launch"))?;
+            }
             ensure_keeper(cfg, &mut j).map_err(err("keeper"))?;
             j.store(rec);
         }
@@ -385,11 +395,12 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
     let checked = serde_json::from_value::<Answer>(answer)
         .map_err(|_| LaunchError::Answer("the jail's fields"))
         .and_then(|a| {
-            let again = a.already_running;
+            // A Firecracker adopted from a launch killed half way may not have its console
+            // yet: whatever was adopted, a guest not started yet gets it now.
             let mut j = JailSection::from_answer(cfg, &name, a);
             place_symlink(&j.api_sock, &j.socket)?;
-            wait_api(&j, deadline)?;
-            if !again {
+            let started = wait_api(&j, deadline)?;
+            if !started {
                 put_serial(&j)?;
             }
             ensure_keeper(cfg, &mut j)?;
