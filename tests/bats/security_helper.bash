@@ -3,10 +3,10 @@
 # suite's duration), a real banger-helper per test in a private mount and network namespace,
 # root-only decoy files, and the checks every attack ends with. Load after test_helper.
 #
-# The owner's side of each attack is tests/attack (banger-attack), run with the owner's uid,
+# The owner's side of each attack is tests/attack (sec-attack), run with the owner's uid,
 # primary group and supplementary groups (setpriv --init-groups) inside the test's namespace.
 
-ATTACK="$BIN/banger-attack"
+ATTACK="$BIN/sec-attack"
 
 # ---------------------------------------------------------------------------------------------
 # The suite's users (setup_file / teardown_file).
@@ -81,7 +81,7 @@ sec_setup() {
     require_root
     [ -n "${SEC_OWNER_UID:-}" ] || skip "the suite's users were not made (setup_file failed)"
     [ -x "$STANDIN_FIRECRACKER" ] && [ -x "$STANDIN_JAILER" ] && [ -x "$ATTACK" ] ||
-        skip "stand-ins or banger-attack not built (cargo build --workspace)"
+        skip "stand-ins or sec-attack not built (cargo build --workspace)"
     NS_PID="" SEC_WATCHERS=() SEC_CGROUP=""
     SEC_TMP="$(mktemp -d /tmp/banger-sec.XXXXXX)"
     chmod 0755 "$SEC_TMP"
@@ -249,7 +249,8 @@ sec_check_decoys() {
             bad=1
         fi
         if [ "$nsha" != "$sha" ]; then
-            echo "DECOY CHANGED: $f content differs; now begins: $(in_ns head -c 120 "$f" | tr -c '[:print:]\n' '.')" >&2
+            echo "DECOY CHANGED: $f content differs; now begins: $(in_ns head -c 100 "$f" | tr -c '[:print:]' '.')" >&2
+            echo "  and ends: $(in_ns tail -c 200 "$f" | tr -c '[:print:]' '.')" >&2
             bad=1
         fi
     done <"$SEC_TMP/decoys.reg"
@@ -347,23 +348,36 @@ sec_assert_invariants() {
     return $bad
 }
 
+# held_decoys PID...: the descriptors these processes hold on a decoy.
+held_decoys() {
+    local p fd l
+    for p in "$@"; do
+        for fd in /proc/"$p"/fd/*; do
+            l=$(readlink "$fd" 2>/dev/null) || continue
+            if cut -f1 "$SEC_TMP/decoys.reg" | grep -qxF -- "${l% (deleted)}"; then
+                echo "pid $p ($(cat "/proc/$p/comm" 2>/dev/null)) fd ${fd##*/} -> $l"
+            fi
+        done
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # The owner's tools.
 
-# sec_steal ARGS...: `banger-attack steal --loop` as the owner in the background until
+# sec_steal ARGS...: `sec-attack steal --loop` as the owner in the background until
 # sec_watch_stop.
 sec_steal() {
     as_owner "$ATTACK" steal --loop --while "$SEC_TMP/go" "$@" >>"$SEC_TMP/owner/watch.log" 2>&1 3>&- &
     SEC_WATCHERS+=($!)
 }
 
-# sec_watch ARGS...: `banger-attack swap` as the owner in the background until sec_watch_stop.
+# sec_watch ARGS...: `sec-attack swap` as the owner in the background until sec_watch_stop.
 sec_watch() {
     as_owner "$ATTACK" swap --while "$SEC_TMP/go" "$@" >>"$SEC_TMP/owner/watch.log" 2>&1 3>&- &
     SEC_WATCHERS+=($!)
 }
 
-# sec_flip ARGS...: `banger-attack flip` as the owner in the background until sec_watch_stop.
+# sec_flip ARGS...: `sec-attack flip` as the owner in the background until sec_watch_stop.
 sec_flip() {
     as_owner "$ATTACK" flip --while "$SEC_TMP/go" "$@" >>"$SEC_TMP/owner/watch.log" 2>&1 3>&- &
     SEC_WATCHERS+=($!)
@@ -384,7 +398,7 @@ sec_watch_stop() {
     fi
 }
 
-# sec_loop COUNT ARGS...: `banger-attack loop` as the owner; prints its summary line.
+# sec_loop COUNT ARGS...: `sec-attack loop` as the owner; prints its summary line.
 sec_loop() {
     local n=$1
     shift

@@ -1,4 +1,4 @@
-//! banger-attack: TEST TOOL ONLY. The owner's side of tests/bats/security.bats.
+//! sec-attack: TEST TOOL ONLY. The owner's side of tests/bats/security.bats.
 //!
 //! Everything here is what an unprivileged user may do to paths and processes they own; the
 //! suite runs it as the owner (setpriv) against a real banger-helper and checks that root's
@@ -26,15 +26,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: banger-attack swap [--spin] [--repeat] [--any-order] [--while FILE] [--timeout SECS] DIR ACTION...
+usage: sec-attack swap [--spin] [--repeat] [--any-order] [--while FILE] [--timeout SECS] DIR ACTION...
          ACTION is plant:REL=KIND, swap:REL=KIND or race:REL=KIND; KIND is symlink:TARGET, copy:FILE, fifo, socket, file or dir;
          DIR may end in '*' (the newest writable directory whose name starts with that prefix)
-       banger-attack flip [--while FILE] [--timeout SECS] [--pause-us N] A B [A B]...
-       banger-attack steal [--write TEXT] [--read] [--only-comm PREFIX]
-       banger-attack calls [--count N] [--wait SECS] [--hold-while FILE] SOCKET LINE
-       banger-attack loop --socket S --request LINE... [--count N] [--watch FILE]... [--grep FILE=TEXT]...
+       sec-attack flip [--while FILE] [--timeout SECS] [--pause-us N] A B [A B]...
+       sec-attack steal [--write TEXT] [--read] [--only-comm PREFIX]
+       sec-attack calls [--count N] [--wait SECS] [--hold-while FILE] SOCKET LINE
+       sec-attack loop --socket S --request LINE... [--count N] [--watch FILE]... [--grep FILE=TEXT]...
          [--steal-write TEXT] [--answers FILE] [--deadline SECS]
-       banger-attack run CMD [ARGS...]   (CMD with descriptors 0-2 only)
+       sec-attack run CMD [ARGS...]   (CMD with descriptors 0-2 only)
 TEST TOOL ONLY: the owner's side of banger's security tests.";
 
 /// When a long-running subcommand stops: a deadline, or a file that must keep existing.
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("banger-attack: error: {e} (see banger-attack --help)");
+            eprintln!("sec-attack: error: {e} (see sec-attack --help)");
             ExitCode::from(2)
         }
     }

@@ -174,7 +174,7 @@ fn prepare(a: &Action, path: &Path, n: u64, keep: &mut Vec<UnixListener>) -> Opt
             Err(_) => false,
         },
         Kind::Copy(f) => std::fs::copy(f, &tmp).is_ok(),
-        Kind::File => std::fs::write(&tmp, b"planted by banger-attack\n").is_ok(),
+        Kind::File => std::fs::write(&tmp, b"planted by sec-attack\n").is_ok(),
         Kind::Dir => rustix::fs::mkdir(&tmp, Mode::from_raw_mode(0o755)).is_ok(),
     };
     ok.then_some(tmp)
