@@ -394,7 +394,8 @@ token_of() {
     SEC_CGROUP="$base/bgr-sec-$$-${BATS_TEST_NUMBER}"
     mkdir "$SEC_CGROUP"
     echo "$HELPER_PID" >"$SEC_CGROUP/cgroup.procs"
-    cat "$SEC_CGROUP/pids.current" >"$SEC_CGROUP/pids.max"
+    # One task: the helper's main thread; no connection thread can start.
+    echo 1 >"$SEC_CGROUP/pids.max"
     # While no thread can start, 80 of the owner's requests.
     out=$(as_owner "$ATTACK" calls --count 80 --wait 3 "$BANGER_HELPER_SOCKET" '{"op":"ping"}')
     echo "while limited: $out" >&2
