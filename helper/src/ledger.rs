@@ -166,6 +166,10 @@ impl Ledger {
 
     /// Read-modify-write under the ledger lock. `f` returns a value passed back to the caller.
     pub fn update<T>(&self, f: impl FnOnce(&mut Vec<Entry>) -> T) -> Result<T, LedgerError> {
+        banger::timing::span("ledger-write", || self.update_now(f))
+    }
+
+    fn update_now<T>(&self, f: impl FnOnce(&mut Vec<Entry>) -> T) -> Result<T, LedgerError> {
         let _g = self.lock()?;
         let mut file = self.read()?;
         let before = file.entries.clone();
@@ -179,8 +183,10 @@ impl Ledger {
 
     /// Every entry.
     pub fn list(&self) -> Result<Vec<Entry>, LedgerError> {
-        let _g = self.lock()?;
-        Ok(self.read()?.entries)
+        banger::timing::span("ledger-read", || {
+            let _g = self.lock()?;
+            Ok(self.read()?.entries)
+        })
     }
 
     /// Entries of one VM.

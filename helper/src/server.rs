@@ -311,7 +311,13 @@ fn handle(ctx: &Ctx, opts: &Options, mut stream: UnixStream) {
                 }
                 Ok(req) => {
                     let t = Instant::now();
-                    let resp = ops::dispatch(ctx, &caller, &req);
+                    if req.timing {
+                        banger::timing::begin();
+                    }
+                    let mut resp = ops::dispatch(ctx, &caller, &req);
+                    if req.timing {
+                        resp.timing = Some(banger::timing::take());
+                    }
                     let outcome = match &resp.error {
                         None => "ok".to_string(),
                         Some(e) => format!("{} ({})", e.code, e.message),

@@ -61,6 +61,23 @@ ledger_of() {
     assert_output --partial '"jail"'
 }
 
+@test "pipeline (stand-in firecracker): banger up --timing prints one line per step with the helper's phases" {
+    run --separate-stderr banger up t1 --timing --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    local b
+    for b in banger-vm banger-snap banger-net banger-jail; do
+        grep -E "^$b: timing: t1: [0-9.]+ ms at \+[0-9.]+ ms: " <<<"$stderr"
+    done
+    # The helper's own phases come back nested under its op.
+    grep -E "^banger-snap: timing: t1: .*helper snap.create [0-9.]+ \(.*debugfs [0-9.]+" <<<"$stderr"
+    grep -E "^banger-vm: timing: t1: .*InstanceStart [0-9.]+.*wait [0-9.]+" <<<"$stderr"
+    # Without it, nothing of the kind.
+    banger down t1 --timeout 2 >/dev/null 2>&1
+    run --separate-stderr banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    [[ "$stderr" != *"timing:"* ]]
+}
+
 @test "pipeline (stand-in firecracker): banger down keeps the disk; banger up starts it again; banger rm removes everything" {
     banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20 >/dev/null 2>&1
     local disk tap chroot

@@ -128,7 +128,12 @@ impl Helper {
 
     /// Sends one request and returns the `result`, or the error with what to do about it.
     pub fn call(&self, op: &str, args: Value) -> Result<Value, ClientError> {
-        let req = Request::new(op, args);
+        crate::timing::span(&format!("helper {op}"), || self.call_timed(op, args))
+    }
+
+    fn call_timed(&self, op: &str, args: Value) -> Result<Value, ClientError> {
+        let mut req = Request::new(op, args);
+        req.timing = crate::timing::collecting();
         let stream = match self.connect() {
             Ok(s) => s,
             Err(e) => {
@@ -141,6 +146,9 @@ impl Helper {
             }
         };
         let resp = self.exchange(stream, &req)?;
+        if let Some(spans) = &resp.timing {
+            crate::timing::adopt(spans);
+        }
         if let Some(e) = &resp.error {
             if e.code == proto::code::PERMISSION_DENIED {
                 let euid = rustix::process::geteuid().as_raw();

@@ -9,6 +9,7 @@
 //! - [`config`]: paths and configuration from one place (defaults, config file, environment).
 //! - [`proto`] and [`client`]: the root helper's wire protocol and its client.
 //! - [`cli`]: flag tables, `--help`, usage errors, error chains and exit codes.
+//! - [`timing`]: the per-step timing lines of `BANGER_TIMING=1`.
 
 pub mod atomic;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod record;
 pub mod section;
 pub mod step;
 pub mod store;
+pub mod timing;
 pub mod tool;
 
 /// The version every binary reports.

@@ -31,6 +31,9 @@ pub struct Request {
     pub op: String,
     #[serde(default)]
     pub args: Value,
+    /// Asks the helper to measure its phases and send them back ([`Response::timing`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timing: bool,
 }
 
 impl Request {
@@ -38,6 +41,7 @@ impl Request {
         Request {
             op: op.into(),
             args,
+            timing: false,
         }
     }
 }
@@ -73,6 +77,9 @@ pub struct Response {
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<OpError>,
+    /// The helper's phases, when the request asked for them (`BANGER_TIMING`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Vec<crate::timing::Span>>,
 }
 
 impl Response {
@@ -81,6 +88,7 @@ impl Response {
             ok: true,
             result: Some(result),
             error: None,
+            timing: None,
         }
     }
     pub fn err(code: &str, message: impl Into<String>) -> Response {
@@ -88,6 +96,7 @@ impl Response {
             ok: false,
             result: None,
             error: Some(OpError::new(code, message)),
+            timing: None,
         }
     }
     pub fn from_result(r: Result<Value, OpError>) -> Response {
@@ -97,6 +106,7 @@ impl Response {
                 ok: false,
                 result: None,
                 error: Some(e),
+                timing: None,
             },
         }
     }
@@ -153,6 +163,15 @@ mod tests {
     fn parse_rejects_bad_shapes() {
         assert!(parse_request(br#"{"op":"ping"}"#).is_ok());
         assert!(parse_request(br#"{"op":"ping","args":{}}"#).is_ok());
+        assert!(
+            parse_request(br#"{"op":"ping","timing":true}"#)
+                .unwrap()
+                .timing
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::new("ping", Value::Null)).unwrap(),
+            r#"{"op":"ping","args":null}"#
+        );
         assert_eq!(
             parse_request(br#"{"op":"ping","args":[1]}"#)
                 .unwrap_err()

@@ -293,13 +293,24 @@ impl Step<'_> {
         }
     }
 
-    /// Runs the step on the VM `name` (named by `incoming` when it came on stdin).
+    /// Runs the step on the VM `name` (named by `incoming` when it came on stdin), with its
+    /// timing line when `BANGER_TIMING` asks for one.
     fn one<F>(&self, name: &str, incoming: Option<Record>, f: &mut F) -> Outcome
     where
         F: FnMut(&mut Record) -> Result<Action, StepError>,
     {
+        let timing = crate::timing::Record::start();
+        let out = self.one_now(name, incoming, f);
+        timing.finish(self.bin, name);
+        out
+    }
+
+    fn one_now<F>(&self, name: &str, incoming: Option<Record>, f: &mut F) -> Outcome
+    where
+        F: FnMut(&mut Record) -> Result<Action, StepError>,
+    {
         let fallback = || incoming.clone().unwrap_or_else(|| record::new("vm", name));
-        let _guard = match self.store.lock_existing(name) {
+        let _guard = match crate::timing::span("lock", || self.store.lock_existing(name)) {
             Ok(g) => g,
             Err(e) => return self.fail(name, fallback(), e.into()),
         };
@@ -324,7 +335,7 @@ impl Step<'_> {
             Action::Save => {
                 let new = apply_owned(&stored, &work, self.owns);
                 let out = merge(&new, incoming.as_ref());
-                match self.store.save(&new) {
+                match crate::timing::span("save", || self.store.save(&new)) {
                     Ok(()) => Outcome {
                         ok: true,
                         emit: Some(out),

@@ -339,7 +339,8 @@ fn open_sources(ctx: &Ctx, spec: &LaunchSpec) -> Result<Sources, JailError> {
 /// Launches (or finds running) the VM's Firecracker. On any failure everything made is
 /// removed again.
 pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
-    let base = jail_base(ctx)?;
+    use banger::timing::span;
+    let base = span("base", || jail_base(ctx))?;
     for (entry, data) in jail_entries(ctx, &spec.name)? {
         if let Some(f) = data.find(base.path()) {
             let mut data = data;
@@ -353,7 +354,7 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
         }
     }
     // Remnants of an earlier launch whose Firecracker is gone.
-    teardown(ctx, &spec.name, Duration::ZERO)?;
+    span("clear", || teardown(ctx, &spec.name, Duration::ZERO))?;
     // The jailer canonicalizes --exec-file and names the chroot after the real file, so
     // banger does too: a `firecracker` symlink to `firecracker-v1.16.1-x86_64` is common.
     // These come from the helper's own configuration, never from a request.
@@ -459,7 +460,7 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
         )
     };
     ctx.ledger.add(record(&data))?;
-    match build(ctx, spec, &parent, &mut data) {
+    match span("build", || build(ctx, spec, &parent, &mut data)) {
         Ok(()) => {
             ctx.ledger.add(record(&data))?;
             Ok(answer(&data, false))
@@ -496,7 +497,7 @@ fn build(ctx: &Ctx, spec: &LaunchSpec, parent: &Dir, data: &mut JailData) -> Res
     let vmdir = parent.mkdir(&spec.name, 0o755)?;
     let root = vmdir.mkdir("root", 0o700)?;
     let root_path = data.dir.join("root");
-    let src = open_sources(ctx, spec)?;
+    let src = banger::timing::span("open", || open_sources(ctx, spec))?;
     stage::file(&src.kernel, &root, stage::KERNEL, uid, gid)?;
     if let Some(i) = &src.initrd {
         stage::file(i, &root, stage::INITRD, uid, gid)?;
@@ -564,14 +565,19 @@ fn build(ctx: &Ctx, spec: &LaunchSpec, parent: &Dir, data: &mut JailData) -> Res
         let log_name = data.dir.join("jailer.log");
         let log = vmdir.create("jailer.log", 0o640)?;
         let left = deadline.saturating_duration_since(Instant::now());
-        process::run_jailer(&data.argv, &log, &log_name, left)?;
+        banger::timing::span("jailer", || {
+            process::run_jailer(&data.argv, &log, &log_name, left)
+        })?;
         let name = data
             .pidfile
             .file_name()
             .map(|n| n.to_string_lossy().into_owned());
-        let pid =
-            process::wait_pidfile(&root, &name.unwrap_or_default(), deadline, &log, &log_name)?;
-        data.start_time = Some(process::wait_exec(&t, pid, deadline, &log, &log_name)?);
+        let pid = banger::timing::span("pidfile", || {
+            process::wait_pidfile(&root, &name.unwrap_or_default(), deadline, &log, &log_name)
+        })?;
+        data.start_time = Some(banger::timing::span("exec", || {
+            process::wait_exec(&t, pid, deadline, &log, &log_name)
+        })?);
         pid
     } else {
         // Staged: the root is the owner's from here on (Firecracker makes its socket there),

@@ -8,6 +8,10 @@ use std::path::Path;
 
 /// Runs a program; on failure the error names the command and carries its stderr.
 pub fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, NetError> {
+    banger::timing::span(prog, || run_now(prog, args, stdin))
+}
+
+fn run_now(prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, NetError> {
     let shown = || format!("{prog} {}", args.join(" "));
     let mut e = duct::cmd(prog, args)
         .stdout_capture()

@@ -48,10 +48,11 @@ struct Made {
 /// Ensures the VM's network: address, bridge, NAT, forwarding, tap. Idempotent: a VM that
 /// already has an address keeps it, and missing pieces are repaired.
 pub fn up(net: &Net, vm: &str, want: Option<Ipv4Addr>) -> Result<UpInfo, NetError> {
-    let _g = net.lock()?;
+    use banger::timing::span;
+    let _g = span("lock", || net.lock())?;
     let entries = net.ledger.list()?;
     let mut made = Made::default();
-    let (ip, fresh) = claim(net, &entries, vm, want)?;
+    let (ip, fresh) = span("claim", || claim(net, &entries, vm, want))?;
     if fresh {
         made.addr = Some(ip);
     }
@@ -137,11 +138,12 @@ fn find<'l>(links: &'l [Link], name: &str) -> Option<&'l Link> {
 }
 
 fn build(net: &Net, vm: &str, ip: Ipv4Addr, made: &mut Made) -> Result<UpInfo, NetError> {
-    let links = sys::links()?;
-    made.bridge = ensure_bridge(net, &links)?;
-    let uplink = sys::uplink()?;
-    made.table = ensure_nat(net, uplink.as_deref())?;
-    made.sysctl = ensure_forwarding(net)?;
+    use banger::timing::span;
+    let links = span("links", sys::links)?;
+    made.bridge = span("bridge", || ensure_bridge(net, &links))?;
+    let uplink = span("uplink", sys::uplink)?;
+    made.table = span("nat", || ensure_nat(net, uplink.as_deref()))?;
+    made.sysctl = span("forwarding", || ensure_forwarding(net))?;
     let tap = tap_for(ip);
     if find(&links, &tap).is_none() {
         net.ledger.add(Entry::new(
@@ -162,16 +164,18 @@ fn build(net: &Net, vm: &str, ip: Ipv4Addr, made: &mut Made) -> Result<UpInfo, N
         if let Some(g) = &gid {
             args.extend(["group", g.as_str()]);
         }
-        run("ip", &args, None)?;
+        span("tap-add", || run("ip", &args, None))?;
     } else if net.ledger.get(vm, KIND_TAP, &tap)?.is_none() {
         return Err(NetError::Collision { name: tap });
     }
-    run(
-        "ip",
-        &["link", "set", "dev", &tap, "master", &net.bridge, "up"],
-        None,
-    )?;
-    let forwards = ensure_forwards(net, vm)?;
+    span("tap-up", || {
+        run(
+            "ip",
+            &["link", "set", "dev", &tap, "master", &net.bridge, "up"],
+            None,
+        )
+    })?;
+    let forwards = span("forwards", || ensure_forwards(net, vm))?;
     Ok(UpInfo {
         bridge: net.bridge.clone(),
         tap,
@@ -345,7 +349,7 @@ fn undo(net: &Net, vm: &str, made: &Made) {
 /// Removes the VM's forwards, tap and address; then the shared pieces when no VM holds an
 /// address any more, unless `keep_bridge`.
 pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError> {
-    let _g = net.lock()?;
+    let _g = banger::timing::span("lock", || net.lock())?;
     let mut removed = Vec::new();
     let entries = net.ledger.for_vm(vm)?;
     for e in entries.iter().filter(|e| e.kind == KIND_RULE) {

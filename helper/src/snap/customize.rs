@@ -348,7 +348,7 @@ pub fn apply(
     let mut p = plan(c);
     let mut public = BTreeMap::new();
     if c.host_keys {
-        let (pubs, files) = host_keys(vm)?;
+        let (pubs, files) = banger::timing::span("keys", || host_keys(vm))?;
         public = pubs;
         p.files.extend(files);
     }
@@ -375,14 +375,16 @@ pub fn apply(
     ];
     // debugfs parses an untrusted filesystem: it runs with the owner's rights, not root's,
     // on the fd the helper opened.
-    super::tool(
-        "debugfs",
-        &args,
-        &fds,
-        Some(text.as_bytes()),
-        owner,
-        "e2fsprogs",
-    )?;
+    banger::timing::span("debugfs", || {
+        super::tool(
+            "debugfs",
+            &args,
+            &fds,
+            Some(text.as_bytes()),
+            owner,
+            "e2fsprogs",
+        )
+    })?;
     super::fail_point("snap.customize")?;
     // Read every file back: debugfs reports per-command errors only on its output.
     for (i, f) in p.files.iter().enumerate() {

@@ -296,13 +296,14 @@ fn adopt(ctx: &Ctx, e: &Entry, req: &CreateReq) -> Result<Option<Created>, SnapE
 
 /// Creates the VM's disk and customizes it, or adopts the complete one made earlier.
 pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
-    let _g = lock(ctx, &req.vm)?;
+    use banger::timing::span;
+    let _g = span("lock", || lock(ctx, &req.vm))?;
     if let Some(e) = disk_entry(&ctx.ledger, &req.vm)? {
-        if let Some(c) = adopt(ctx, &e, req)? {
+        if let Some(c) = span("adopt", || adopt(ctx, &e, req))? {
             return Ok(c);
         }
     }
-    let src = open_sources(ctx, req)?;
+    let src = span("open", || open_sources(ctx, req))?;
     let size = match req.disk_size {
         Some(s) if s < src.image_size => {
             return Err(SnapError::Shrink {
@@ -313,7 +314,7 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
         Some(s) => s.div_ceil(4096) * 4096,
         None => src.image_size,
     };
-    let method = req.method.unwrap_or_else(auto_method);
+    let method = req.method.unwrap_or_else(|| span("method", auto_method));
     let mut undo = Undo::new(ctx, &req.vm);
     let mut warnings = Vec::new();
     let (method, path, disk) = match method {
@@ -340,7 +341,9 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
     let mut host_keys = BTreeMap::new();
     let customized = !req.custom.is_empty();
     if customized {
-        host_keys = customize::apply(&disk, &path, &req.vm, &req.custom, ctx.owner.as_ref())?;
+        host_keys = span("customize", || {
+            customize::apply(&disk, &path, &req.vm, &req.custom, ctx.owner.as_ref())
+        })?;
     }
     fail_point("snap.create:customize")?;
     // The disk is whole: say so, with what a later create needs to adopt it.
@@ -399,8 +402,8 @@ fn make_file(
     let dst = new_owner_file(ctx, src, DISK).inspect_err(|_| undo.forget_last())?;
     let forced = req.method.is_some();
     let images = ctx.cfg.images_dir().join(&req.image).join("rootfs.ext4");
-    let used = ctx
-        .as_owner(|| -> Result<Method, SnapError> {
+    let used = banger::timing::span("clone", || {
+        ctx.as_owner(|| -> Result<Method, SnapError> {
             let used = match method {
                 Method::Reflink => match clone::reflink(&src.image, &dst) {
                     Ok(()) => Method::Reflink,
@@ -437,7 +440,8 @@ fn make_file(
             })?;
             Ok(used)
         })
-        .map_err(op_to_snap)??;
+        .map_err(op_to_snap)
+    })??;
     Ok((used, dst))
 }
 

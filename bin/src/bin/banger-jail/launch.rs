@@ -397,13 +397,14 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
         .and_then(|a| {
             // A Firecracker adopted from a launch killed half way may not have its console
             // yet: whatever was adopted, a guest not started yet gets it now.
+            use banger::timing::span;
             let mut j = JailSection::from_answer(cfg, &name, a);
-            place_symlink(&j.api_sock, &j.socket)?;
-            let started = wait_api(&j, deadline)?;
+            span("symlink", || place_symlink(&j.api_sock, &j.socket))?;
+            let started = span("api-wait", || wait_api(&j, deadline))?;
             if !started {
-                put_serial(&j)?;
+                span("serial", || put_serial(&j))?;
             }
-            ensure_keeper(cfg, &mut j)?;
+            span("keeper", || ensure_keeper(cfg, &mut j))?;
             Ok(j)
         });
     match checked {

@@ -286,8 +286,9 @@ pub fn set_vm(rec: &mut Record, f: impl FnOnce(&mut Vm)) -> Result<(), StepError
 /// Configures and starts one VM.
 pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, StepError> {
     let name = record::name(rec).unwrap_or("?").to_string();
+    use banger::timing::span;
     let client = client_for(rec)?;
-    let info = client.instance_info().map_err(|e| match e {
+    let info = span("GET /", || client.instance_info()).map_err(|e| match e {
         FcError::Connect { .. } => StepError::msg(
             "not_running",
             format!(
@@ -319,22 +320,25 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
     let mem = u64::from(spec.mem_mib.unwrap_or(512));
     let args = boot_args(cfg, rec);
 
-    client.machine_config(vcpus, mem).map_err(fc_err)?;
-    client.boot_source(kernel, initrd, &args).map_err(fc_err)?;
-    client
-        .drive("rootfs", rootfs, true, false)
-        .map_err(fc_err)?;
-    if let Some(net) = section::get::<Net>(rec)? {
-        let tap = need(&net.tap, "net", "tap")?;
-        let mac = need(&net.mac, "net", "mac")?;
-        client.network_interface("eth0", tap, mac).map_err(fc_err)?;
-    }
+    span("config", || -> Result<(), StepError> {
+        client.machine_config(vcpus, mem).map_err(fc_err)?;
+        client.boot_source(kernel, initrd, &args).map_err(fc_err)?;
+        client
+            .drive("rootfs", rootfs, true, false)
+            .map_err(fc_err)?;
+        if let Some(net) = section::get::<Net>(rec)? {
+            let tap = need(&net.tap, "net", "tap")?;
+            let mac = need(&net.mac, "net", "mac")?;
+            client.network_interface("eth0", tap, mac).map_err(fc_err)?;
+        }
+        Ok(())
+    })?;
     if let Some(v) = jail.extra.get("vsock").and_then(Value::as_str) {
         client.vsock(3, v).map_err(fc_err)?;
     }
     let from = console_len(rec);
     let t0 = Instant::now();
-    client.action("InstanceStart").map_err(fc_err)?;
+    span("InstanceStart", || client.action("InstanceStart")).map_err(fc_err)?;
     let api_ms = t0.elapsed().as_secs_f64() * 1e3;
     set_vm(rec, |vm| {
         vm.state = Some("running".into());
@@ -342,7 +346,7 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         vm.boot_args = Some(args.clone());
         vm.boot_ms = None;
     })?;
-    let used = wait_up(rec, opts, from)?;
+    let used = span("wait", || wait_up(rec, opts, from))?;
     let boot_ms = t0.elapsed().as_millis() as u64;
     set_vm(rec, |vm| {
         vm.boot_ms = (used != Wait::None).then_some(boot_ms);

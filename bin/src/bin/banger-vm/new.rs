@@ -137,7 +137,7 @@ fn make(cfg: &Config, store: &Store, a: &NewArgs) -> Result<record::Record, NewE
         return Ok(store.load(&a.name)?);
     }
     let rec = build(cfg, store, a)?;
-    match store.create(&rec) {
+    match banger::timing::span("save", || store.create(&rec)) {
         Ok(()) => Ok(rec),
         Err(StoreError::Exists { .. }) if a.exists_ok => Ok(store.load(&a.name)?),
         Err(e) => Err(e.into()),
@@ -145,7 +145,10 @@ fn make(cfg: &Config, store: &Store, a: &NewArgs) -> Result<record::Record, NewE
 }
 
 pub fn run(cfg: &Config, store: &Store, a: NewArgs) -> ExitCode {
-    let rec = match make(cfg, store, &a) {
+    let timing = banger::timing::Record::start();
+    let made = make(cfg, store, &a);
+    timing.finish(BIN, &a.name);
+    let rec = match made {
         Ok(r) => r,
         Err(e) => {
             cli::report(BIN, &e);
