@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Benchmark: `banger up` next to a launch a user who knows Firecracker would script by hand.
+# In one run, alternating, REPS times each:
+#   (a) hand-rolled: a fresh 16 MiB ext4 disk by reflink on an XFS image, a tap on a bridge
+#       made beforehand, the jailer, the API calls with curl, then the guest's READY line;
+#   (b) `banger up NAME --wait-console READY` of the same guest on the same filesystem;
+#   (c) `banger up NAME --wait-console READY` again after `banger down NAME` (disk kept);
+# and prints the medians, the ratios b/a and c/a, and the median `banger down`.
+# With the Firecracker and jailer TEST STAND-INS (for (a) too) by default; with the real ones
+# and the rig's tiny guest when BANGER_TEST_FIRECRACKER and BANGER_TEST_JAILER are set.
+# Prints numbers; asserts nothing. Needs root.
+#
+#   sudo benches/up-vs-handrolled.sh          # REPS=10; BANGER_BIN=target/release by default
+#   sudo BANGER_TEST_FIRECRACKER=... BANGER_TEST_JAILER=... benches/up-vs-handrolled.sh
+#
+# Runs in a network namespace and a private mount namespace of its own (an XFS image is
+# loop-mounted there), through a real helper on a temp socket, everything under a temp dir
+# removed on exit. banger's bridge is made beforehand too: a resident VM keeps its network
+# up for the whole run, as any other VM on the host would.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${BANGER_BIN:-}
+if [ -z "$bin" ]; then
+    if [ -x "$here/target/release/banger-vm" ]; then bin=$here/target/release; else bin=$here/target/debug; fi
+fi
+for b in banger-vm banger-snap banger-net banger-jail banger-image banger-helper banger-console-keeper; do
+    [ -x "$bin/$b" ] || { echo "up-vs-handrolled.sh: $bin/$b not built (cargo build --release)" >&2; exit 1; }
+done
+for t in curl mkfs.xfs mkfs.ext4; do
+    command -v "$t" >/dev/null || { echo "up-vs-handrolled.sh: needs $t" >&2; exit 1; }
+done
+standin=1
+if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ]; then
+    fc=$BANGER_TEST_FIRECRACKER
+    jailer=$BANGER_TEST_JAILER
+    standin=0
+else
+    # shellcheck source=benches/standin.bash
+    . "$here/benches/standin.bash"
+    standin_links "$bin" "$here" || exit 1
+fi
+rig=${BANGER_TEST_RIG:-$here/../shared/rig}
+[ "$(id -u)" -eq 0 ] || { echo "up-vs-handrolled.sh: needs root" >&2; exit 1; }
+ns="banger-bench-hr-$$"
+if [ -z "${HR_BENCH_IN_NS:-}" ]; then
+    ip netns add "$ns"
+    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+    ip -n "$ns" link set lo up
+    # A default route for NAT's uplink, inside the namespace only.
+    ip -n "$ns" link add up0 type veth peer name up1
+    ip -n "$ns" addr add 198.51.100.1/24 dev up0
+    ip -n "$ns" link set up0 up
+    ip -n "$ns" link set up1 up
+    ip -n "$ns" route add default via 198.51.100.2
+    HR_BENCH_IN_NS=1 ip netns exec "$ns" unshare -m --propagation private "$0" "$@"
+    exit $?
+fi
+reps=${REPS:-10}
+uid=4343
+tmp=$(mktemp -d /tmp/banger-hr-bench.XXXXXX)
+chmod 0755 "$tmp"
+x=$tmp/xfs
+export PATH="$bin:$here/bin/scripts:$PATH"
+export BANGER_STATE_DIR=$x/state BANGER_RUN_DIR=$tmp/run BANGER_CONFIG_DIR=$tmp/etc
+export BANGER_ROOT_DIR=$tmp/root BANGER_JAIL_DIR=$x/jail BANGER_HELPER_SOCKET=$tmp/helper.sock
+export BANGER_FIRECRACKER=$fc BANGER_JAILER=$jailer BANGER_OWNER_UID=$uid
+helper=""
+hand_pid=""
+cleanup() {
+    local n
+    [ -n "$hand_pid" ] && kill -9 "$hand_pid" 2>/dev/null
+    for n in $(seq 1 "$reps"); do
+        banger-vm kill "b$n" 2>/dev/null | banger-jail teardown 2>/dev/null | banger-net down >/dev/null 2>&1 || true
+        banger-snap rm "b$n" >/dev/null 2>&1 || true
+    done
+    banger-net down keep >/dev/null 2>&1 || true
+    [ -n "$helper" ] && kill "$helper" 2>/dev/null
+    if mountpoint -q "$x" 2>/dev/null; then umount "$x" || umount -l "$x"; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+truncate -s 1G "$tmp/xfs.img"
+mkfs.xfs -q -m reflink=1 "$tmp/xfs.img"
+mkdir -p "$x"
+mount -o loop "$tmp/xfs.img" "$x"
+chmod 0755 "$x"
+mkdir -p "$BANGER_STATE_DIR" "$BANGER_RUN_DIR" "$tmp/tree/etc" "$x/hand"
+banger-helper --socket "$BANGER_HELPER_SOCKET" --owner "$uid" 2>"$tmp/helper.log" &
+helper=$!
+for _ in $(seq 1 200); do [ -S "$BANGER_HELPER_SOCKET" ] && break; sleep 0.01; done
+
+# The guest: a 16 MiB ext4 root disk (the tiny guest never reads it) and its kernel.
+echo image >"$tmp/tree/etc/hostname"
+mkfs.ext4 -q -F -d "$tmp/tree" "$x/hand/base.ext4" 16M >/dev/null 2>&1
+if [ "$standin" -eq 1 ]; then
+    ready=STANDIN_GUEST_READY
+    kind="TEST STAND-IN firecracker/jailer"
+    {
+        printf '\177ELF\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000'
+        head -c 40 /dev/zero
+    } >"$x/hand/vmlinux"
+    truncate -s 4096 "$x/hand/vmlinux"
+else
+    ready=TINY_GUEST_READY
+    kind="real Firecracker/jailer, tiny guest"
+    as "$rig/tiny-guest.S" -o "$tmp/tiny.o"
+    ld -static -nostdlib -Ttext=0x1000000 -e _start "$tmp/tiny.o" -o "$x/hand/vmlinux"
+fi
+banger-image import default --rootfs "$x/hand/base.ext4" --kernel "$x/hand/vmlinux" >/dev/null
+chmod -R a+rX "$BANGER_STATE_DIR"
+boot_args="console=ttyS0 reboot=k panic=1 pci=off"
+
+# The resident VM: banger's bridge and NAT exist before the first measured up, like the
+# hand-rolled launch's bridge.
+banger-vm new keep --image default | banger-net up >/dev/null
+ip link add hr0 type bridge
+ip addr add 10.201.0.1/24 dev hr0
+ip link set hr0 up
+exec {nap}<> <(:) # `read -t` on this never gets data: a sleep without a process
+
+now_us() { date +%s%6N; }
+
+# (a) The hand-rolled launch, as a script would do it: reflink the disk into the chroot,
+# link the kernel, make a tap, start the jailer (not daemonized: the console is its
+# stdout, read here), wait for the API socket, configure with curl, start, read the console
+# up to the READY line.
+sock=""
+api() { curl -sf --unix-socket "$sock" -X PUT -H 'Content-Type: application/json' "http://localhost/$1" -d "$2" >/dev/null; }
+hand() {
+    local n=$1 id=hand$1 root line
+    root=$x/hand/jail/$(basename "$(readlink -f "$fc")")/$id/root
+    sock=$root/run/firecracker.socket
+    mkdir -p "$root"
+    cp --reflink=always "$x/hand/base.ext4" "$root/rootfs"
+    ln "$x/hand/vmlinux" "$root/vmlinux"
+    chown "$uid:$uid" "$root/rootfs"
+    ip tuntap add dev "hrtap$n" mode tap user "$uid" group "$uid"
+    ip link set "hrtap$n" master hr0 up
+    coproc HAND { exec "$jailer" --id "$id" --exec-file "$fc" --uid "$uid" --gid "$uid" \
+        --chroot-base-dir "$x/hand/jail" -- --api-sock /run/firecracker.socket 2>&1; }
+    # shellcheck disable=SC2153 # HAND_PID is set by coproc
+    hand_pid=$HAND_PID
+    until [ -S "$sock" ]; do read -r -t 0.001 -u "$nap" || true; done
+    api machine-config '{"vcpu_count": 1, "mem_size_mib": 512}'
+    api boot-source "{\"kernel_image_path\": \"/vmlinux\", \"boot_args\": \"$boot_args\"}"
+    api drives/rootfs '{"drive_id": "rootfs", "path_on_host": "/rootfs", "is_root_device": true, "is_read_only": false}'
+    api network-interfaces/eth0 "{\"iface_id\": \"eth0\", \"host_dev_name\": \"hrtap$n\", \"guest_mac\": \"06:00:0a:c9:00:02\"}"
+    api actions '{"action_type": "InstanceStart"}'
+    while IFS= read -r -t 10 line <&"${HAND[0]}"; do
+        case $line in *"$ready"*) return 0 ;; esac
+    done
+    echo "up-vs-handrolled.sh: the hand-rolled guest never printed $ready" >&2
+    return 1
+}
+
+hand_clean() {
+    local n=$1
+    kill -9 "$hand_pid" 2>/dev/null || true
+    wait "$hand_pid" 2>/dev/null || true
+    hand_pid=""
+    rm -rf "$x/hand/jail"
+    ip link del "hrtap$n" 2>/dev/null || true
+}
+
+# TIMING=1: banger's per-step timing lines of the last (b) and (c), printed at the end.
+timing=()
+[ -z "${TIMING:-}" ] || timing=(--timing)
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+ta=() tb=() tc=() td=()
+for n in $(seq 1 "$reps"); do
+    t0=$(now_us)
+    hand "$n"
+    t1=$(now_us)
+    ta+=($((t1 - t0)))
+    hand_clean "$n"
+
+    t0=$(now_us)
+    banger up "b$n" --wait-console "$ready" "${timing[@]}" >/dev/null 2>"$tmp/up-b.err" || { cat "$tmp/up-b.err" >&2; exit 1; }
+    t1=$(now_us)
+    tb+=($((t1 - t0)))
+
+    t0=$(now_us)
+    banger down "b$n" --timeout 1 >/dev/null 2>&1
+    t1=$(now_us)
+    td+=($((t1 - t0)))
+    banger up "b$n" --wait-console "$ready" "${timing[@]}" >/dev/null 2>"$tmp/up-c.err" || { cat "$tmp/up-c.err" >&2; exit 1; }
+    t2=$(now_us)
+    tc+=($((t2 - t1)))
+    banger rm --yes "b$n" >/dev/null 2>&1
+done
+ma=$(printf '%s\n' "${ta[@]}" | median)
+mb=$(printf '%s\n' "${tb[@]}" | median)
+mc=$(printf '%s\n' "${tc[@]}" | median)
+md=$(printf '%s\n' "${td[@]}" | median)
+echo "to the guest's $ready line, $kind, median of $reps, $bin"
+awk -v a="$ma" -v b="$mb" -v c="$mc" -v d="$md" 'BEGIN {
+    printf "  %-44s %8.1f ms\n", "(a) hand-rolled (jailer + curl)", a / 1000
+    printf "  %-44s %8.1f ms   b/a %.2f\n", "(b) banger up --wait-console", b / 1000, b / a
+    printf "  %-44s %8.1f ms   c/a %.2f\n", "(c) banger up --wait-console after down", c / 1000, c / a
+    printf "  %-44s %8.1f ms\n", "banger down (before c)", d / 1000
+}'
+if [ -n "${TIMING:-}" ]; then
+    echo "where the time went in the last (b):"
+    sed 's/^/  /' "$tmp/up-b.err"
+    echo "and in the last (c):"
+    sed 's/^/  /' "$tmp/up-c.err"
+fi
+if [ -n "${VERBOSE:-}" ]; then
+    echo "  all (a): ${ta[*]}"
+    echo "  all (b): ${tb[*]}"
+    echo "  all (c): ${tc[*]}"
+    echo "  all down: ${td[*]}"
+fi
