@@ -46,6 +46,37 @@ teardown() {
     in_h nft list table inet banger | grep -F 'oifname "up0" masquerade'
 }
 
+@test "net up: the NAT is left alone when it is in place, and put back when its rule, a chain or the table went missing" {
+    net_world
+    mk_vm a b
+    in_h banger-net up a >/dev/null
+    local before
+    before=$(in_h nft -j -a list table inet banger)
+    # In place: a second VM changes nothing in the table (same handles).
+    in_h banger-net up b >/dev/null
+    [ "$(in_h nft -j -a list table inet banger)" = "$before" ]
+    # The masquerade rule deleted by hand: up puts it back.
+    local h
+    h=$(in_h nft -j -a list chain inet banger postrouting | jq '.nftables[] | select(.rule) | .rule.handle')
+    in_h nft delete rule inet banger postrouting handle "$h"
+    in_h banger-net up a >/dev/null
+    in_h nft list chain inet banger postrouting | grep -F 'oifname "up0" masquerade comment "banger-nat"'
+    # A chain deleted: back too.
+    in_h nft delete chain inet banger prerouting
+    in_h banger-net up a >/dev/null
+    in_h nft list chain inet banger prerouting >/dev/null
+    # The whole table: back, and still banger's (the ledger has it).
+    in_h nft delete table inet banger
+    in_h banger-net up b >/dev/null
+    in_h nft list chain inet banger postrouting | grep -F 'masquerade comment "banger-nat"'
+    # The uplink changed: the rule follows it.
+    in_h ip link add up9 type veth peer name up8
+    in_h ip link set up9 up
+    in_h ip route replace default dev up9
+    in_h banger-net up a >/dev/null
+    in_h nft list chain inet banger postrouting | grep -F 'oifname "up9" masquerade'
+}
+
 @test "net up: two VMs get different addresses, MACs and taps; up again allocates nothing new" {
     mk_vm a b
     run in_h banger-net up a b

@@ -16,9 +16,12 @@
 //! - VM, `nft-rule`, `PROTO/HOSTPORT`, `{guest_ip, guest_port, comment}`: a port forward
 
 mod forward;
+pub mod nfnl;
 pub mod nft;
+pub mod rtnl;
 pub mod subnet;
 pub mod sys;
+pub mod tap;
 mod vm;
 
 pub use forward::{forward, list, ForwardReq};
@@ -76,6 +79,12 @@ pub enum NetError {
     PortInUse { id: String },
     #[error("`{cmd}` failed: {stderr}")]
     Cmd { cmd: String, stderr: String },
+    #[error("cannot {what}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot run `{cmd}` (is it installed?)")]
     Spawn {
         cmd: String,

@@ -5,7 +5,6 @@
 use super::subnet::Subnet;
 use super::sys::run;
 use super::NetError;
-use serde_json::Value;
 use std::net::Ipv4Addr;
 
 pub const FAMILY: &str = "inet";
@@ -78,48 +77,27 @@ impl Forward {
     }
 }
 
-/// True when `table inet banger` exists.
+/// True when `table inet banger` exists (read over netlink).
 pub fn table_exists() -> Result<bool, NetError> {
-    let text = run("nft", &["-j", "list", "tables", FAMILY], None)?;
-    let v: Value = serde_json::from_str(&text).map_err(|source| NetError::Parse {
-        cmd: "nft -j list tables inet".into(),
-        source,
-    })?;
-    let found = items(&v)
-        .filter_map(|i| i.get("table"))
-        .any(|t| t["family"] == FAMILY && t["name"] == TABLE);
-    Ok(found)
+    super::nfnl::table_exists(FAMILY, TABLE)
 }
 
-fn items(v: &Value) -> impl Iterator<Item = &Value> {
-    v.get("nftables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-}
-
-/// (chain, handle, comment) of every rule in banger's table.
+/// (chain, handle, comment) of every rule in banger's table (read over netlink).
 pub fn rules() -> Result<Vec<(String, u64, String)>, NetError> {
-    let text = run("nft", &["-j", "-a", "list", "table", FAMILY, TABLE], None)?;
-    let v: Value = serde_json::from_str(&text).map_err(|source| NetError::Parse {
-        cmd: "nft -j -a list table inet banger".into(),
-        source,
-    })?;
-    Ok(parse_rules(&v))
+    super::nfnl::rules(FAMILY, TABLE)
 }
 
-pub fn parse_rules(v: &Value) -> Vec<(String, u64, String)> {
-    items(v)
-        .filter_map(|i| i.get("rule"))
-        .filter(|r| r["family"] == FAMILY && r["table"] == TABLE)
-        .filter_map(|r| {
-            Some((
-                r["chain"].as_str()?.to_string(),
-                r["handle"].as_u64()?,
-                r["comment"].as_str().unwrap_or("").to_string(),
-            ))
-        })
-        .collect()
+/// True when banger's table has its three chains and the masquerade rule: what
+/// [`ensure_script`] makes is there (which uplink the rule names is the ledger's to know).
+pub fn nat_in_place() -> Result<bool, NetError> {
+    let chains = super::nfnl::chains(FAMILY, TABLE)?;
+    let all = ["prerouting", "output", "postrouting"]
+        .iter()
+        .all(|c| chains.iter().any(|x| x == c));
+    Ok(all
+        && rules()?
+            .iter()
+            .any(|(chain, _, comment)| chain == "postrouting" && comment == NAT_COMMENT))
 }
 
 /// Applies a script atomically.
@@ -186,21 +164,6 @@ mod tests {
         assert_eq!(s.lines().count(), 2);
         assert!(s.starts_with("add rule inet banger prerouting meta nfproto ipv4 fib daddr type local tcp dport 8080 dnat ip to 10.200.0.2:80 comment \"banger-fwd dev1 tcp/8080\"\n"));
         assert!(s.contains("add rule inet banger output ip daddr != 127.0.0.0/8 meta nfproto ipv4"));
-    }
-
-    #[test]
-    fn rules_are_found_by_comment_in_our_table_only() {
-        let v: Value = serde_json::from_str(r#"{"nftables":[{"metainfo":{}},
-            {"rule":{"family":"inet","table":"banger","chain":"prerouting","handle":4,"comment":"banger-fwd a tcp/80"}},
-            {"rule":{"family":"inet","table":"other","chain":"prerouting","handle":5,"comment":"banger-fwd a tcp/80"}},
-            {"rule":{"family":"inet","table":"banger","chain":"postrouting","handle":6}}]}"#).unwrap();
-        assert_eq!(
-            parse_rules(&v),
-            vec![
-                ("prerouting".into(), 4, "banger-fwd a tcp/80".into()),
-                ("postrouting".into(), 6, String::new())
-            ]
-        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Running `ip` and `nft`, reading their JSON, and the few /proc files net needs.
+//! The host's network as `net` needs it (interfaces, addresses, routes, over rtnetlink in
+//! process), running `nft`, and the few /proc files net needs.
 
-use super::subnet::{parse_dst, Subnet};
+use super::subnet::Subnet;
 use super::NetError;
-use serde::Deserialize;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -38,125 +38,65 @@ fn run_now(prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Net
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `ip ARGS` with `-j`, parsed.
-fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<T, NetError> {
-    let mut full = vec!["-j"];
-    full.extend_from_slice(args);
-    let text = run("ip", &full, None)?;
-    // `ip -j` prints nothing at all for an empty list on some versions.
-    let text = if text.trim().is_empty() { "[]" } else { &text };
-    serde_json::from_str(text).map_err(|source| NetError::Parse {
-        cmd: format!("ip {}", full.join(" ")),
-        source,
-    })
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Link {
-    pub ifname: String,
-    #[serde(default)]
-    pub flags: Vec<String>,
-    #[serde(default)]
-    pub master: Option<String>,
-    #[serde(default)]
-    pub address: Option<String>,
-}
-
-impl Link {
-    pub fn is_up(&self) -> bool {
-        self.flags.iter().any(|f| f == "UP")
-    }
-}
+pub use super::rtnl::{Addr, Link, Route, Rtnl};
 
 /// Every interface in this network namespace.
 pub fn links() -> Result<Vec<Link>, NetError> {
-    ip_json(&["link", "show"])
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct AddrInfo {
-    #[serde(default)]
-    pub local: Option<String>,
-    #[serde(default)]
-    pub prefixlen: Option<u8>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct IfAddrs {
-    pub ifname: String,
-    #[serde(default)]
-    pub addr_info: Vec<AddrInfo>,
-}
-
-/// IPv4 addresses of every interface.
-pub fn addrs() -> Result<Vec<IfAddrs>, NetError> {
-    ip_json(&["-4", "addr", "show"])
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Route {
-    pub dst: String,
-    #[serde(default)]
-    pub dev: Option<String>,
-    #[serde(default)]
-    pub table: Option<String>,
-}
-
-/// IPv4 routes of every table.
-pub fn routes() -> Result<Vec<Route>, NetError> {
-    ip_json(&["-4", "route", "show", "table", "all"])
+    Rtnl::open()?.links()
 }
 
 /// The interface of the default route in the main table, if there is one.
 pub fn uplink() -> Result<Option<String>, NetError> {
-    let r: Vec<Route> = ip_json(&["-4", "route", "show", "default"])?;
-    Ok(r.into_iter().find_map(|r| r.dev))
+    Ok(super::rtnl::default_dev(&Rtnl::open()?.routes()?))
 }
 
 /// What on this host overlaps `subnet`, ignoring the bridge itself: the first route or
-/// address found, described for the error message.
+/// address found, described for the error message. Default routes overlap everything and
+/// are no conflict.
 pub fn overlap(subnet: &Subnet, bridge: &str) -> Result<Option<String>, NetError> {
-    for a in addrs()? {
+    let mut nl = Rtnl::open()?;
+    for a in nl.addrs()? {
         if a.ifname == bridge {
             continue;
         }
-        for i in &a.addr_info {
-            let (Some(local), Some(p)) = (&i.local, i.prefixlen) else {
-                continue;
-            };
-            let Ok(ip) = local.parse::<Ipv4Addr>() else {
-                continue;
-            };
-            if subnet.overlaps(&Subnet::containing(ip, p)) {
-                return Ok(Some(format!("address {local}/{p} on {}", a.ifname)));
-            }
+        if subnet.overlaps(&Subnet::containing(a.local, a.prefix)) {
+            return Ok(Some(format!(
+                "address {}/{} on {}",
+                a.local, a.prefix, a.ifname
+            )));
         }
     }
-    for r in routes()? {
-        if r.dev.as_deref() == Some(bridge) {
+    for r in nl.routes()? {
+        if r.dev.as_deref() == Some(bridge) || r.prefix == 0 {
             continue;
         }
-        if let Some(d) = parse_dst(&r.dst) {
-            if subnet.overlaps(&d) {
-                return Ok(Some(format!(
-                    "route {} (dev {}, table {})",
-                    r.dst,
-                    r.dev.as_deref().unwrap_or("-"),
-                    r.table.as_deref().unwrap_or("main")
-                )));
-            }
+        if subnet.overlaps(&Subnet::containing(r.dst, r.prefix)) {
+            return Ok(Some(format!(
+                "route {} (dev {}, table {})",
+                route_dst(&r),
+                r.dev.as_deref().unwrap_or("-"),
+                r.table_name()
+            )));
         }
     }
     Ok(None)
 }
 
+/// A route's destination as `ip route` prints it: `10.0.0.0/24`, or `10.0.0.1` for a /32.
+fn route_dst(r: &Route) -> String {
+    if r.prefix == 32 {
+        r.dst.to_string()
+    } else {
+        format!("{}/{}", r.dst, r.prefix)
+    }
+}
+
 /// True when `ifname` has `addr/prefix`.
 pub fn has_addr(ifname: &str, addr: Ipv4Addr, prefix: u8) -> Result<bool, NetError> {
-    let a: Vec<IfAddrs> = ip_json(&["-4", "addr", "show", "dev", ifname])?;
-    let want = addr.to_string();
-    Ok(a.iter()
-        .flat_map(|i| &i.addr_info)
-        .any(|i| i.local.as_deref() == Some(want.as_str()) && i.prefixlen == Some(prefix)))
+    Ok(Rtnl::open()?
+        .addrs()?
+        .iter()
+        .any(|a| a.ifname == ifname && a.local == addr && a.prefix == prefix))
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -218,17 +158,5 @@ mod tests {
         let t6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
         assert_eq!(parse_proc_net(t6), vec![(80, 0x0a)]);
         assert!(parse_proc_net("header only\n").is_empty());
-    }
-
-    #[test]
-    fn ip_json_shapes() {
-        let l: Vec<Link> = serde_json::from_str(r#"[{"ifindex":2,"ifname":"banger0","flags":["BROADCAST","UP"],"address":"06:00:0a:c8:00:01"},{"ifname":"bgr0ac80002","flags":[],"master":"banger0"}]"#).unwrap();
-        assert!(l[0].is_up());
-        assert_eq!(l[1].master.as_deref(), Some("banger0"));
-        let r: Vec<Route> = serde_json::from_str(
-            r#"[{"dst":"default","gateway":"192.0.2.1","dev":"eth0","flags":[]},{"type":"local","dst":"127.0.0.1","table":"local","dev":"lo"}]"#,
-        )
-        .unwrap();
-        assert_eq!(r[1].table.as_deref(), Some("local"));
     }
 }

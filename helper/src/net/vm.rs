@@ -2,7 +2,7 @@
 
 use super::nft::{self, Forward};
 use super::subnet::{bridge_mac, mac_for, tap_for};
-use super::sys::{self, run, Link};
+use super::sys::{self, Link, Rtnl};
 use super::{
     Net, NetError, KIND_ADDR, KIND_BRIDGE, KIND_RULE, KIND_SYSCTL, KIND_TABLE, KIND_TAP, SHARED,
     SYSCTL_FORWARD,
@@ -153,28 +153,13 @@ fn build(net: &Net, vm: &str, ip: Ipv4Addr, made: &mut Made) -> Result<UpInfo, N
             json!({"bridge": net.bridge, "uid": net.owner_uid, "gid": net.owner_gid}),
         ))?;
         made.tap = Some(tap.clone());
-        let mut args = vec!["tuntap", "add", "dev", &tap, "mode", "tap"];
-        let (uid, gid) = (
-            net.owner_uid.map(|u| u.to_string()),
-            net.owner_gid.map(|g| g.to_string()),
-        );
-        if let Some(u) = &uid {
-            args.extend(["user", u.as_str()]);
-        }
-        if let Some(g) = &gid {
-            args.extend(["group", g.as_str()]);
-        }
-        span("tap-add", || run("ip", &args, None))?;
+        span("tap-add", || {
+            super::tap::add(&tap, net.owner_uid, net.owner_gid)
+        })?;
     } else if net.ledger.get(vm, KIND_TAP, &tap)?.is_none() {
         return Err(NetError::Collision { name: tap });
     }
-    span("tap-up", || {
-        run(
-            "ip",
-            &["link", "set", "dev", &tap, "master", &net.bridge, "up"],
-            None,
-        )
-    })?;
+    span("tap-up", || Rtnl::open()?.set_up(&tap, Some(&net.bridge)))?;
     let forwards = span("forwards", || ensure_forwards(net, vm))?;
     Ok(UpInfo {
         bridge: net.bridge.clone(),
@@ -224,11 +209,7 @@ fn ensure_bridge(net: &Net, links: &[Link]) -> Result<bool, NetError> {
                 b,
                 json!({"subnet": subnet, "gateway": gw.to_string(), "mac": mac}),
             ))?;
-            if let Err(e) = run(
-                "ip",
-                &["link", "add", "name", b, "address", &mac, "type", "bridge"],
-                None,
-            ) {
+            if let Err(e) = Rtnl::open().and_then(|mut nl| nl.add_bridge(b, &mac)) {
                 let _ = net.ledger.remove(SHARED, KIND_BRIDGE, b);
                 return Err(e);
             }
@@ -236,26 +217,34 @@ fn ensure_bridge(net: &Net, links: &[Link]) -> Result<bool, NetError> {
         }
     };
     if created || !sys::has_addr(b, gw, prefix)? {
-        run(
-            "ip",
-            &["addr", "replace", &format!("{gw}/{prefix}"), "dev", b],
-            None,
-        )?;
+        Rtnl::open()?.replace_addr(b, gw, prefix)?;
     }
     if created || !exists.is_some_and(Link::is_up) {
-        run("ip", &["link", "set", "dev", b, "up"], None)?;
+        Rtnl::open()?.set_up(b, None)?;
     }
     Ok(created)
 }
 
-/// banger's nftables table with the masquerade rule for the current uplink.
+/// banger's nftables table with the masquerade rule for the current uplink. The ledger
+/// entry keeps the script last applied: when it is the one wanted now and the table still
+/// holds its chains and rule (read over netlink), nothing is run.
 fn ensure_nat(net: &Net, uplink: Option<&str>) -> Result<bool, NetError> {
     let entry = net.ledger.get(SHARED, KIND_TABLE, nft::TABLE_ID)?;
     let exists = nft::table_exists()?;
     if exists && entry.is_none() {
         return Err(NetError::ForeignTable);
     }
+    let script = nft::ensure_script(&net.subnet, &net.bridge, uplink);
+    let applied = entry
+        .as_ref()
+        .and_then(|e| e.data.get(NAT_APPLIED))
+        .and_then(|v| v.as_str());
+    if exists && applied == Some(script.as_str()) && nft::nat_in_place()? {
+        return Ok(false);
+    }
+    let data = json!({"subnet": net.subnet.to_string(), NAT_APPLIED: script});
     if entry.is_none() {
+        // In the ledger before it exists; the script is recorded once it applied.
         net.ledger.add(Entry::new(
             SHARED,
             KIND_TABLE,
@@ -263,13 +252,20 @@ fn ensure_nat(net: &Net, uplink: Option<&str>) -> Result<bool, NetError> {
             json!({"subnet": net.subnet.to_string()}),
         ))?;
     }
-    let res = nft::apply(&nft::ensure_script(&net.subnet, &net.bridge, uplink));
+    let res = nft::apply(&script);
     if res.is_err() && !exists {
         let _ = nft::delete_table();
         let _ = net.ledger.remove(SHARED, KIND_TABLE, nft::TABLE_ID);
     }
-    res.map(|_| !exists)
+    res?;
+    let mut e = entry.unwrap_or_else(|| Entry::new(SHARED, KIND_TABLE, nft::TABLE_ID, Value::Null));
+    e.data = data;
+    net.ledger.add(e)?;
+    Ok(!exists)
 }
+
+/// The ledger key of the table entry that holds the NAT script last applied.
+const NAT_APPLIED: &str = "applied";
 
 /// IPv4 forwarding on; the previous value is kept in the ledger to restore later.
 fn ensure_forwarding(net: &Net) -> Result<bool, NetError> {
@@ -335,7 +331,7 @@ pub(super) fn forward_json(f: &Forward) -> Value {
 
 fn undo(net: &Net, vm: &str, made: &Made) {
     if let Some(tap) = &made.tap {
-        let _ = run("ip", &["link", "del", "dev", tap], None);
+        let _ = Rtnl::open().and_then(|mut nl| nl.del_link(tap));
         let _ = net.ledger.remove(vm, KIND_TAP, tap);
     }
     if let Some(ip) = made.addr {
@@ -363,7 +359,7 @@ pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError
         let links = sys::links()?;
         for e in entries.iter().filter(|e| e.kind == KIND_TAP) {
             if find(&links, &e.id).is_some() {
-                run("ip", &["link", "del", "dev", &e.id], None)?;
+                Rtnl::open()?.del_link(&e.id)?;
             }
             net.ledger.remove(vm, KIND_TAP, &e.id)?;
             removed.push(format!("tap {}", e.id));
@@ -405,7 +401,7 @@ fn remove_shared(net: &Net, bridge: bool, table: bool, sysctl: bool) -> Result<b
     if bridge {
         for e in all.iter().filter(|e| e.kind == KIND_BRIDGE) {
             if sys::links()?.iter().any(|l| l.ifname == e.id) {
-                run("ip", &["link", "del", "dev", &e.id], None)?;
+                Rtnl::open()?.del_link(&e.id)?;
             }
             net.ledger.remove(SHARED, KIND_BRIDGE, &e.id)?;
             gone = true;
