@@ -78,6 +78,35 @@ ledger_of() {
     [[ "$stderr" != *"timing:"* ]]
 }
 
+@test "pipeline (stand-in firecracker): banger up writes the guest's identity into its disk in one pass, and nothing again after down" {
+    run --separate-stderr banger up t1 --timing --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    [ "$(grep -o 'debugfs [0-9]' <<<"$stderr" | wc -l)" -eq 1 ]
+    local disk ip
+    disk=$(rec t1 | jq -r .snap.path)
+    ip=$(rec t1 | jq -r .net.ip)
+    [ "$(guest_cat "$disk" /etc/hostname)" = t1 ]
+    guest_cat "$disk" /etc/banger/net.env | grep -Fx "BANGER_IP=$ip"
+    guest_cat "$disk" /etc/ssh/ssh_host_ed25519_key.pub | grep -F "$(rec t1 | jq -r .snap.host_keys.ed25519)"
+    banger down t1 --timeout 2 >/dev/null 2>&1
+    run --separate-stderr banger up t1 --timing --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    [[ "$stderr" != *debugfs* ]]
+    [ "$(rec t1 | jq -r .net.ip)" = "$ip" ]
+    banger down t1 --timeout 2 >/dev/null 2>&1
+    # Its address taken meanwhile: the new network is written, in one pass again.
+    banger-vm new t9 --image default | banger-net up >/dev/null
+    run --separate-stderr banger up t1 --timing --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    local ip2
+    ip2=$(rec t1 | jq -r .net.ip)
+    [ "$ip2" != "$ip" ]
+    [ "$(grep -o 'debugfs [0-9]' <<<"$stderr" | wc -l)" -eq 1 ]
+    banger down t1 --timeout 2 >/dev/null 2>&1
+    guest_cat "$disk" /etc/banger/net.env | grep -Fx "BANGER_IP=$ip2"
+    banger-net down t9 >/dev/null
+}
+
 @test "pipeline (stand-in firecracker): banger down keeps the disk; banger up starts it again; banger rm removes everything" {
     banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20 >/dev/null 2>&1
     local disk tap chroot
@@ -152,7 +181,7 @@ ledger_of() {
     assert_failure 2
     run banger up --help
     assert_success
-    assert_output --partial "banger-vm new NAME --exists-ok ... | banger-snap create"
+    assert_output --partial "banger-vm new NAME --exists-ok ... | banger-net up | banger-snap create"
 }
 
 @test "pipeline (stand-in firecracker): the disk of a launched VM is never written under it" {

@@ -159,6 +159,17 @@ teardown() {
     guest_cat "$disk" /etc/banger/net.env | grep -qx 'BANGER_IP=10.200.0.9'
     guest_cat "$disk" /etc/resolv.conf | grep -qx 'nameserver 1.1.1.1'
     [ "$(guest_cat "$disk" /etc/hostname)" = "a" ]
+    # The same network again: nothing is written (the disk's mtime stays), and a different
+    # one is.
+    local mtime
+    mtime=$(stat -c %Y.%y "$disk")
+    sleep 1.1
+    run helper_call '{"op":"snap.customize","args":{"vm":"a","net":{"ip":"10.200.0.9","prefix":24,"gateway":"10.200.0.1","dns":["1.1.1.1"]}}}'
+    echo "$output" | jq -e '.ok == true and .result.customized == false'
+    [ "$(stat -c %Y.%y "$disk")" = "$mtime" ]
+    run helper_call '{"op":"snap.customize","args":{"vm":"a","net":{"ip":"10.200.0.8","prefix":24,"gateway":"10.200.0.1","dns":["1.1.1.1"]}}}'
+    echo "$output" | jq -e '.ok == true and .result.customized == true'
+    guest_cat "$disk" /etc/banger/net.env | grep -qx 'BANGER_IP=10.200.0.8'
     # Outside the subnet, a bad MAC, a key with a newline: refused, nothing written.
     run helper_call '{"op":"snap.customize","args":{"vm":"a","net":{"ip":"192.168.1.9","prefix":24}}}'
     echo "$output" | jq -e '.ok == false and .error.code == "invalid_args"'

@@ -146,8 +146,8 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
             ),
         ));
     }
-    let (keys, path) = disk::customize(ctx, &a.vm, &custom)?;
-    Ok(json!({"path": path, "host_keys": keys, "customized": true}))
+    let done = disk::customize(ctx, &a.vm, &custom)?;
+    Ok(json!({"path": done.path, "host_keys": done.host_keys, "customized": done.written}))
 }
 
 fn remove(ctx: &Ctx, args: &Value) -> OpResult {

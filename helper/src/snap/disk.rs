@@ -354,6 +354,9 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
             m.insert("complete".into(), true.into());
             m.insert("customized".into(), customized.into());
             m.insert("host_keys".into(), json!(host_keys));
+            if let Some(n) = &req.custom.net {
+                m.insert(NET_WRITTEN.into(), json!(n));
+            }
         }
         ctx.ledger.add(Entry { data, ..e })?;
     }
@@ -572,24 +575,54 @@ pub fn remove(ctx: &Ctx, vm: &str) -> Result<Vec<Entry>, SnapError> {
     Ok(removed)
 }
 
-/// Writes `c` into an existing disk (the one the ledger names for `vm`).
-pub fn customize(
-    ctx: &Ctx,
-    vm: &str,
-    c: &Custom,
-) -> Result<(BTreeMap<String, String>, String), SnapError> {
+/// The disk entry's record of the guest network last written into the disk.
+const NET_WRITTEN: &str = "net";
+
+/// What [`customize`] did.
+#[derive(Debug, Clone)]
+pub struct Customized {
+    pub path: String,
+    pub host_keys: BTreeMap<String, String>,
+    /// False when nothing was written: only the network was asked for, and the disk has it
+    /// already (as the ledger says banger last wrote it).
+    pub written: bool,
+}
+
+/// Writes `c` into an existing disk (the one the ledger names for `vm`), unless all it asks
+/// for is the network config the disk already has.
+pub fn customize(ctx: &Ctx, vm: &str, c: &Custom) -> Result<Customized, SnapError> {
     let _g = lock(ctx, vm)?;
     let e = disk_entry(&ctx.ledger, vm)?.ok_or_else(|| SnapError::NoDisk { vm: vm.into() })?;
+    let path_of = |e: &Entry| e.data["path"].as_str().unwrap_or(&e.id).to_string();
+    let net_only = c.hostname.is_none() && c.ssh_pubkey.is_none() && !c.host_keys;
+    if let (true, Some(n)) = (net_only, &c.net) {
+        if e.data.get(NET_WRITTEN) == Some(&json!(n)) {
+            return Ok(Customized {
+                path: path_of(&e),
+                host_keys: BTreeMap::new(),
+                written: false,
+            });
+        }
+    }
     let (path, disk) = open_ledger_disk(ctx, &e)?;
     let keys = customize::apply(&disk, &path, vm, c, ctx.owner.as_ref())?;
-    if c.host_keys {
+    if c.host_keys || c.net.is_some() {
         let mut data = e.data.clone();
         if let Some(m) = data.as_object_mut() {
-            m.insert("host_keys".into(), json!(keys));
+            if c.host_keys {
+                m.insert("host_keys".into(), json!(keys));
+            }
+            if let Some(n) = &c.net {
+                m.insert(NET_WRITTEN.into(), json!(n));
+            }
         }
         ctx.ledger.add(Entry { data, ..e })?;
     }
-    Ok((keys, path.display().to_string()))
+    Ok(Customized {
+        path: path.display().to_string(),
+        host_keys: keys,
+        written: true,
+    })
 }
 
 /// One disk for `snap.list` (the file is looked at as the owner).
