@@ -4,8 +4,15 @@
 //! survives restarts and crashes and two helpers (or a helper and an in-process fallback)
 //! never lose each other's entries. Teardown and cleanup only ever touch resources that
 //! have an entry here.
+//!
+//! Every write is synced before it takes the ledger's name, so a crash never leaves a torn
+//! ledger. A write that adds an entry for something that outlives a reboot (a VM's disk, a
+//! jail directory: [`DURABLE_KINDS`]) is also made durable before it returns, since that
+//! thing is made next and must never exist unrecorded; other entries (taps, addresses,
+//! mounts, loop devices...) name what a power loss takes away anyway, so their newest
+//! version may be lost with it.
 
-use banger::store::{write_atomic, Lock, StoreError};
+use banger::store::{write_with, Durability, Lock, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -72,6 +79,23 @@ impl Entry {
     }
     fn same(&self, vm: &str, kind: &str, id: &str) -> bool {
         self.vm == vm && self.kind == kind && self.id == id
+    }
+}
+
+/// Kinds whose resource survives a reboot: adding one is written durably.
+pub const DURABLE_KINDS: &[&str] = &["disk", "jail"];
+
+/// How a change from `before` to `after` is written: durably when it adds an entry of a
+/// [`DURABLE_KINDS`] kind, else consistently.
+fn durability(before: &[Entry], after: &[Entry]) -> Durability {
+    let added_durable = after.iter().any(|e| {
+        DURABLE_KINDS.contains(&e.kind.as_str())
+            && !before.iter().any(|b| b.same(&e.vm, &e.kind, &e.id))
+    });
+    if added_durable {
+        Durability::Durable
+    } else {
+        Durability::Consistent
     }
 }
 
@@ -152,15 +176,17 @@ impl Ledger {
         }
     }
 
-    fn write(&self, f: &File) -> Result<(), LedgerError> {
+    fn write(&self, f: &File, durability: Durability) -> Result<(), LedgerError> {
         let mut bytes = serde_json::to_vec_pretty(f).map_err(|e| LedgerError::Write {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        write_atomic(&self.path, &bytes, 0o600).map_err(|source| LedgerError::Write {
-            path: self.path.clone(),
-            source,
+        write_with(&self.path, &bytes, 0o600, None, durability).map_err(|source| {
+            LedgerError::Write {
+                path: self.path.clone(),
+                source,
+            }
         })
     }
 
@@ -176,7 +202,7 @@ impl Ledger {
         let out = f(&mut file.entries);
         if file.entries != before {
             file.v = 1;
-            self.write(&file)?;
+            self.write(&file, durability(&before, &file.entries))?;
         }
         Ok(out)
     }
@@ -202,6 +228,29 @@ impl Ledger {
         self.update(|v| {
             v.retain(|x| !x.same(&e.vm, &e.kind, &e.id));
             v.push(e);
+        })
+    }
+
+    /// Adds entries in one write; an entry with the same vm/kind/id is replaced.
+    pub fn add_all(&self, entries: Vec<Entry>) -> Result<(), LedgerError> {
+        let by = self.by;
+        self.update(|v| {
+            for mut e in entries {
+                if e.by.is_none() {
+                    e.by = by;
+                }
+                v.retain(|x| !x.same(&e.vm, &e.kind, &e.id));
+                v.push(e);
+            }
+        })
+    }
+
+    /// Removes entries (vm, kind, id) in one write; returns how many were there.
+    pub fn remove_all(&self, keys: &[(&str, &str, &str)]) -> Result<usize, LedgerError> {
+        self.update(|v| {
+            let n = v.len();
+            v.retain(|x| !keys.iter().any(|(vm, kind, id)| x.same(vm, kind, id)));
+            n - v.len()
         })
     }
 
@@ -278,6 +327,60 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(l.list().unwrap().len(), 160);
+        let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn only_a_new_disk_or_jail_is_written_durably() {
+        let e = |kind: &str, id: &str| Entry::new("a", kind, id, Value::Null);
+        let base = vec![e("disk", "/d"), e("tap", "t0")];
+        let with = |x: Entry| {
+            let mut v = base.clone();
+            v.push(x);
+            v
+        };
+        assert_eq!(
+            durability(&base, &with(e("jail", "/j"))),
+            Durability::Durable
+        );
+        assert_eq!(
+            durability(&base, &with(e("disk", "/d2"))),
+            Durability::Durable
+        );
+        assert_eq!(
+            durability(&base, &with(e("tap", "t1"))),
+            Durability::Consistent
+        );
+        assert_eq!(
+            durability(&base, &with(e("addr", "10.0.0.2"))),
+            Durability::Consistent
+        );
+        // Updating the disk entry (complete), or removing it: consistent.
+        let mut updated = base.clone();
+        updated[0].data = serde_json::json!({"complete": true});
+        assert_eq!(durability(&base, &updated), Durability::Consistent);
+        assert_eq!(durability(&base, &base[1..]), Durability::Consistent);
+    }
+
+    #[test]
+    fn add_all_and_remove_all_are_one_write_each() {
+        let l = tmp();
+        l.add_all(vec![
+            Entry::new("a", "addr", "10.0.0.2", Value::Null),
+            Entry::new("a", "tap", "t", Value::Null),
+        ])
+        .unwrap();
+        assert_eq!(l.for_vm("a").unwrap().len(), 2);
+        assert_eq!(
+            l.remove_all(&[
+                ("a", "addr", "10.0.0.2"),
+                ("a", "tap", "t"),
+                ("a", "tap", "x")
+            ])
+            .unwrap(),
+            2
+        );
+        assert!(l.list().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
     }
 

@@ -1,7 +1,8 @@
 //! Files written atomically and the lock files that guard them.
 //!
 //! [`write_atomic`] writes a temp file `.FILE.tmp.PID.SEQ` beside FILE, fsyncs it, renames it
-//! over FILE and fsyncs the directory, so readers see the old or the new content, never a mix.
+//! over FILE and fsyncs the directory, so readers see the old or the new content, never a mix;
+//! [`write_with`] syncs less where a crash costs less (see [`Durability`]).
 //! A writer killed in between leaves its temp file; the next writer of FILE removes those whose
 //! writer is dead. [`Lock`] is an exclusive `flock` on a lock file that its holder may unlink:
 //! every taker checks after `flock` that the path still names the file it locked.
@@ -157,11 +158,30 @@ pub fn sweep_temps(dir: &Path, file_name: &str) -> usize {
     n
 }
 
+/// What a write through [`write_with`] survives. Readers never see a mix of old and new:
+/// the new content is written to a temp file and renamed over the old.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the data, rename, fsync the directory: once the call returns, the new content
+    /// survives a power loss. For what must be on disk before something else exists (a ledger
+    /// entry before the disk or jail it names).
+    Durable,
+    /// fsync the data, rename: after a power loss the file holds the new content or the one
+    /// before it, never a torn or empty file; the rename is made durable by the filesystem's
+    /// next commit (seconds; at once on ext4 with the next fsync anywhere on it). For state
+    /// whose newest version may be lost with a crash that also stopped every VM (a record's
+    /// sections, a ledger entry of a tap or a mount).
+    Consistent,
+    /// rename only: for files derived from other state and rewritten on every change (the
+    /// hosts file).
+    Volatile,
+}
+
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
 /// fsync of the directory. Readers see the old or the new content, never a mix. Temp files
 /// of `path` left by killed writers are removed first.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    write_atomic_owned(path, bytes, mode, None)
+    write_with(path, bytes, mode, None, Durability::Durable)
 }
 
 /// [`write_atomic`], the new file given to `owner` (uid, gid) before it takes the name.
@@ -170,6 +190,18 @@ pub fn write_atomic_owned(
     bytes: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    write_with(path, bytes, mode, owner, Durability::Durable)
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename, the new file given to `owner`
+/// before it takes the name, synced as `durability` says.
+pub fn write_with(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    durability: Durability,
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
@@ -193,9 +225,14 @@ pub fn write_atomic_owned(
             std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
         }
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durability != Durability::Volatile {
+            f.sync_data()?;
+        }
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durability == Durability::Durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);

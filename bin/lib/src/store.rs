@@ -1,5 +1,5 @@
 //! The state store: one file per VM (`vms/NAME/vm.json`), written atomically (temp file,
-//! fsync, rename, fsync of the directory), with a per-VM `flock` held while a step works on
+//! fsync, rename; see [`Durability`]), with a per-VM `flock` held while a step works on
 //! that VM and a store-wide lock for allocations (names, addresses).
 //!
 //! The store is the truth: a record is read back only if it is a `vm` record of at most
@@ -9,7 +9,9 @@
 //! that the next writer of the same file removes; lock files go with their VM.
 
 use crate::atomic::temp_owner;
-pub use crate::atomic::{sweep_temps, write_atomic, write_atomic_owned, Lock};
+pub use crate::atomic::{
+    sweep_temps, write_atomic, write_atomic_owned, write_with, Durability, Lock,
+};
 use crate::record::{self, Record, MAX_RECORD_BYTES};
 use std::fs::File;
 use std::io::Read;
@@ -332,7 +334,10 @@ impl Store {
             });
         }
         self.mkdir(&self.vm_dir(&name))?;
-        write_atomic_owned(&path, &bytes, 0o644, self.owner)
+        // Consistent, not durable: after a power loss (every VM stopped with it) a record may
+        // be a step behind, never torn; the steps repair or redo what it lacks (a disk made
+        // is adopted from the ledger, an address is allocated again).
+        write_with(&path, &bytes, 0o644, self.owner, Durability::Consistent)
             .map_err(|source| StoreError::Write { path, source })
     }
 

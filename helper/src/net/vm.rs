@@ -39,6 +39,8 @@ pub struct DownInfo {
 #[derive(Default)]
 struct Made {
     addr: Option<Ipv4Addr>,
+    /// The tap's ledger entry was added with the address (the tap itself not made yet).
+    tap_entry: Option<String>,
     tap: Option<String>,
     bridge: bool,
     table: bool,
@@ -51,12 +53,14 @@ pub fn up(net: &Net, vm: &str, want: Option<Ipv4Addr>) -> Result<UpInfo, NetErro
     use banger::timing::span;
     let _g = span("lock", || net.lock())?;
     let entries = net.ledger.list()?;
+    let links = span("links", sys::links)?;
     let mut made = Made::default();
-    let (ip, fresh) = span("claim", || claim(net, &entries, vm, want))?;
+    let (ip, fresh) = span("claim", || claim(net, &entries, &links, vm, want))?;
     if fresh {
         made.addr = Some(ip);
+        made.tap_entry = Some(tap_for(ip));
     }
-    match build(net, vm, ip, &mut made) {
+    match build(net, vm, ip, &links, &mut made) {
         Ok(mut info) => {
             info.allocated = fresh;
             Ok(info)
@@ -68,10 +72,13 @@ pub fn up(net: &Net, vm: &str, want: Option<Ipv4Addr>) -> Result<UpInfo, NetErro
     }
 }
 
-/// The VM's address: its ledger entry, else `want` if it is free, else the lowest free.
+/// The VM's address: its ledger entry, else `want` if it is free, else the lowest free. A
+/// new address is recorded with its tap in one ledger write, before the tap is made; a tap
+/// of that name that exists already is not banger's ([`NetError::Collision`]).
 fn claim(
     net: &Net,
     entries: &[Entry],
+    links: &[Link],
     vm: &str,
     want: Option<Ipv4Addr>,
 ) -> Result<(Ipv4Addr, bool), NetError> {
@@ -98,13 +105,29 @@ fn claim(
                 capacity: net.subnet.capacity(),
             })?,
     };
-    net.ledger.add(Entry::new(
-        vm,
-        KIND_ADDR,
-        &ip.to_string(),
-        json!({"mac": mac_for(ip), "tap": tap_for(ip)}),
-    ))?;
+    let tap = tap_for(ip);
+    if find(links, &tap).is_some() {
+        return Err(NetError::Collision { name: tap });
+    }
+    net.ledger.add_all(vec![
+        Entry::new(
+            vm,
+            KIND_ADDR,
+            &ip.to_string(),
+            json!({"mac": mac_for(ip), "tap": tap}),
+        ),
+        tap_entry(net, vm, &tap),
+    ])?;
     Ok((ip, true))
+}
+
+fn tap_entry(net: &Net, vm: &str, tap: &str) -> Entry {
+    Entry::new(
+        vm,
+        KIND_TAP,
+        tap,
+        json!({"bridge": net.bridge, "uid": net.owner_uid, "gid": net.owner_gid}),
+    )
 }
 
 /// Addresses written in other VMs' records (`net.ip`): never handed out while a record
@@ -137,21 +160,25 @@ fn find<'l>(links: &'l [Link], name: &str) -> Option<&'l Link> {
     links.iter().find(|l| l.ifname == name)
 }
 
-fn build(net: &Net, vm: &str, ip: Ipv4Addr, made: &mut Made) -> Result<UpInfo, NetError> {
+fn build(
+    net: &Net,
+    vm: &str,
+    ip: Ipv4Addr,
+    links: &[Link],
+    made: &mut Made,
+) -> Result<UpInfo, NetError> {
     use banger::timing::span;
-    let links = span("links", sys::links)?;
-    made.bridge = span("bridge", || ensure_bridge(net, &links))?;
+    made.bridge = span("bridge", || ensure_bridge(net, links))?;
     let uplink = span("uplink", sys::uplink)?;
     made.table = span("nat", || ensure_nat(net, uplink.as_deref()))?;
     made.sysctl = span("forwarding", || ensure_forwarding(net))?;
     let tap = tap_for(ip);
-    if find(&links, &tap).is_none() {
-        net.ledger.add(Entry::new(
-            vm,
-            KIND_TAP,
-            &tap,
-            json!({"bridge": net.bridge, "uid": net.owner_uid, "gid": net.owner_gid}),
-        ))?;
+    if find(links, &tap).is_none() {
+        // Made now (a new address recorded it with the tap), or put back (gone behind
+        // banger's back, or its entry lost): in the ledger before it exists.
+        if made.tap_entry.is_none() && net.ledger.get(vm, KIND_TAP, &tap)?.is_none() {
+            net.ledger.add(tap_entry(net, vm, &tap))?;
+        }
         made.tap = Some(tap.clone());
         span("tap-add", || {
             super::tap::add(&tap, net.owner_uid, net.owner_gid)
@@ -332,10 +359,17 @@ pub(super) fn forward_json(f: &Forward) -> Value {
 fn undo(net: &Net, vm: &str, made: &Made) {
     if let Some(tap) = &made.tap {
         let _ = Rtnl::open().and_then(|mut nl| nl.del_link(tap));
-        let _ = net.ledger.remove(vm, KIND_TAP, tap);
     }
-    if let Some(ip) = made.addr {
-        let _ = net.ledger.remove(vm, KIND_ADDR, &ip.to_string());
+    let ip = made.addr.map(|ip| ip.to_string());
+    let mut keys: Vec<(&str, &str, &str)> = Vec::new();
+    if let Some(tap) = made.tap.as_ref().or(made.tap_entry.as_ref()) {
+        keys.push((vm, KIND_TAP, tap));
+    }
+    if let Some(ip) = &ip {
+        keys.push((vm, KIND_ADDR, ip));
+    }
+    if !keys.is_empty() {
+        let _ = net.ledger.remove_all(&keys);
     }
     if made.bridge || made.table || made.sysctl {
         let _ = remove_shared(net, made.bridge, made.table, made.sysctl);

@@ -436,11 +436,16 @@ fn make_file(
                     source,
                 })?;
             }
-            dst.sync_all().map_err(|source| SnapError::Io {
-                what: "sync",
-                path: path.clone(),
-                source,
-            })?;
+            // On disk before the ledger calls it complete. The tools that write into it next
+            // (debugfs, e2fsck/resize2fs) sync it when they close it; only a disk nothing
+            // else will touch is synced here.
+            if req.custom.is_empty() && size <= src.image_size {
+                dst.sync_all().map_err(|source| SnapError::Io {
+                    what: "sync",
+                    path: path.clone(),
+                    source,
+                })?;
+            }
             Ok(used)
         })
         .map_err(op_to_snap)

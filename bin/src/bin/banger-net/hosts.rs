@@ -7,7 +7,7 @@
 
 use banger::client::Helper;
 use banger::config::Config;
-use banger::store::{write_atomic, Lock};
+use banger::store::{write_with, Durability, Lock};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -62,9 +62,13 @@ pub fn refresh(cfg: &Config, helper: &Helper) -> Result<PathBuf, HostsError> {
         .call("net.list", json!({}))
         .map_err(HostsError::List)?;
     let path = dir.join("hosts");
-    write_atomic(&path, render(&list).as_bytes(), 0o644).map_err(|source| HostsError::Write {
-        path: path.clone(),
-        source,
+    // Derived from the ledger and rewritten on every up and down: never worth a sync.
+    let bytes = render(&list);
+    write_with(&path, bytes.as_bytes(), 0o644, None, Durability::Volatile).map_err(|source| {
+        HostsError::Write {
+            path: path.clone(),
+            source,
+        }
     })?;
     Ok(path)
 }
