@@ -10,6 +10,7 @@
 //! - [`proto`] and [`client`]: the root helper's wire protocol and its client.
 //! - [`cli`]: flag tables, `--help`, usage errors, error chains and exit codes.
 //! - [`timing`]: the per-step timing lines of `BANGER_TIMING=1`.
+//! - [`wait`]: waiting on a pidfd or an inotify watch instead of sleeping.
 
 pub mod atomic;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod step;
 pub mod store;
 pub mod timing;
 pub mod tool;
+pub mod wait;
 
 /// The version every binary reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

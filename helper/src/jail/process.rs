@@ -118,7 +118,9 @@ fn wait_readable(fd: &impl std::os::fd::AsFd, timeout: Duration) {
 /// Reads the pid the jailer wrote to `<chroot>/<name>` once it appears: read through the
 /// chroot's directory fd (opened while it was still root's), never following a symlink,
 /// never blocking on a FIFO, refusing a hard link, at most 32 bytes. Its content is only a
-/// hint: the caller verifies the process before trusting it.
+/// hint: the caller verifies the process before trusting it. Between two reads the wait is
+/// on an inotify watch of that same directory (added through its fd, no path looked up), so
+/// it ends when the jailer writes the file.
 pub fn wait_pidfile(
     root: &Dir,
     name: &str,
@@ -126,6 +128,7 @@ pub fn wait_pidfile(
     log: &File,
     log_name: &Path,
 ) -> Result<i32, JailError> {
+    let watch = banger::wait::DirWatch::on_fd(root).ok();
     let mut pause = POLL_MIN;
     loop {
         let last = match root.read_capped_single(Path::new(name), 32) {
@@ -148,8 +151,16 @@ pub fn wait_pidfile(
                 ),
             });
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(POLL_MAX);
+        let left = deadline.saturating_duration_since(Instant::now());
+        match &watch {
+            Some(w) => {
+                w.wait(left, None);
+            }
+            None => {
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(POLL_MAX);
+            }
+        }
     }
 }
 

@@ -91,8 +91,15 @@ pub fn start(cfg: &Config, s: &Spec) -> Result<Keeper, KeeperError> {
 }
 
 /// After Firecracker is gone the keeper drains the FIFO and exits by itself: give it two
-/// seconds, then kill it (only if it is still that keeper).
+/// seconds (waited on its pidfd, so the wait ends the moment it exits), then kill it (only if
+/// it is still that keeper).
 pub fn stop(k: &Keeper) {
+    if let Some(p) = banger::wait::Pidfd::pin(k.pid, k.start_time) {
+        if !p.wait(Duration::from_secs(2)) && alive(k) {
+            let _ = rustix::process::pidfd_send_signal(&p, rustix::process::Signal::KILL);
+        }
+        return;
+    }
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut pause = Duration::from_millis(1);
     while Instant::now() < deadline {

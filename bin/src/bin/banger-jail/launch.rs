@@ -15,6 +15,7 @@ use banger::step::{Action, StepError};
 use banger_helper::jail::http;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -215,16 +216,26 @@ fn err(code: &str) -> impl FnOnce(LaunchError) -> StepError + '_ {
     move |e| StepError::new(code, &e)
 }
 
-/// The first pause while waiting for Firecracker's API; each further one doubles.
-const POLL_MIN: Duration = Duration::from_micros(250);
+/// The first pause while Firecracker's socket exists but does not accept yet (between its
+/// bind and its listen); each further one doubles.
+const POLL_MIN: Duration = Duration::from_micros(100);
 const POLL_MAX: Duration = Duration::from_millis(10);
 
 /// Waits until Firecracker answers `GET /` through the run dir's symlink, failing early when
-/// its process is gone. The log tail in an error is read as this step's user.
-/// Waits for the API (see below) and returns whether the guest was started yet: Firecracker's
-/// `GET /` says `"state": "Not started"` until `InstanceStart`.
+/// its process is gone, and returns whether the guest was started yet: Firecracker's `GET /`
+/// says `"state": "Not started"` until `InstanceStart`. Until the socket exists, the wait is
+/// on the socket's directory (an inotify watch) and Firecracker's pidfd, so it ends when the
+/// socket appears or Firecracker exits. The log tail in an error is read as this step's user.
 fn wait_api(j: &JailSection, deadline: Instant) -> Result<bool, LaunchError> {
     let proc = find_pid::Proc::default();
+    let fc = j
+        .pid
+        .zip(j.start_time)
+        .and_then(|(p, s)| banger::wait::Pidfd::pin(p, s));
+    let watch = j
+        .socket
+        .parent()
+        .and_then(|d| banger::wait::DirWatch::new(d).ok());
     let mut pause = POLL_MIN;
     loop {
         let last = match http::request(&j.api_sock, "GET", "/", None, Duration::from_millis(500)) {
@@ -237,9 +248,12 @@ fn wait_api(j: &JailSection, deadline: Instant) -> Result<bool, LaunchError> {
             Ok((code, body)) => format!("GET / answered {code}: {}", body.trim()),
             Err(e) => e.to_string(),
         };
-        let dead = j
-            .pid
-            .is_none_or(|p| proc.info(p).is_none_or(|i| i.is_dead()));
+        let dead = match &fc {
+            Some(p) => p.exited(),
+            None => j
+                .pid
+                .is_none_or(|p| proc.info(p).is_none_or(|i| i.is_dead())),
+        };
         if dead || Instant::now() >= deadline {
             return Err(LaunchError::NotReady {
                 path: j.api_sock.clone(),
@@ -251,8 +265,17 @@ fn wait_api(j: &JailSection, deadline: Instant) -> Result<bool, LaunchError> {
                 log: banger::fsx::tail_path(&j.log, 20),
             });
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(POLL_MAX);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let bound = std::fs::symlink_metadata(&j.socket).is_ok();
+        match &watch {
+            Some(w) if !bound => {
+                w.wait(left, fc.as_ref().map(|p| p.as_fd()));
+            }
+            _ => {
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(POLL_MAX);
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use banger::step::{Action, StepError};
 use serde_json::Value;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -220,6 +221,16 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
     let mut carry = String::new();
     let started = Instant::now();
     let mut last_note = Instant::now();
+    // Woken by the thing itself: a change to the console's directory (the keeper appending,
+    // or rotating), or Firecracker's exit on its pidfd. Made before the first look, so nothing
+    // written in between is missed.
+    let watch = match (&wait, &console) {
+        (Wait::Console(_), Some(c)) => c.parent().and_then(|d| banger::wait::DirWatch::new(d).ok()),
+        _ => None,
+    };
+    let fc = banger::find_pid::find_for_record(rec)
+        .and_then(|f| banger::wait::Pidfd::pin(f.pid, f.start_time));
+    let mut pause = SSH_RETRY_MIN;
     loop {
         let up = match &wait {
             Wait::None => true,
@@ -231,7 +242,11 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
         if up {
             return Ok(wait);
         }
-        if !alive(rec) {
+        let gone = match &fc {
+            Some(p) => p.exited(),
+            None => !alive(rec),
+        };
+        if gone {
             return Err(StepError::msg(
                 "guest_exited",
                 format!(
@@ -262,12 +277,32 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
             );
             last_note = Instant::now();
         }
-        std::thread::sleep(Duration::from_millis(match wait {
-            Wait::Ssh => 250,
-            _ => 10,
-        }));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(5));
+        match (&watch, &fc) {
+            // Nothing to read until the directory changes or Firecracker exits.
+            (Some(w), fc) => {
+                w.wait(left, fc.as_ref().map(|p| p.as_fd()));
+            }
+            // The SSH port: no event says when it opens, so try again, soon at first (a
+            // refused connection returns at once), less often as the guest takes longer;
+            // the wait ends early if Firecracker exits.
+            (None, Some(p)) => {
+                p.wait(pause.min(left));
+                pause = (pause * 2).min(SSH_RETRY_MAX);
+            }
+            (None, None) => {
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(SSH_RETRY_MAX);
+            }
+        }
     }
 }
+
+/// The first and the longest pause between two tries of the guest's SSH port.
+const SSH_RETRY_MIN: Duration = Duration::from_millis(10);
+const SSH_RETRY_MAX: Duration = Duration::from_millis(250);
 
 fn console_len(rec: &Record) -> u64 {
     console_path(rec)

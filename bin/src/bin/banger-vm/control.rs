@@ -16,7 +16,12 @@ fn still_there(f: &Found) -> bool {
         .is_some_and(|i| !i.is_dead() && i.start_time == f.start_time)
 }
 
+/// Waits up to `timeout` for the found process to end: on its pidfd, woken the moment it
+/// exits (polling the process table only where pidfds are missing).
 fn wait_gone(f: &Found, timeout: Duration) -> bool {
+    if let Some(p) = banger::wait::Pidfd::pin(f.pid, f.start_time) {
+        return p.wait(timeout);
+    }
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if !still_there(f) {
