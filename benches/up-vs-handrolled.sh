@@ -147,10 +147,13 @@ hand() {
     api drives/rootfs '{"drive_id": "rootfs", "path_on_host": "/rootfs", "is_root_device": true, "is_read_only": false}'
     api network-interfaces/eth0 "{\"iface_id\": \"eth0\", \"host_dev_name\": \"hrtap$n\", \"guest_mac\": \"06:00:0a:c9:00:02\"}"
     api actions '{"action_type": "InstanceStart"}'
+    local seen=""
     while IFS= read -r -t 10 line <&"${HAND[0]}"; do
         case $line in *"$ready"*) return 0 ;; esac
+        seen+="$line"$'\n'
     done
-    echo "up-vs-handrolled.sh: the hand-rolled guest never printed $ready" >&2
+    echo "up-vs-handrolled.sh: the hand-rolled guest never printed $ready; its output was:" >&2
+    printf '%s' "$seen" >&2
     return 1
 }
 

@@ -423,11 +423,13 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
             use banger::timing::span;
             let mut j = JailSection::from_answer(cfg, &name, a);
             span("symlink", || place_symlink(&j.api_sock, &j.socket))?;
+            // The keeper first: it starts while Firecracker comes up (the FIFO holds what
+            // is written before the keeper reads), so neither waits for the other.
+            span("keeper", || ensure_keeper(cfg, &mut j))?;
             let started = span("api-wait", || wait_api(&j, deadline))?;
             if !started {
                 span("serial", || put_serial(&j))?;
             }
-            span("keeper", || ensure_keeper(cfg, &mut j))?;
             Ok(j)
         });
     match checked {
