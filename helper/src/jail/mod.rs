@@ -641,7 +641,7 @@ pub fn teardown(ctx: &Ctx, vm: &str, grace: Duration) -> Result<Value, JailError
             },
             None => d.target(),
         };
-        if let Some(pid) = process::stop(&t, grace)? {
+        if let Some(pid) = banger::timing::span("stop", || process::stop(&t, grace))? {
             stopped.push(pid);
         }
     }
@@ -677,7 +677,7 @@ pub fn teardown(ctx: &Ctx, vm: &str, grace: Duration) -> Result<Value, JailError
         removed.push(c.id.clone());
     }
     for (e, d) in &jails {
-        remove_dir(&base, &d.dir)?;
+        banger::timing::span("rm", || remove_dir(&base, &d.dir))?;
         ctx.ledger.remove(vm, "jail", &e.id)?;
         removed.push(e.id.clone());
     }

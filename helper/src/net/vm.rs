@@ -389,19 +389,24 @@ pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError
         net.ledger.remove(vm, KIND_RULE, &e.id)?;
         removed.push(format!("nft-rule {}", e.id));
     }
+    // The taps go first; then their entries and the addresses leave the ledger in one write.
+    let mut keys: Vec<(&str, &str, &str)> = Vec::new();
     if entries.iter().any(|e| e.kind == KIND_TAP) {
         let links = sys::links()?;
         for e in entries.iter().filter(|e| e.kind == KIND_TAP) {
             if find(&links, &e.id).is_some() {
                 Rtnl::open()?.del_link(&e.id)?;
             }
-            net.ledger.remove(vm, KIND_TAP, &e.id)?;
+            keys.push((vm, KIND_TAP, &e.id));
             removed.push(format!("tap {}", e.id));
         }
     }
     for e in entries.iter().filter(|e| e.kind == KIND_ADDR) {
-        net.ledger.remove(vm, KIND_ADDR, &e.id)?;
+        keys.push((vm, KIND_ADDR, &e.id));
         removed.push(format!("addr {}", e.id));
+    }
+    if !keys.is_empty() {
+        net.ledger.remove_all(&keys)?;
     }
     let mut bridge_removed = false;
     if !keep_bridge {

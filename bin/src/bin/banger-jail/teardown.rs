@@ -42,7 +42,7 @@ pub fn one(cfg: &Config, rec: &mut Record, grace_ms: u64) -> Result<Action, Step
         .and_then(|j| j.get("console"))
         .and_then(Value::as_str)
     {
-        keep_console(cfg, &name, Path::new(c));
+        banger::timing::span("console", || keep_console(cfg, &name, Path::new(c)));
     }
     let helper = Helper::new(cfg, Some(banger_helper::local));
     helper
@@ -56,7 +56,7 @@ pub fn one(cfg: &Config, rec: &mut Record, grace_ms: u64) -> Result<Action, Step
         })
     });
     if let Some(k) = keeper {
-        crate::keeper::stop(&k);
+        banger::timing::span("keeper", || crate::keeper::stop(&k));
     }
     let link = jail
         .as_ref()

@@ -74,14 +74,16 @@ pub fn stop(rec: &mut Record, timeout: Duration) -> Result<Action, StepError> {
         stopped(rec, "already-gone")?;
         return Ok(Action::Save);
     };
-    let sent = client_for(rec).and_then(|c| c.action("SendCtrlAltDel").map_err(fc_err));
+    let sent = banger::timing::span("SendCtrlAltDel", || {
+        client_for(rec).and_then(|c| c.action("SendCtrlAltDel").map_err(fc_err))
+    });
     if let Err(e) = &sent {
         eprintln!(
             "{BIN}: {name}: Ctrl-Alt-Del not delivered ({}); killing",
             e.message()
         );
     }
-    if sent.is_ok() && wait_gone(&found, timeout) {
+    if sent.is_ok() && banger::timing::span("exit", || wait_gone(&found, timeout)) {
         stopped(rec, "ctrl-alt-del")?;
         return Ok(Action::Save);
     }

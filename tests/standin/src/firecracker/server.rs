@@ -89,8 +89,9 @@ impl Shared {
         }
     }
 
-    /// Answers one request: route, run, log, record.
-    pub fn answer(&self, req: &Request) -> Response {
+    /// Answers one request: route, run, log, record. With the answer comes the exit it
+    /// causes (a guest that shut down), for the caller to carry out once it wrote the answer.
+    pub fn answer(&self, req: &Request) -> (Response, Option<Exit>) {
         let body = req.body.as_deref();
         let method = title_case(&req.method);
         let described = match body {
@@ -126,10 +127,7 @@ impl Shared {
         };
         self.record(&req.method, &req.path, body, resp.status);
         drop(vmm);
-        if let Some(exit) = exit {
-            schedule_exit(exit);
-        }
-        resp
+        (resp, exit)
     }
 }
 
@@ -150,8 +148,13 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     loop {
+        let mut exit = None;
         let (resp, close) = match http::read_request(&mut reader, &mut writer, shared.max_payload) {
-            Ok(req) => (shared.answer(&req), req.wants_close()),
+            Ok(req) => {
+                let (resp, e) = shared.answer(&req);
+                exit = e;
+                (resp, req.wants_close())
+            }
             Err(ReadError::Closed) | Err(ReadError::Io(_)) => return,
             Err(ReadError::Bad(msg)) => {
                 logger::error(&format!(
@@ -169,7 +172,15 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
                 (Response::fault(413, &msg), true)
             }
         };
-        if http::write_response(&mut writer, &resp, close).is_err() || close {
+        let written = http::write_response(&mut writer, &resp, close);
+        // Like Firecracker, whose VMM stops the moment the guest resets: once the answer
+        // is out, not after a pause.
+        if let Some(exit) = exit {
+            if !EXITING.swap(true, Ordering::SeqCst) {
+                finish(exit);
+            }
+        }
+        if written.is_err() || close {
             return;
         }
     }
