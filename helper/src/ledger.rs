@@ -105,12 +105,36 @@ struct File {
     entries: Vec<Entry>,
 }
 
+/// What identifies one version of the ledger file: every write makes a new file (a rename
+/// over the old), so device, inode, size and modification time name its content.
+type FileKey = (u64, u64, i64, i64, i64);
+
+/// The entries of the version of the file last read or written by this process, so that the
+/// many reads of one operation parse the file once, not once each (the ledger of 50 VMs is a
+/// few hundred entries).
+#[derive(Debug, Default)]
+struct Cache {
+    key: Option<FileKey>,
+    entries: Vec<Entry>,
+}
+
+fn key_of(st: &rustix::fs::Stat) -> FileKey {
+    (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec as i64,
+    )
+}
+
 /// The ledger at a path.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     path: PathBuf,
     /// Stamped into the entries this handle adds.
     by: Option<u32>,
+    cache: std::sync::Arc<std::sync::Mutex<Cache>>,
 }
 
 impl Ledger {
@@ -118,6 +142,7 @@ impl Ledger {
         Ledger {
             path: path.into(),
             by: None,
+            cache: Default::default(),
         }
     }
 
@@ -126,7 +151,12 @@ impl Ledger {
         Ledger {
             path: self.path.clone(),
             by: Some(uid),
+            cache: self.cache.clone(),
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -159,20 +189,55 @@ impl Ledger {
         Lock::exclusive(&self.path.with_extension("lock")).map_err(LedgerError::Lock)
     }
 
+    /// Reads the file (under the lock), or takes the entries from the cache when the file is
+    /// the version they came from.
     fn read(&self) -> Result<File, LedgerError> {
-        match std::fs::read(&self.path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| LedgerError::Corrupt {
-                path: self.path.clone(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(File {
-                v: 1,
-                entries: Vec::new(),
-            }),
-            Err(source) => Err(LedgerError::Read {
-                path: self.path.clone(),
-                source,
-            }),
+        use std::io::Read;
+        let read_err = |source| LedgerError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let mut f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(File {
+                    v: 1,
+                    entries: Vec::new(),
+                })
+            }
+            Err(source) => return Err(read_err(source)),
+        };
+        let key = key_of(&rustix::fs::fstat(&f).map_err(|e| read_err(e.into()))?);
+        {
+            let c = self.cache();
+            if c.key == Some(key) {
+                return Ok(File {
+                    v: 1,
+                    entries: c.entries.clone(),
+                });
+            }
+        }
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).map_err(read_err)?;
+        let file: File = serde_json::from_slice(&b).map_err(|source| LedgerError::Corrupt {
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut c = self.cache();
+        c.key = Some(key);
+        c.entries = file.entries.clone();
+        Ok(file)
+    }
+
+    /// Remembers what was just written (under the lock).
+    fn remember(&self, entries: &[Entry]) {
+        let mut c = self.cache();
+        match rustix::fs::stat(&self.path) {
+            Ok(st) => {
+                c.key = Some(key_of(&st));
+                c.entries = entries.to_vec();
+            }
+            Err(_) => c.key = None,
         }
     }
 
@@ -182,12 +247,17 @@ impl Ledger {
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        write_with(&self.path, &bytes, 0o600, None, durability).map_err(|source| {
+        let res = write_with(&self.path, &bytes, 0o600, None, durability).map_err(|source| {
             LedgerError::Write {
                 path: self.path.clone(),
                 source,
             }
-        })
+        });
+        match &res {
+            Ok(()) => self.remember(&f.entries),
+            Err(_) => self.cache().key = None,
+        }
+        res
     }
 
     /// Read-modify-write under the ledger lock. `f` returns a value passed back to the caller.
@@ -381,6 +451,25 @@ mod tests {
             2
         );
         assert!(l.list().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn a_change_by_another_handle_is_seen_through_the_cache() {
+        let l = tmp();
+        l.add(Entry::new("a", "tap", "x", Value::Null)).unwrap();
+        assert_eq!(l.list().unwrap().len(), 1);
+        // Another process (a fresh handle: its own cache) changes the file.
+        let other = Ledger::new(l.path());
+        other.add(Entry::new("b", "tap", "y", Value::Null)).unwrap();
+        assert_eq!(l.list().unwrap().len(), 2);
+        // A hand edit of the same size in place is seen too (mtime changes).
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let text = std::fs::read_to_string(l.path())
+            .unwrap()
+            .replace("\"y\"", "\"z\"");
+        std::fs::write(l.path(), text).unwrap();
+        assert!(l.list().unwrap().iter().any(|e| e.id == "z"));
         let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
     }
 

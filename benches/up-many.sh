@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Benchmark: does `banger up` slow down as VMs pile up? COUNT VMs (default 50) brought up one
+# after another with `banger up NAME --wait-console READY`, all kept running; prints the time
+# of the first, of every tenth and of the last, and the ratio of the last five to the first
+# five (medians, so one slow run does not decide it). With the Firecracker and jailer TEST
+# STAND-INS by default; with the real ones and the rig's tiny guest (128 MiB each) when
+# BANGER_TEST_FIRECRACKER and BANGER_TEST_JAILER are set. Prints numbers; asserts nothing.
+# Needs root.
+#
+#   sudo benches/up-many.sh             # COUNT=50; BANGER_BIN=target/release by default
+#   sudo BANGER_TEST_FIRECRACKER=... BANGER_TEST_JAILER=... benches/up-many.sh
+#
+# Runs in a network namespace and a private mount namespace of its own (state on a
+# loop-mounted XFS), through a real helper on a temp socket; everything is taken down and
+# removed on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${BANGER_BIN:-}
+if [ -z "$bin" ]; then
+    if [ -x "$here/target/release/banger-vm" ]; then bin=$here/target/release; else bin=$here/target/debug; fi
+fi
+for b in banger-vm banger-snap banger-net banger-jail banger-image banger-helper banger-console-keeper; do
+    [ -x "$bin/$b" ] || { echo "up-many.sh: $bin/$b not built (cargo build --release)" >&2; exit 1; }
+done
+standin=1
+if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ]; then
+    fc=$BANGER_TEST_FIRECRACKER
+    jailer=$BANGER_TEST_JAILER
+    standin=0
+else
+    # shellcheck source=benches/standin.bash
+    . "$here/benches/standin.bash"
+    standin_links "$bin" "$here" || exit 1
+fi
+rig=${BANGER_TEST_RIG:-$here/../shared/rig}
+[ "$(id -u)" -eq 0 ] || { echo "up-many.sh: needs root" >&2; exit 1; }
+ns="banger-bench-many-$$"
+if [ -z "${MANY_BENCH_IN_NS:-}" ]; then
+    ip netns add "$ns"
+    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link add up0 type veth peer name up1
+    ip -n "$ns" addr add 198.51.100.1/24 dev up0
+    ip -n "$ns" link set up0 up
+    ip -n "$ns" link set up1 up
+    ip -n "$ns" route add default via 198.51.100.2
+    MANY_BENCH_IN_NS=1 ip netns exec "$ns" unshare -m --propagation private "$0" "$@"
+    exit $?
+fi
+count=${COUNT:-50}
+tmp=$(mktemp -d /tmp/banger-many-bench.XXXXXX)
+chmod 0755 "$tmp"
+x=$tmp/xfs
+export PATH="$bin:$here/bin/scripts:$PATH"
+export BANGER_STATE_DIR=$x/state BANGER_RUN_DIR=$tmp/run BANGER_CONFIG_DIR=$tmp/etc
+export BANGER_ROOT_DIR=$tmp/root BANGER_JAIL_DIR=$x/jail BANGER_HELPER_SOCKET=$tmp/helper.sock
+export BANGER_FIRECRACKER=$fc BANGER_JAILER=$jailer BANGER_OWNER_UID=4343
+helper=""
+cleanup() {
+    local n
+    for n in $(seq 1 "$count"); do
+        banger-vm kill "m$n" 2>/dev/null | banger-jail teardown 2>/dev/null | banger-net down >/dev/null 2>&1 || true
+        banger-snap rm "m$n" >/dev/null 2>&1 || true
+    done
+    [ -n "$helper" ] && kill "$helper" 2>/dev/null
+    if mountpoint -q "$x" 2>/dev/null; then umount "$x" || umount -l "$x"; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+truncate -s 4G "$tmp/xfs.img"
+mkfs.xfs -q -m reflink=1 "$tmp/xfs.img"
+mkdir -p "$x"
+mount -o loop "$tmp/xfs.img" "$x"
+chmod 0755 "$x"
+mkdir -p "$BANGER_STATE_DIR" "$BANGER_RUN_DIR" "$tmp/img/etc"
+banger-helper --socket "$BANGER_HELPER_SOCKET" --owner 4343 2>/dev/null &
+helper=$!
+for _ in $(seq 1 200); do [ -S "$BANGER_HELPER_SOCKET" ] && break; sleep 0.01; done
+echo image >"$tmp/img/etc/hostname"
+mkfs.ext4 -q -F -d "$tmp/img" "$tmp/rootfs.ext4" 16M >/dev/null 2>&1
+if [ "$standin" -eq 1 ]; then
+    ready=STANDIN_GUEST_READY
+    kind="TEST STAND-IN firecracker/jailer"
+    {
+        printf '\177ELF\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000'
+        head -c 40 /dev/zero
+    } >"$tmp/vmlinux"
+    truncate -s 4096 "$tmp/vmlinux"
+else
+    ready=TINY_GUEST_READY
+    kind="real Firecracker/jailer, tiny guest"
+    as "$rig/tiny-guest.S" -o "$tmp/tiny.o"
+    ld -static -nostdlib -Ttext=0x1000000 -e _start "$tmp/tiny.o" -o "$tmp/vmlinux"
+fi
+banger-image import default --rootfs "$tmp/rootfs.ext4" --kernel "$tmp/vmlinux" >/dev/null
+chmod -R a+rX "$BANGER_STATE_DIR"
+# The first VM makes the bridge and the NAT: a resident VM makes them before the count.
+banger-vm new keep --image default | banger-net up >/dev/null
+
+now_us() { echo "${EPOCHREALTIME/[.,]/}"; } # bash's own clock: no process in the figures
+# TIMING=1: banger's per-step timing lines of the first and the last up, printed at the end.
+timing=()
+[ -z "${TIMING:-}" ] || timing=(--timing)
+times=()
+for n in $(seq 1 "$count"); do
+    t0=$(now_us)
+    banger up "m$n" --mem 128 --wait-console "$ready" "${timing[@]}" >/dev/null 2>"$tmp/up.err" \
+        || { cat "$tmp/up.err" >&2; exit 1; }
+    t1=$(now_us)
+    times+=($((t1 - t0)))
+    [ "$n" -eq 1 ] && cp "$tmp/up.err" "$tmp/up-first.err"
+done
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+first=$(printf '%s\n' "${times[@]:0:5}" | median)
+last=$(printf '%s\n' "${times[@]: -5}" | median)
+echo "banger up --wait-console, one VM after another, all kept running, $kind, $bin"
+for n in $(seq 1 "$count"); do
+    if [ "$n" -eq 1 ] || [ $((n % 10)) -eq 0 ] || [ "$n" -eq "$count" ]; then
+        awk -v n="$n" -v t="${times[$((n - 1))]}" 'BEGIN { printf "  VM %-4s %8.1f ms\n", n, t / 1000 }'
+    fi
+done
+awk -v f="$first" -v l="$last" -v c="$count" 'BEGIN {
+    printf "  median of VMs 1-5 %8.1f ms, of VMs %d-%d %8.1f ms: ratio %.2f\n", f / 1000, c - 4, c, l / 1000, l / f }'
+if [ -n "${TIMING:-}" ]; then
+    echo "where the time went in the first up:"
+    sed 's/^/  /' "$tmp/up-first.err"
+    echo "and in the last:"
+    sed 's/^/  /' "$tmp/up.err"
+fi
