@@ -129,7 +129,7 @@ now_us() { echo "${EPOCHREALTIME/[.,]/}"; } # bash's own clock: no `date` proces
 
 # (a) The hand-rolled launch, as a script would do it: reflink the disk into the chroot,
 # link the kernel, make a tap, start the jailer (not daemonized: the console is its
-# stdout, read here), wait for the API socket, configure with curl, start, read the console
+# stdout, read here; Firecracker's own log to a file, as banger does), wait for the API socket, configure with curl, start, read the console
 # up to the READY line.
 sock=""
 api() { curl -sf --unix-socket "$sock" -X PUT -H 'Content-Type: application/json' "http://localhost/$1" -d "$2" >/dev/null; }
@@ -140,11 +140,13 @@ hand() {
     mkdir -p "$root"
     cp --reflink=always "$x/hand/base.ext4" "$root/rootfs"
     ln "$x/hand/vmlinux" "$root/vmlinux"
-    chown "$uid:$uid" "$root/rootfs"
+    : >"$root/firecracker.log"
+    chown "$uid:$uid" "$root/rootfs" "$root/firecracker.log"
     ip tuntap add dev "hrtap$n" mode tap user "$uid" group "$uid"
     ip link set "hrtap$n" master hr0 up
     coproc HAND { exec "$jailer" --id "$id" --exec-file "$fc" --uid "$uid" --gid "$uid" \
-        --chroot-base-dir "$x/hand/jail" -- --api-sock /run/firecracker.socket 2>&1; }
+        --chroot-base-dir "$x/hand/jail" -- --api-sock /run/firecracker.socket \
+        --log-path /firecracker.log 2>&1; }
     # shellcheck disable=SC2153 # HAND_PID is set by coproc
     hand_pid=$HAND_PID
     until [ -S "$sock" ]; do read -r -t 0.001 -u "$nap" || true; done
