@@ -80,9 +80,12 @@ vm_record() {
         # with the owner's credentials.
         chown -R "$OWNER_UID:$OWNER_UID" "$BANGER_STATE_DIR/vms/$name"
     fi
+    # Saved before it is printed: a step reading the line loads the stored record at once
+    # (`tee` would print it before the file is written).
     jq -cn --arg n "$name" --arg d "$disk" \
         '{v:1,type:"vm",name:$n,spec:{image:"tiny",vcpus:2,mem_mib:256},snap:{method:"copy",path:$d}}' \
-        | tee "$BANGER_STATE_DIR/vms/$name/vm.json"
+        >"$BANGER_STATE_DIR/vms/$name/vm.json"
+    cat "$BANGER_STATE_DIR/vms/$name/vm.json"
 }
 
 # fc_pids: the Firecracker PIDs this test's pidfiles name, checked by comm.
