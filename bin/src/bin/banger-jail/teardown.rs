@@ -4,6 +4,7 @@ use crate::BIN;
 use banger::cli;
 use banger::client::Helper;
 use banger::config::Config;
+use banger::find_pid;
 use banger::record::{self, Record, Writer};
 use banger::step::{Action, StepError};
 use serde_json::{json, Value};
@@ -37,6 +38,20 @@ fn keep_console(cfg: &Config, name: &str, console: &Path) {
 pub fn one(cfg: &Config, rec: &mut Record, grace_ms: u64) -> Result<Action, StepError> {
     let name = record::name(rec).unwrap_or_default().to_string();
     let jail = record::section(rec, "jail").cloned();
+    let keeper = crate::launch::JailSection::of(rec).and_then(|j| {
+        Some(crate::keeper::Keeper {
+            pid: j.keeper_pid?,
+            start_time: j.keeper_start_time?,
+        })
+    });
+    // A Firecracker already gone (the usual case: `banger down` stops the VM first): its
+    // keeper drains the FIFO and exits at once; wait for that, so the copy of the console
+    // kept below has the guest's last lines.
+    if let Some(k) = &keeper {
+        if find_pid::find_for_record(rec).is_none() {
+            banger::timing::span("keeper", || crate::keeper::stop(k));
+        }
+    }
     if let Some(c) = jail
         .as_ref()
         .and_then(|j| j.get("console"))
@@ -48,13 +63,7 @@ pub fn one(cfg: &Config, rec: &mut Record, grace_ms: u64) -> Result<Action, Step
     helper
         .call("jail.teardown", json!({"name": name, "grace_ms": grace_ms}))
         .map_err(|e| StepError::new(e.code(), &e))?;
-    // Firecracker is gone: its keeper drains the FIFO and exits; make sure it did.
-    let keeper = crate::launch::JailSection::of(rec).and_then(|j| {
-        Some(crate::keeper::Keeper {
-            pid: j.keeper_pid?,
-            start_time: j.keeper_start_time?,
-        })
-    });
+    // Firecracker is gone now in any case: make sure its keeper is too.
     if let Some(k) = keeper {
         banger::timing::span("keeper", || crate::keeper::stop(&k));
     }
