@@ -9,12 +9,14 @@
 //! - [`config`]: paths and configuration from one place (defaults, config file, environment).
 //! - [`proto`] and [`client`]: the root helper's wire protocol and its client.
 //! - [`cli`]: flag tables, `--help`, usage errors, error chains and exit codes.
+//! - [`complete`]: bash, zsh and fish completions generated from the flag tables.
 //! - [`timing`]: the per-step timing lines of `BANGER_TIMING=1`.
 //! - [`wait`]: waiting on a pidfd or an inotify watch instead of sleeping.
 
 pub mod atomic;
 pub mod cli;
 pub mod client;
+pub mod complete;
 pub mod config;
 pub mod detach;
 pub mod fc_api;

@@ -144,6 +144,7 @@ pub const TOOL: Tool = Tool {
     footer: "Images live in $BANGER_STATE_DIR/images/NAME: rootfs.ext4, vmlinux, initrd (optional), image.json.\n\
 pull takes a tar archive of rootfs.ext4 + vmlinux [+ initrd, image.json], or a bare ext4 image with --kernel.\n\
 Environment: BANGER_STATE_DIR, BANGER_CONFIG_DIR (see banger(7)).",
+    internal: false,
 };
 
 #[derive(Default)]

@@ -61,6 +61,7 @@ pub const TOOL: Tool = Tool {
     footer: "Records are JSON lines; launch adds the jail section, teardown removes it.\n\
 Environment: BANGER_STATE_DIR, BANGER_RUN_DIR, BANGER_JAIL_DIR, BANGER_FIRECRACKER,\n\
 BANGER_JAILER (read by the root helper, never taken from a request). See banger-jail(1).",
+    internal: false,
 };
 
 pub struct LaunchOpts {

@@ -79,6 +79,7 @@ pub const TOOL: Tool = Tool {
 Environment: BANGER_SUBNET (default 10.200.0.0/24), BANGER_BRIDGE (default banger0),\n\
 BANGER_STATE_DIR, BANGER_RUN_DIR, BANGER_HELPER_SOCKET (see banger-net(1)).\n\
 VM names resolve from the host through $BANGER_RUN_DIR/hosts (NAME and NAME.banger).",
+    internal: false,
 };
 
 enum Args {

@@ -154,6 +154,7 @@ const TOOL: Tool = Tool {
     footer: "install, restart, update and uninstall run as root; status and units work as any user.\n\
 Paths come from /etc/banger/config.json and the BANGER_* environment (see banger(7)).\n\
 See banger-system(8).",
+    internal: false,
 };
 
 enum Cmd {

@@ -224,6 +224,7 @@ pub const TOOL: Tool = Tool {
     main: None,
     footer: "Records are JSON lines on stdout; errors and progress go to stderr.\n\
 Environment: BANGER_STATE_DIR, BANGER_RUN_DIR, BANGER_CONFIG_DIR (see banger(7)).",
+    internal: false,
 };
 
 pub struct NewArgs {
