@@ -5,6 +5,7 @@ load test_helper
 
 setup() {
     banger_env
+    stub_image x y debian
 }
 
 teardown() {

@@ -67,6 +67,16 @@ helper_call() {
     printf '%s\n' "$1" | socat -t 10 - "UNIX-CONNECT:${2:-$BANGER_HELPER_SOCKET}"
 }
 
+# stub_image NAME...: an image banger-vm new accepts (image.json only: no disk, no kernel),
+# for tests of records that never boot.
+stub_image() {
+    local n
+    for n in "$@"; do
+        mkdir -p "$BANGER_STATE_DIR/images/$n"
+        printf '{"v":1,"type":"image","name":"%s","stub":true}\n' "$n" >"$BANGER_STATE_DIR/images/$n/image.json"
+    done
+}
+
 banger_teardown() {
     stop_helper
     [ -n "${HELPER_DIR:-}" ] && rm -rf "$HELPER_DIR"

@@ -8,6 +8,7 @@ load test_helper
 
 setup() {
     banger_env
+    stub_image x y debian
     FC_PIDS=()
     mkdir -p "$BATS_TEST_TMPDIR/vm"
     printf 'kernel' >"$BATS_TEST_TMPDIR/vm/vmlinux"
@@ -213,8 +214,30 @@ requests() {
     assert_output --partial "later"
 }
 
-@test "vm ssh/exec: refuses without a pinned host key (no trust on first use)" {
+@test "vm ssh/exec: a VM that does not run is said so at once, with the command that starts it (issue 13, item 10)" {
     banger-vm new a --image x >/dev/null
+    jq '.net = {"ip":"10.200.0.9"} | .snap = {"method":"copy","host_keys":{"ed25519":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey root@a"}}' \
+        "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
+    SECONDS=0
+    run banger-vm ssh a
+    assert_failure 1
+    assert_output --partial "a is not running (it is prepared): start it with 'banger up a'"
+    run banger-vm exec a -- true
+    assert_failure 1
+    assert_output --partial "start it with 'banger up a'"
+    [ "$SECONDS" -lt 2 ]
+    # Running, but its network gone (a hand-made record): the porcelain is what to run.
+    launch_standin a
+    jq 'del(.net)' "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
+    run banger-vm exec a -- true
+    assert_failure 1
+    assert_output --partial "a has no network: 'banger down a && banger up a'"
+    refute_output --partial "banger-net up"
+}
+
+@test "vm ssh/exec: refuses without a pinned host key (no trust on first use) (stand-in firecracker)" {
+    banger-vm new a --image x >/dev/null
+    launch_standin a
     jq '.net = {"ip":"10.200.0.9"} | .snap = {"method":"copy"}' "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" \
         && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
     run banger-vm exec a -- true
@@ -224,8 +247,9 @@ requests() {
     assert_failure 2
 }
 
-@test "vm exec: runs ssh with the pinned key and the owner's identity, exit code passed through" {
+@test "vm exec: runs ssh with the pinned key and the owner's identity, exit code passed through (stand-in firecracker)" {
     banger-vm new a --image x >/dev/null
+    launch_standin a
     jq '.net = {"ip":"10.200.0.9"} | .snap = {"method":"copy","host_keys":{"ed25519":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey root@a"}}' \
         "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
     mkdir -p "$BATS_TEST_TMPDIR/fakebin"

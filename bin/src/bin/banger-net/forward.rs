@@ -54,7 +54,7 @@ pub fn run(cfg: &Config, store: &Store, name: &str, specs: &[Spec], remove: bool
         let Some(mut net) = section::get::<Net>(rec)? else {
             return Err(StepError::msg(
                 "not_found",
-                format!("{name} has no network: run banger-net up {name} first"),
+                format!("{name} has no network: run 'banger up {name}' (or 'banger-net up {name}') first"),
             ));
         };
         let mut forwards = None;
