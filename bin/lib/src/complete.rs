@@ -483,6 +483,13 @@ fn dispatcher_zsh() -> String {
 # one `banger SUB` generates.
 
 _banger() {
+    if (( CURRENT == 2 )) && [[ $PREFIX == -* ]]; then
+        local -a opts
+        opts=('--help:print this help and exit' '-h:print this help and exit'
+            '--version:print the version and exit' '-V:print the version and exit')
+        _describe -t options 'option' opts
+        return
+    fi
     if (( CURRENT == 2 )); then
         local -a subs
         subs=(${(f)"$(banger commands 2>/dev/null | sed -E 's/:/\\:/g; s/^([^ ]+) +/\1:/')"})

@@ -10,6 +10,8 @@
 //! - [`proto`] and [`client`]: the root helper's wire protocol and its client.
 //! - [`cli`]: flag tables, `--help`, usage errors, error chains and exit codes.
 //! - [`complete`]: bash, zsh and fish completions generated from the flag tables.
+//! - [`porcelain`] and [`preflight`]: `banger up/down/rm`'s pipelines, their output for people,
+//!   and the checks made before anything on the host changes.
 //! - [`timing`]: the per-step timing lines of `BANGER_TIMING=1`.
 //! - [`wait`]: waiting on a pidfd or an inotify watch instead of sleeping.
 
@@ -23,6 +25,8 @@ pub mod fc_api;
 pub mod find_pid;
 pub mod fsx;
 pub mod json;
+pub mod porcelain;
+pub mod preflight;
 pub mod proto;
 pub mod record;
 pub mod section;
