@@ -430,3 +430,16 @@ NFT
     run in_h ip link show banger0
     assert_failure
 }
+
+@test "net forward on a terminal: the VM's forwards for people, not the record; --json gives it (issue 13, item 9)" {
+    command -v script >/dev/null || skip "script (util-linux) is not installed"
+    net_world
+    mk_vm a
+    in_h banger-net up a >/dev/null
+    run script -qec "ip netns exec $NS_H banger-net forward a 8080:80" /dev/null
+    assert_success
+    assert_output --partial "a (10.200.0.2): host port 8080 -> 80/tcp"
+    refute_output --partial '{"v":1'
+    run script -qec "ip netns exec $NS_H banger-net forward a 5353:53/udp --json" /dev/null
+    assert_output --partial '"forwards":['
+}

@@ -27,6 +27,7 @@ pub mod fsx;
 pub mod json;
 pub mod porcelain;
 pub mod preflight;
+pub mod progress;
 pub mod proto;
 pub mod record;
 pub mod section;
