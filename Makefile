@@ -48,7 +48,7 @@ test: check-deps lint unit bats
 bench:
 	$(CARGO) build --release --workspace
 	$(CARGO) bench -p banger-lib --bench passthrough
-	$(CARGO) bench -p banger-helper --bench helper_ping 2>/dev/null
+	$(CARGO) bench -p banger-helper --bench helper_ping
 	for b in benches/*.sh; do echo "== $$b"; BANGER_BIN=$(CURDIR)/target/release $$b || exit 1; done
 
 PREFIX ?= /usr/local

@@ -187,3 +187,16 @@ bash_complete() {
     refute_line helper
     refute_line console-keeper
 }
+
+@test "docs: every test that runs the Firecracker stand-ins by name says so in its own name, as the README promises (issue 13)" {
+    # A test body that names the stand-ins (launch_standin, $STANDIN_FIRECRACKER, ...) must say
+    # "stand-in" in its name.
+    run awk '
+        /^@test/ { name = $0; flagged = 0 }
+        /^@test/, /^\}/ {
+            if ($0 ~ /launch_standin|\$STANDIN_(FIRECRACKER|JAILER)|\$STANDIN_DIR/ && !flagged && tolower(name) !~ /stand-in/) {
+                print FILENAME ": " name; flagged = 1
+            }
+        }' "$REPO"/tests/bats/*.bats
+    assert_output ""
+}

@@ -262,7 +262,7 @@ nothing_made() {
     nothing_made t1
 }
 
-@test "banger up: an image that does not exist fails before anything is made; the same name then comes up with another image, nothing ignored (issue 13, items 2 and 6)" {
+@test "banger up (stand-in firecracker): an image that does not exist fails before anything is made; the same name then comes up with another image, nothing ignored (issue 13, items 2 and 6)" {
     run --separate-stderr banger up t5 --image nosuch --wait-console STANDIN_GUEST_READY --timeout 20
     assert_failure 1
     [[ "$stderr" == *"no image named nosuch"* ]]

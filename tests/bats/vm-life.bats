@@ -106,7 +106,7 @@ requests() {
     [ "$(requests a | jq -s '[.[] | select(.path == "/actions")] | length')" -eq 1 ]
 }
 
-@test "vm start: a record without a jail, or whose Firecracker is gone, says what to run" {
+@test "vm start (stand-in firecracker): a record without a jail, or whose Firecracker is gone, says what to run" {
     banger-vm new a --image x >/dev/null
     run banger-vm start a
     assert_failure 1
@@ -119,7 +119,7 @@ requests() {
     assert_output --partial "relaunch with 'banger-jail launch a'"
 }
 
-@test "vm start: a broken record fails on that record only and the pipeline goes on" {
+@test "vm start (stand-in firecracker): a broken record fails on that record only and the pipeline goes on" {
     banger-vm new a --image x >/dev/null
     banger-vm new b --image x >/dev/null
     launch_standin b
@@ -167,7 +167,7 @@ requests() {
     assert_output --partial '"SendCtrlAltDel"'
 }
 
-@test "vm stop: a VM whose Firecracker is already dead is marked stopped" {
+@test "vm stop (stand-in firecracker): a VM whose Firecracker is already dead is marked stopped" {
     banger-vm new a --image x >/dev/null
     launch_standin a
     kill -9 "$LAST_PID"
@@ -186,7 +186,7 @@ requests() {
     echo "$output" | jq -e '.vm.stopped_by == "kill"'
 }
 
-@test "vm kill: never signals a process that fails the identity checks" {
+@test "vm kill (stand-in firecracker): never signals a process that fails the identity checks" {
     banger-vm new a --image x >/dev/null
     launch_standin a
     sleep 300 &
@@ -201,7 +201,7 @@ requests() {
     kill -0 "$LAST_PID"
 }
 
-@test "vm console: --lines and --follow" {
+@test "vm console (stand-in firecracker): --lines and --follow" {
     banger-vm new a --image x >/dev/null
     launch_standin a
     banger-vm start a --no-wait >/dev/null
@@ -214,7 +214,7 @@ requests() {
     assert_output --partial "later"
 }
 
-@test "vm ssh/exec: a VM that does not run is said so at once, with the command that starts it (issue 13, item 10)" {
+@test "vm ssh/exec (stand-in firecracker): a VM that does not run is said so at once, with the command that starts it (issue 13, item 10)" {
     banger-vm new a --image x >/dev/null
     jq '.net = {"ip":"10.200.0.9"} | .snap = {"method":"copy","host_keys":{"ed25519":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey root@a"}}' \
         "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
