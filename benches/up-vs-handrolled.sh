@@ -63,7 +63,7 @@ uid=4343
 tmp=$(mktemp -d /tmp/banger-hr-bench.XXXXXX)
 chmod 0755 "$tmp"
 x=$tmp/xfs
-export PATH="$bin:$here/bin/scripts:$PATH"
+export PATH="$bin:$PATH"
 export BANGER_STATE_DIR=$x/state BANGER_RUN_DIR=$tmp/run BANGER_CONFIG_DIR=$tmp/etc
 export BANGER_ROOT_DIR=$tmp/root BANGER_JAIL_DIR=$x/jail BANGER_HELPER_SOCKET=$tmp/helper.sock
 export BANGER_FIRECRACKER=$fc BANGER_JAILER=$jailer BANGER_OWNER_UID=$uid

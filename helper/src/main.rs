@@ -48,6 +48,7 @@ const TOOL: Tool = Tool {
     main: Some(&MAIN),
     footer: "Runs as root, normally started by systemd socket activation (banger-helper.socket).\n\
 Only root and the owner uid may call it (SO_PEERCRED). See banger-helper(8).",
+    internal: true,
 };
 
 struct Args {

@@ -5,6 +5,7 @@ load test_helper
 
 setup() {
     banger_env
+    stub_image x y debian
 }
 
 teardown() {
@@ -52,11 +53,47 @@ teardown() {
     refute_output --partial "Did you mean"
 }
 
-@test "banger commands lists the installed subcommands" {
+@test "banger commands lists the installed subcommands, not the internal programs (issue 13, item 8)" {
     run banger commands
     assert_success
     assert_line --regexp '^vm +a VM'
-    assert_line --regexp '^helper'
+    assert_line --regexp '^doctor +is this host ready'
+    refute_line --regexp '^helper'
+    refute_line --regexp '^console-keeper'
+    # Nor a program next to banger that does not describe itself (the guest agent is one).
+    local dir="$BATS_TEST_TMPDIR/own"
+    mkdir -p "$dir"
+    cp "$BIN/banger" "$BIN/banger-vm" "$dir/"
+    printf '#!/bin/sh\necho "usage: banger-agent"\n' >"$dir/banger-agent"
+    chmod +x "$dir/banger-agent"
+    run env PATH=/usr/bin:/bin "$dir/banger" commands
+    assert_output --regexp '^vm +a VM'
+    refute_output --partial agent
+    run env PATH=/usr/bin:/bin "$dir/banger" --help
+    assert_line --regexp '^  vm +a VM'
+    refute_output --partial agent
+}
+
+@test "banger: a command that is not installed is not suggested as itself (issue 13, item 8)" {
+    local dir="$BATS_TEST_TMPDIR/own"
+    mkdir -p "$dir"
+    cp "$BIN/banger" "$BIN/banger-vm" "$dir/"
+    run env PATH=/usr/bin:/bin "$dir/banger" up dev1
+    assert_failure 2
+    assert_output --partial "'up' is not a banger command (no banger-up next to banger or on PATH)"
+    refute_output --partial "Did you mean"
+    run env PATH=/usr/bin:/bin "$dir/banger" vn list
+    assert_failure 2
+    assert_output --partial "Did you mean 'banger vm'?"
+}
+
+@test "sub-binaries suggest a near command (issue 13)" {
+    run banger-vm lst
+    assert_failure 2
+    assert_output --partial 'unknown command "lst"; did you mean "list"?'
+    run banger-net frward a 80
+    assert_failure 2
+    assert_output --partial 'did you mean "forward"?'
 }
 
 @test "banger: --help, --version, no arguments" {

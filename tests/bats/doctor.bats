@@ -35,7 +35,7 @@ check() {
     check firecracker | jq -e '.status == "fail" and (.fix | contains("BANGER_FIRECRACKER"))'
 }
 
-@test "doctor: the helper's state is reported; --strict fails on warnings" {
+@test "doctor (stand-in firecracker): the helper's state is reported; --strict fails on warnings" {
     export BANGER_FIRECRACKER="$STANDIN_FIRECRACKER" BANGER_JAILER="$STANDIN_JAILER"
     run --separate-stderr banger-doctor
     check helper | jq -e '.status == "warn" and (.message | contains("sudo banger system install"))'

@@ -161,3 +161,15 @@ teardown() {
     assert_failure 1
     assert_output --partial "banger is installed for alice"
 }
+
+@test "helper: a ping that answers is not logged (the client, the preflight and the doctor ping often), other ops are (issue 13)" {
+    start_helper
+    local i
+    for i in 1 2 3 4 5; do helper_call '{"op":"ping"}' >/dev/null; done
+    helper_call '{"op":"ledger.list","args":{}}' >/dev/null
+    helper_call '{"op":"nope"}' >/dev/null
+    run cat "$BATS_TEST_TMPDIR/helper.log"
+    refute_output --partial ": ping: ok"
+    assert_output --partial ": ledger.list: ok"
+    assert_output --partial ": nope: unknown_op"
+}

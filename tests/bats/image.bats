@@ -223,3 +223,71 @@ teardown() {
     run debugfs -R "ls /etc/ssh" "$d/rootfs.ext4"
     refute_output --partial "ssh_host_"
 }
+
+@test "image build --debian: debootstrap's own reason is in the error, whichever stream it used (issue 13, item 5)" {
+    require_root
+    command -v debootstrap >/dev/null || skip "debootstrap is not installed"
+    # The real debootstrap: an unknown suite fails at once, saying why on stdout.
+    run --separate-stderr banger-image build x --debian nosuchsuite --mirror http://127.0.0.1:9/debian
+    assert_failure 1
+    [[ "$stderr" == *"debootstrap"*"failed: exit status: 1; its last words:"* ]]
+    [[ "$stderr" == *"E: No such script: /usr/share/debootstrap/scripts/nosuchsuite"* ]]
+    assert_output ""
+    [ ! -e "$BANGER_STATE_DIR/images/x" ]
+}
+
+@test "image build --debian: progress on stderr when it is not a terminal, a line per phase, not per package (issue 13, item 12)" {
+    require_root
+    # A stand-in debootstrap (first on PATH) that talks as debootstrap does, then fails.
+    mkdir -p "$BATS_TEST_TMPDIR/fake"
+    cat >"$BATS_TEST_TMPDIR/fake/debootstrap" <<'SH'
+#!/bin/sh
+echo "I: Retrieving InRelease"
+echo "I: Checking Release signature"
+for p in base-files bash coreutils dpkg libc6 tar; do echo "I: Retrieving $p"; done
+for p in base-files bash coreutils dpkg libc6 tar; do echo "I: Extracting $p..."; done
+echo "W: a warning on stderr" >&2
+echo "E: Couldn't find these debs: nosuchpkg"
+exit 1
+SH
+    chmod +x "$BATS_TEST_TMPDIR/fake/debootstrap"
+    run --separate-stderr env PATH="$BATS_TEST_TMPDIR/fake:$PATH" banger-image build x --debian bookworm --mirror http://127.0.0.1:9/debian
+    assert_failure 1
+    [[ "$stderr" == *"banger-image: debootstrap bookworm from http://127.0.0.1:9/debian (takes minutes)"* ]]
+    # A line when the phase changes (Retrieving, Checking, Retrieving, Extracting, ...), not
+    # one per package.
+    local shown
+    shown=$(grep '^banger-image: debootstrap ([0-9]* s): ' <<<"$stderr")
+    [ "$(grep -c 'I: Retrieving' <<<"$shown")" -eq 2 ]
+    [ "$(grep -c 'I: Extracting' <<<"$shown")" -eq 1 ]
+    [[ "$stderr" == *"banger-image: debootstrap failed after"* ]]
+    # The error quotes its last lines, stdout's and stderr's.
+    [[ "$stderr" == *"E: Couldn't find these debs: nosuchpkg"* ]]
+    [[ "$stderr" == *"W: a warning on stderr"* ]]
+}
+
+@test "image import/rm on a terminal: a summary for people, not the record; --json gives the record (issue 13, item 9)" {
+    command -v script >/dev/null || skip "script (util-linux) is not installed"
+    tiny_rootfs "$BATS_TEST_TMPDIR/r.ext4"
+    fake_kernel "$BATS_TEST_TMPDIR/vmlinux"
+    run script -qec "banger-image import base --rootfs $BATS_TEST_TMPDIR/r.ext4 --kernel $BATS_TEST_TMPDIR/vmlinux" /dev/null
+    assert_success
+    assert_output --partial "image base: a 16 MiB root filesystem and a kernel (from import)"
+    assert_output --partial "boot it: banger up NAME --image base"
+    refute_output --partial '"sha256"'
+    run script -qec "banger-image import other --json --rootfs $BATS_TEST_TMPDIR/r.ext4 --kernel $BATS_TEST_TMPDIR/vmlinux" /dev/null
+    assert_output --partial '"type":"image"'
+    run script -qec "banger-image rm base" /dev/null
+    assert_success
+    assert_output --partial "image base: removed"
+}
+
+@test "image import: a large copy shows its progress on stderr (issue 13, item 12)" {
+    tiny_rootfs "$BATS_TEST_TMPDIR/big.ext4" 80M
+    fake_kernel "$BATS_TEST_TMPDIR/vmlinux"
+    run --separate-stderr banger-image import big --rootfs "$BATS_TEST_TMPDIR/big.ext4" --kernel "$BATS_TEST_TMPDIR/vmlinux"
+    assert_success
+    # A reflink needs no progress; a copy (and every checksum of a large file) has it.
+    [[ "$stderr" == *"banger-image: checksumming $BANGER_STATE_DIR/images/"*"rootfs.ext4 (80 MiB)"* ]]
+    [[ "$stderr" == *"done after"* ]]
+}

@@ -292,3 +292,43 @@ launch() {
     run banger-jail
     assert_failure 2
 }
+
+@test "jail (stand-in firecracker): a build under a 0700 directory: launch starts the keeper as the owner; a Firecracker the owner cannot reach is refused before anything is staged (issue 13, item 14)" {
+    # banger-jail and the keeper in a directory only root may enter (a checkout under /root).
+    local priv="$JAIL_TMP/priv"
+    mkdir -m 0700 "$priv"
+    mkdir "$priv/bin" "$priv/fc"
+    cp "$BIN/banger-jail" "$BIN/banger-console-keeper" "$priv/bin/"
+    vm_record "$VM" >/dev/null
+    run in_ns "$priv/bin/banger-jail" launch "$VM"
+    assert_success
+    local keeper
+    keeper=$(jq -r .jail.keeper_pid "$BANGER_STATE_DIR/vms/$VM/vm.json")
+    [ "$(cat /proc/"$keeper"/comm)" = banger-console- ]
+    [ "$(stat -c %u /proc/"$keeper")" = "$OWNER_UID" ]
+    run in_ns "$priv/bin/banger-jail" teardown "$VM"
+    assert_success
+    # The direct launcher runs Firecracker as the owner from where it is: under the 0700
+    # directory it cannot, and launch says so before the helper stages anything.
+    cp "$STANDIN_FIRECRACKER" "$priv/fc/firecracker"
+    stop_helper
+    BANGER_FIRECRACKER="$priv/fc/firecracker" jail_start_helper
+    export BANGER_FIRECRACKER="$priv/fc/firecracker"
+    run in_ns banger-jail launch --launcher direct "$VM"
+    assert_failure 1
+    assert_output --partial "the direct launcher runs $priv/fc/firecracker as uid $OWNER_UID, who cannot reach it: uid $OWNER_UID may not enter $priv"
+    [ ! -e "$BANGER_JAIL_DIR/direct/$VM" ]
+}
+
+@test "jail launch (stand-in firecracker): no Firecracker for the helper is refused before anything is staged; jail list --table (issue 13, item 2)" {
+    stop_helper
+    unset BANGER_FIRECRACKER
+    PATH="/usr/sbin:/usr/bin:/sbin:/bin:$BIN" jail_start_helper
+    run launch
+    assert_failure 1
+    assert_output --partial "the root helper has no firecracker binary to launch (fix: sudo banger system install --firecracker PATH"
+    [ ! -e "$BANGER_JAIL_DIR/firecracker/$VM" ]
+    run in_ns banger-jail list --table
+    assert_success
+    assert_line --index 0 --regexp '^NAME +LAUNCHER +RUNNING +PID +DIR$'
+}

@@ -306,7 +306,7 @@ teardown() {
     assert_output --partial "host port tcp/7001 is already forwarded to a"
     run in_h banger-net forward c 7002:80
     assert_failure 1
-    assert_output --partial "c has no network: run banger-net up c first"
+    assert_output --partial "c has no network: run 'banger up c'"
     run in_h banger-net forward a 70000:80
     assert_failure 2
 }
@@ -385,4 +385,61 @@ teardown() {
     run banger-net forward a 80:80/sctp
     assert_failure 2
     assert_output --partial "not tcp or udp"
+}
+
+@test "net up/down on a host with ip_forward=1 (a Docker or libvirt host): left on, no sysctl in the ledger (issue 13, item 3)" {
+    net_world
+    in_h sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
+    mk_vm a
+    run in_h banger-net up a
+    assert_success
+    jq -e '[.entries[] | select(.kind == "sysctl")] == []' "$BANGER_ROOT_DIR/ledger.json"
+    [ "$(in_h cat /proc/sys/net/ipv4/ip_forward)" = 1 ]
+    run in_h banger-net down a
+    assert_success
+    # Down leaves forwarding as the host had it: on.
+    [ "$(in_h cat /proc/sys/net/ipv4/ip_forward)" = 1 ]
+    jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json"
+}
+
+@test "net up/down next to another tool's bridge, NAT table and forwarding (a Docker host): theirs untouched (issue 13, item 3)" {
+    net_world
+    in_h sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
+    # What Docker makes: docker0 with 172.17.0.1/16, its own NAT table and a forward chain.
+    in_h ip link add docker0 type bridge
+    in_h ip addr add 172.17.0.1/16 dev docker0
+    in_h ip link set docker0 up
+    in_h nft -f - <<'NFT'
+table ip nat {
+    chain POSTROUTING { type nat hook postrouting priority srcnat; policy accept; ip saddr 172.17.0.0/16 oifname != "docker0" masquerade; }
+}
+table ip filter {
+    chain FORWARD { type filter hook forward priority filter; policy drop; iifname "docker0" accept; }
+}
+NFT
+    local theirs
+    theirs=$(in_h nft -j list table ip nat; in_h nft -j list table ip filter; in_h ip -j addr show dev docker0)
+    mk_vm a
+    run in_h banger-net up a
+    assert_success
+    echo "$output" | jq -e '.net.ip == "10.200.0.2"'
+    run in_h banger-net down a
+    assert_success
+    [ "$(in_h nft -j list table ip nat; in_h nft -j list table ip filter; in_h ip -j addr show dev docker0)" = "$theirs" ]
+    [ "$(in_h cat /proc/sys/net/ipv4/ip_forward)" = 1 ]
+    run in_h ip link show banger0
+    assert_failure
+}
+
+@test "net forward on a terminal: the VM's forwards for people, not the record; --json gives it (issue 13, item 9)" {
+    command -v script >/dev/null || skip "script (util-linux) is not installed"
+    net_world
+    mk_vm a
+    in_h banger-net up a >/dev/null
+    run script -qec "ip netns exec $NS_H banger-net forward a 8080:80" /dev/null
+    assert_success
+    assert_output --partial "a (10.200.0.2): host port 8080 -> 80/tcp"
+    refute_output --partial '{"v":1'
+    run script -qec "ip netns exec $NS_H banger-net forward a 5353:53/udp --json" /dev/null
+    assert_output --partial '"forwards":['
 }

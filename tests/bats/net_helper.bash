@@ -28,6 +28,10 @@ net_env() {
     NET_PIDS=()
     ip netns add "$NS_H"
     ip -n "$NS_H" link set lo up
+    # A new namespace copies IPv4 forwarding from the host's (net.core.devconf_inherit_init_net
+    # 0): on a Docker or libvirt host it starts on. The tests' H starts off, as a fresh host
+    # does, whatever the host runs; tests of a host with forwarding on set it themselves.
+    ip netns exec "$NS_H" sh -c 'echo 0 >/proc/sys/net/ipv4/ip_forward'
 }
 
 # in_h CMD...: runs CMD inside the host namespace H.

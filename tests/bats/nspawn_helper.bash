@@ -44,7 +44,7 @@ as_owner() { as_user "$NSPAWN_OWNER" "$@"; }
 
 # stage_build DEST [MARKER]: a prefix (bin/, share/) inside the tree with this checkout's build:
 # the binaries (stripped, so copies are quick; with MARKER appended to each, so every file
-# differs from another staging's), the scripts, man pages and completions.
+# differs from another staging's), the man pages and the generated completions.
 stage_build() {
     local dest="$NSPAWN_TREE$1" marker=${2:-} b name
     mkdir -p "$dest/bin" "$dest/share/man/man1" "$dest/share/man/man7" "$dest/share/man/man8" \
@@ -61,13 +61,18 @@ stage_build() {
         fi
         [ -z "$marker" ] || printf '\nbanger test build %s\n' "$marker" >>"$dest/bin/$name"
     done
-    cp "$REPO"/bin/scripts/banger-* "$dest/bin/"
     cp "$REPO"/man/*.1 "$dest/share/man/man1/"
     cp "$REPO"/man/*.7 "$dest/share/man/man7/"
     cp "$REPO"/man/*.8 "$dest/share/man/man8/"
-    cp "$REPO"/completions/bash/* "$dest/share/bash-completion/completions/"
-    cp "$REPO"/completions/zsh/_* "$dest/share/zsh/site-functions/"
-    cp "$REPO"/completions/fish/*.fish "$dest/share/fish/vendor_completions.d/"
+    # The completions each binary generates from its flag table (as make install does).
+    for b in "$BIN"/banger "$BIN"/banger-*; do
+        name=$(basename "$b")
+        case "$name" in *.d) continue ;; esac
+        BANGER_GENERATE=describe "$b" --help 2>/dev/null | grep -q '"type":"command"' || continue
+        BANGER_GENERATE=bash "$b" --help >"$dest/share/bash-completion/completions/$name"
+        BANGER_GENERATE=zsh "$b" --help >"$dest/share/zsh/site-functions/_$name"
+        BANGER_GENERATE=fish "$b" --help >"$dest/share/fish/vendor_completions.d/$name.fish"
+    done
     chmod -R a+rX "$dest"
 }
 

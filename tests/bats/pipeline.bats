@@ -232,3 +232,122 @@ ledger_of() {
     assert_success
     [ ! -e "$BANGER_JAIL_DIR/firecracker-v1.16.1-x86_64/t1" ]
 }
+
+# nothing_made NAME: no record, disk, tap, bridge, ledger entry or jail for NAME, and IPv4
+# forwarding off in the test's host namespace (as it started).
+nothing_made() {
+    [ ! -e "$BANGER_STATE_DIR/vms/$1" ]
+    [ "$(ledger_count)" -eq 0 ]
+    run ip -n "$NS_H" link show banger0
+    assert_failure
+    [ "$(in_h cat /proc/sys/net/ipv4/ip_forward)" = 0 ]
+    # No jail (the launcher's group directory may stay, empty).
+    [ -z "$(ls "$BANGER_JAIL_DIR"/* 2>/dev/null)" ]
+}
+
+@test "banger up (stand-in firecracker): no Firecracker for the helper fails before any step changes the host, with the fix; BANGER_FIRECRACKER in the caller's environment does not count (issue 13, items 2 and 4)" {
+    stop_helper
+    # The helper has neither binary (not in its environment, not on its PATH); the caller
+    # still has BANGER_FIRECRACKER and BANGER_JAILER set, as a user's shell may.
+    unset BANGER_FIRECRACKER BANGER_JAILER
+    PATH="/usr/sbin:/usr/bin:/sbin:/bin:$BIN" start_helper_in "$NS_H" --owner "$OWNER_UID"
+    export BANGER_FIRECRACKER="$STANDIN_FIRECRACKER" BANGER_JAILER="$STANDIN_JAILER"
+    run --separate-stderr banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_failure 1
+    [[ "$stderr" == *"banger up: error: t1: the root helper has no firecracker binary to launch"* ]]
+    [[ "$stderr" == *"fix: sudo banger system install --firecracker PATH"* ]]
+    [[ "$stderr" == *"your BANGER_FIRECRACKER=$STANDIN_FIRECRACKER is not what it launches"* ]]
+    [[ "$stderr" == *"nothing was changed on this host; once that is fixed, run: banger up t1"* ]]
+    assert_output ""
+    nothing_made t1
+}
+
+@test "banger up (stand-in firecracker): an image that does not exist fails before anything is made; the same name then comes up with another image, nothing ignored (issue 13, items 2 and 6)" {
+    run --separate-stderr banger up t5 --image nosuch --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_failure 1
+    [[ "$stderr" == *"no image named nosuch"* ]]
+    [[ "$stderr" == *"fix: make it: sudo banger image build nosuch --debian bookworm"* ]]
+    nothing_made t5
+    run --separate-stderr banger up t5 --image default --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    [[ "$stderr" != *"ignoring"* ]]
+    echo "$output" | jq -e '.spec.image == "default" and .vm.state == "running"'
+    # On an existing VM, a different spec is said to be ignored, with how to change it.
+    run --separate-stderr banger up t5 --image other --vcpus 1 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    [[ "$stderr" == *"t5 exists; ignoring --image other (its spec is kept: 'banger rm t5 --yes', then banger up again, to change it)"* ]]
+}
+
+@test "banger up: /dev/kvm that is not the KVM device fails before anything is made (issue 13, item 2)" {
+    # In a private mount namespace of this test: a plain file over /dev/kvm.
+    touch "$BATS_TEST_TMPDIR/not-kvm"
+    run --separate-stderr unshare -m --propagation private sh -c \
+        'mount --bind "$1" /dev/kvm && exec banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20' _ "$BATS_TEST_TMPDIR/not-kvm"
+    assert_failure 1
+    [[ "$stderr" == *"/dev/kvm is not a character device"* ]]
+    [[ "$stderr" == *"nothing was changed on this host"* ]]
+    nothing_made t1
+}
+
+@test "banger up (stand-in firecracker): a step that fails after the host changed ends with the two next steps; banger rm undoes it all (issue 13, item 2)" {
+    # A Firecracker that is executable (the preflight passes) but dies at once.
+    stop_helper
+    mkdir -p "$P_TMP/badfc"
+    printf '#!/bin/sh\necho "firecracker: cannot start" >&2\nexit 1\n' >"$P_TMP/badfc/firecracker"
+    chmod 755 "$P_TMP/badfc/firecracker"
+    BANGER_FIRECRACKER="$P_TMP/badfc/firecracker" start_helper_in "$NS_H" --owner "$OWNER_UID"
+    run --separate-stderr banger up t1 --wait-console STANDIN_GUEST_READY --timeout 5
+    assert_failure 1
+    [[ "$stderr" == *"banger up: t1 stopped at the jail step: "* ]]
+    [[ "$stderr" == *"fix what is said above, then run again: banger up t1"* ]]
+    [[ "$stderr" == *"or undo everything banger up made for t1: banger rm t1 --yes"* ]]
+    # The record says how far it got; the undo leaves nothing.
+    echo "$output" | jq -e '.error.step != null and .net.tap != null'
+    run --separate-stderr banger rm t1 --yes
+    assert_success
+    nothing_made t1
+}
+
+@test "banger up/down/rm (stand-in firecracker): on a terminal a summary for people, no record, no key; --json or a pipe gives the records (issue 13, item 9)" {
+    command -v script >/dev/null || skip "script (util-linux) is not installed"
+    run script -qec "banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20 2>/dev/null" /dev/null
+    assert_success
+    assert_output --regexp 't1: running, 10\.200\.0\.2, 1 vCPU, 512 MiB, image default'
+    assert_output --partial "ssh:      banger vm ssh t1"
+    assert_output --partial "stop:     banger down t1"
+    refute_output --partial '{"v":1'
+    refute_output --partial "ssh-ed25519"
+    refute_output --partial "BEGIN OPENSSH"
+    run script -qec "banger up t1 --json --wait-console STANDIN_GUEST_READY --timeout 20 2>/dev/null" /dev/null
+    assert_success
+    assert_output --partial '{"v":1,"type":"vm","name":"t1"'
+    run script -qec "banger down t1 --timeout 2 2>/dev/null" /dev/null
+    assert_success
+    assert_output --regexp "t1: stopped, .*the disk stays: 'banger up t1' starts it again"
+    refute_output --partial '{"v":1'
+    run script -qec "banger rm t1 --yes 2>/dev/null" /dev/null
+    assert_success
+    assert_output --partial "t1: removed"
+    run banger vm status t1
+    assert_failure
+}
+
+@test "banger up/down/rm: --help, --version, usage errors, like every binary (issue 13, item 7)" {
+    local b
+    for b in up down rm; do
+        run banger "$b" --help
+        assert_success
+        assert_output --partial "Usage:"
+        assert_output --partial "--json"
+        run banger "$b" --version
+        assert_success
+        assert_output --regexp "^banger-$b [0-9.]+ \(commit [0-9a-z]+\)$"
+        run banger "$b" 'Bad!'
+        assert_failure 2
+        assert_output --partial 'invalid VM name "Bad!"'
+    done
+    run banger up a b
+    assert_failure 2
+    run banger up a --launcher chroot
+    assert_failure 2
+}

@@ -17,13 +17,16 @@ load "$REPO/tests/node_modules/bats-assert/load"
 # comm and, canonicalized, the file name the jailer copies) in a directory never on PATH.
 STANDIN_DIR="$BIN/standin"
 mkdir -p "$STANDIN_DIR"
+# Made as root in the user's build dir (make test runs the tests through sudo): the user's,
+# so `cargo clean` can remove it.
+[ "$(id -u)" -ne 0 ] || chown --reference="$BIN" "$STANDIN_DIR" 2>/dev/null || true
 ln -f "$BIN/firecracker-standin" "$STANDIN_DIR/firecracker"
 ln -f "$BIN/jailer-standin" "$STANDIN_DIR/jailer"
 STANDIN_FIRECRACKER="$STANDIN_DIR/firecracker"
 STANDIN_JAILER="$STANDIN_DIR/jailer"
 
 banger_env() {
-    export PATH="$BIN:$REPO/bin/scripts:$PATH"
+    export PATH="$BIN:$PATH"
     export BANGER_STATE_DIR="$BATS_TEST_TMPDIR/state"
     export BANGER_RUN_DIR="$BATS_TEST_TMPDIR/run"
     export BANGER_CONFIG_DIR="$BATS_TEST_TMPDIR/etc"
@@ -65,6 +68,16 @@ stop_helper() {
 # helper_call JSON [socket]: one request line, prints the answer line.
 helper_call() {
     printf '%s\n' "$1" | socat -t 10 - "UNIX-CONNECT:${2:-$BANGER_HELPER_SOCKET}"
+}
+
+# stub_image NAME...: an image banger-vm new accepts (image.json only: no disk, no kernel),
+# for tests of records that never boot.
+stub_image() {
+    local n
+    for n in "$@"; do
+        mkdir -p "$BANGER_STATE_DIR/images/$n"
+        printf '{"v":1,"type":"image","name":"%s","stub":true}\n' "$n" >"$BANGER_STATE_DIR/images/$n/image.json"
+    done
 }
 
 banger_teardown() {

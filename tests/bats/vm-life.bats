@@ -8,6 +8,7 @@ load test_helper
 
 setup() {
     banger_env
+    stub_image x y debian
     FC_PIDS=()
     mkdir -p "$BATS_TEST_TMPDIR/vm"
     printf 'kernel' >"$BATS_TEST_TMPDIR/vm/vmlinux"
@@ -105,7 +106,7 @@ requests() {
     [ "$(requests a | jq -s '[.[] | select(.path == "/actions")] | length')" -eq 1 ]
 }
 
-@test "vm start: a record without a jail, or whose Firecracker is gone, says what to run" {
+@test "vm start (stand-in firecracker): a record without a jail, or whose Firecracker is gone, says what to run" {
     banger-vm new a --image x >/dev/null
     run banger-vm start a
     assert_failure 1
@@ -118,7 +119,7 @@ requests() {
     assert_output --partial "relaunch with 'banger-jail launch a'"
 }
 
-@test "vm start: a broken record fails on that record only and the pipeline goes on" {
+@test "vm start (stand-in firecracker): a broken record fails on that record only and the pipeline goes on" {
     banger-vm new a --image x >/dev/null
     banger-vm new b --image x >/dev/null
     launch_standin b
@@ -166,7 +167,7 @@ requests() {
     assert_output --partial '"SendCtrlAltDel"'
 }
 
-@test "vm stop: a VM whose Firecracker is already dead is marked stopped" {
+@test "vm stop (stand-in firecracker): a VM whose Firecracker is already dead is marked stopped" {
     banger-vm new a --image x >/dev/null
     launch_standin a
     kill -9 "$LAST_PID"
@@ -185,7 +186,7 @@ requests() {
     echo "$output" | jq -e '.vm.stopped_by == "kill"'
 }
 
-@test "vm kill: never signals a process that fails the identity checks" {
+@test "vm kill (stand-in firecracker): never signals a process that fails the identity checks" {
     banger-vm new a --image x >/dev/null
     launch_standin a
     sleep 300 &
@@ -200,7 +201,7 @@ requests() {
     kill -0 "$LAST_PID"
 }
 
-@test "vm console: --lines and --follow" {
+@test "vm console (stand-in firecracker): --lines and --follow" {
     banger-vm new a --image x >/dev/null
     launch_standin a
     banger-vm start a --no-wait >/dev/null
@@ -213,8 +214,30 @@ requests() {
     assert_output --partial "later"
 }
 
-@test "vm ssh/exec: refuses without a pinned host key (no trust on first use)" {
+@test "vm ssh/exec (stand-in firecracker): a VM that does not run is said so at once, with the command that starts it (issue 13, item 10)" {
     banger-vm new a --image x >/dev/null
+    jq '.net = {"ip":"10.200.0.9"} | .snap = {"method":"copy","host_keys":{"ed25519":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey root@a"}}' \
+        "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
+    SECONDS=0
+    run banger-vm ssh a
+    assert_failure 1
+    assert_output --partial "a is not running (it is prepared): start it with 'banger up a'"
+    run banger-vm exec a -- true
+    assert_failure 1
+    assert_output --partial "start it with 'banger up a'"
+    [ "$SECONDS" -lt 2 ]
+    # Running, but its network gone (a hand-made record): the porcelain is what to run.
+    launch_standin a
+    jq 'del(.net)' "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
+    run banger-vm exec a -- true
+    assert_failure 1
+    assert_output --partial "a has no network: 'banger down a && banger up a'"
+    refute_output --partial "banger-net up"
+}
+
+@test "vm ssh/exec: refuses without a pinned host key (no trust on first use) (stand-in firecracker)" {
+    banger-vm new a --image x >/dev/null
+    launch_standin a
     jq '.net = {"ip":"10.200.0.9"} | .snap = {"method":"copy"}' "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" \
         && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
     run banger-vm exec a -- true
@@ -224,8 +247,9 @@ requests() {
     assert_failure 2
 }
 
-@test "vm exec: runs ssh with the pinned key and the owner's identity, exit code passed through" {
+@test "vm exec: runs ssh with the pinned key and the owner's identity, exit code passed through (stand-in firecracker)" {
     banger-vm new a --image x >/dev/null
+    launch_standin a
     jq '.net = {"ip":"10.200.0.9"} | .snap = {"method":"copy","host_keys":{"ed25519":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey root@a"}}' \
         "$BANGER_STATE_DIR/vms/a/vm.json" >"$BATS_TEST_TMPDIR/r" && mv "$BATS_TEST_TMPDIR/r" "$BANGER_STATE_DIR/vms/a/vm.json"
     mkdir -p "$BATS_TEST_TMPDIR/fakebin"

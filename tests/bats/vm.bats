@@ -5,6 +5,7 @@ load test_helper
 
 setup() {
     banger_env
+    stub_image x y debian
 }
 
 teardown() {
@@ -34,7 +35,7 @@ teardown() {
     assert_failure 2
     assert_output --partial -- "--image IMAGE is required"
     run banger-vm new Bad_Name --image x
-    assert_failure 1
+    assert_failure 2
     assert_output --partial "invalid VM name"
     run banger-vm new a --image x --vcpus 0
     assert_failure 2
@@ -178,4 +179,85 @@ teardown() {
         [ "$status" -eq 1 ] || { echo "$cmd: exit $status" >&2; false; }
         [[ "$output" == *"line 1"* ]] || { echo "$cmd: $output" >&2; false; }
     done
+}
+
+@test "vm new: an invalid name is a usage error (exit 2), named before a missing --image (issue 13)" {
+    run banger-vm new 'a/b'
+    assert_failure 2
+    assert_output --partial 'invalid VM name "a/b"'
+    refute_output --partial -- "--image"
+    local sub
+    for sub in status start stop rm console; do
+        run banger-vm "$sub" 'Bad!'
+        assert_failure 2
+        assert_output --partial 'usage error: invalid VM name "Bad!"'
+    done
+    run banger-net up '../x'
+    assert_failure 2
+    [ ! -e "$BANGER_STATE_DIR/locks/../x.lock" ]
+}
+
+@test "vm new: an image that does not exist is refused and nothing is stored (issue 13, item 6)" {
+    run banger-vm new t2 --image nosuchimage
+    assert_failure 1
+    assert_output --partial "no image named nosuchimage"
+    assert_output --partial "banger image list"
+    [ ! -e "$BANGER_STATE_DIR/vms/t2" ]
+    run banger-vm list
+    assert_output ""
+    # An existing VM with --exists-ok keeps its spec: no image check for what is not made.
+    banger-vm new t3 --image x >/dev/null
+    rm -r "$BANGER_STATE_DIR/images/x"
+    run banger-vm new t3 --image x --exists-ok
+    assert_success
+}
+
+@test "vm status: a VM that never ran has a vm section saying so (issue 13); --table for people" {
+    banger-vm new dev1 --image x >/dev/null
+    run banger-vm status dev1
+    assert_success
+    echo "$output" | jq -e '.vm.state == "created" and .vm.live.pid == null and (.vm.live.checked_at | type == "string")'
+    # Read-only: the stored record has no vm section.
+    jq -e 'has("vm") | not' "$BANGER_STATE_DIR/vms/dev1/vm.json"
+    run banger-vm status dev1 --table
+    assert_success
+    assert_line --index 0 --regexp '^NAME +STATE +IMAGE'
+    assert_line --index 1 --regexp '^dev1 +created +x'
+    run bash -c 'banger-vm status nosuch --table 2>/dev/null'
+    assert_failure 1
+    assert_output --regexp '^NAME +STATE'
+}
+
+@test "steps: no NAME and stdin a terminal is a usage error, not a silent wait (issue 13, item 11)" {
+    command -v script >/dev/null || skip "script (util-linux) is not installed"
+    local b
+    for b in "banger-vm start" "banger-vm status" "banger-net up" "banger-snap create" "banger-jail launch" "banger-vm rm"; do
+        run timeout 10 script -qec "$b" /dev/null
+        assert_failure 2
+        assert_output --partial "no VM NAME given, and stdin is a terminal"
+    done
+}
+
+@test "config.json: an unknown key is named as such, not called invalid JSON (issue 13)" {
+    echo '{"stat_dir": "/x"}' >"$BANGER_CONFIG_DIR/config.json"
+    run banger-vm list
+    assert_failure 1
+    assert_output --partial 'is valid JSON, but it has the unknown key "stat_dir" (did you mean "state_dir"?)'
+    refute_output --partial "not valid JSON"
+    echo '{"state_dir": ' >"$BANGER_CONFIG_DIR/config.json"
+    run banger-vm list
+    assert_failure 1
+    assert_output --partial "is not valid JSON"
+}
+
+@test "vm rm: the VM's pinned host keys (known_hosts.d/NAME) go with it (issue 13)" {
+    banger-vm new a --image x >/dev/null
+    banger-vm new b --image x >/dev/null
+    mkdir -p "$BANGER_STATE_DIR/ssh/known_hosts.d"
+    echo "a ssh-ed25519 AAAA" >"$BANGER_STATE_DIR/ssh/known_hosts.d/a"
+    echo "b ssh-ed25519 BBBB" >"$BANGER_STATE_DIR/ssh/known_hosts.d/b"
+    run banger-vm rm a
+    assert_success
+    [ ! -e "$BANGER_STATE_DIR/ssh/known_hosts.d/a" ]
+    [ -e "$BANGER_STATE_DIR/ssh/known_hosts.d/b" ]
 }

@@ -1,6 +1,7 @@
-//! What every binary shares on the command line: the flag table that feeds `--help` (and that
-//! the man pages and completions are checked against), usage errors (exit 2), error chains
-//! on stderr, exit codes, and finding sibling binaries.
+//! What every binary shares on the command line: the flag table that feeds `--help` and the
+//! shell completions (generated from it: [`crate::complete`]; the man pages are checked
+//! against it), usage errors (exit 2) with a suggestion for a near command, error chains on
+//! stderr, exit codes, and finding sibling binaries.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -41,7 +42,15 @@ pub struct Tool {
     pub main: Option<&'static Command>,
     /// Free text after the flag lists (environment, examples).
     pub footer: &'static str,
+    /// A program banger starts itself (a daemon, a helper process), not a command for
+    /// people: `banger commands`, `banger --help` and Tab leave it out.
+    pub internal: bool,
 }
+
+/// `BANGER_GENERATE=KIND PROGRAM --help` prints, instead of the help, what is generated from
+/// the flag table: `bash`, `zsh` or `fish` (the shell completion) or `describe` (one JSON line:
+/// name, about, internal; what `banger commands` lists).
+pub const GENERATE_VAR: &str = "BANGER_GENERATE";
 
 /// The flags every binary takes.
 pub const COMMON: &[Flag] = &[
@@ -158,8 +167,13 @@ impl Tool {
         self.commands.iter().find(|c| c.name == name)
     }
 
-    /// Prints the help on stdout and exits 0.
+    /// Prints the help on stdout and exits 0; with `BANGER_GENERATE` set, what it asks for
+    /// instead (see [`GENERATE_VAR`]), so every binary whose `--help` comes from its table
+    /// generates its completions without code of its own.
     pub fn exit_help(&self, command: Option<&str>) -> ! {
+        if let Some(kind) = std::env::var_os(GENERATE_VAR).filter(|v| !v.is_empty()) {
+            self.exit_generate(&kind.to_string_lossy())
+        }
         let text = match command {
             Some(c) => self.command_help(c),
             None => self.help(),
@@ -179,6 +193,23 @@ impl Tool {
         std::process::exit(0)
     }
 
+    /// Prints what `BANGER_GENERATE=KIND` asks for and exits 0 (2 for an unknown KIND).
+    pub fn exit_generate(&self, kind: &str) -> ! {
+        match crate::complete::generate(self, kind) {
+            Some(text) => {
+                print!("{text}");
+                std::process::exit(0)
+            }
+            None => {
+                eprintln!(
+                    "{}: usage error: {GENERATE_VAR}={kind:?}: expected bash, zsh, fish or describe",
+                    self.name
+                );
+                std::process::exit(i32::from(EXIT_USAGE))
+            }
+        }
+    }
+
     /// The first argument of a binary with subcommands: the subcommand's name. Handles
     /// `--help` and `--version` there, and refuses a missing or unknown command, naming the
     /// commands from the table.
@@ -194,7 +225,11 @@ impl Tool {
             None => return Err(format!("missing command ({list})").into()),
         };
         if self.command(&sub).is_none() {
-            return Err(format!("unknown command {sub:?} ({list})").into());
+            return Err(match closest(&sub, names.iter().copied()) {
+                Some(near) => format!("unknown command {sub:?}; did you mean {near:?}? ({list})"),
+                None => format!("unknown command {sub:?} ({list})"),
+            }
+            .into());
         }
         Ok(sub)
     }
@@ -205,6 +240,34 @@ impl Tool {
         eprintln!("Try '{} --help'.", self.name);
         ExitCode::from(EXIT_USAGE)
     }
+}
+
+/// Levenshtein distance between two words, for "did you mean".
+pub fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The candidate nearest to `word` (one edit away for a word of up to three letters, two for
+/// a longer one, or starting with it), if any.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let most = if word.chars().count() <= 3 { 1 } else { 2 };
+    candidates
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, c)| *d <= most || (word.len() >= 2 && c.starts_with(word)))
+        .min()
+        .map(|(_, c)| c)
 }
 
 /// Prints `BIN: error: message` and a `  caused by: ...` line per source on stderr.
@@ -334,7 +397,28 @@ mod tests {
         }],
         main: None,
         footer: "",
+        internal: false,
     };
+
+    #[test]
+    fn near_commands_are_suggested() {
+        assert_eq!(distance("vn", "vm"), 1);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("snap", "snap"), 0);
+        let names = ["new", "list", "status", "start"];
+        assert_eq!(closest("lst", names), Some("list"));
+        assert_eq!(closest("neww", names), Some("new"));
+        assert_eq!(closest("zzzzzz", names), None);
+        assert_eq!(
+            closest("up", ["vm", "net"]),
+            None,
+            "two letters, two edits: no"
+        );
+        assert_eq!(closest("list", ["list"]), None, "never itself");
+        let mut p = lexopt::Parser::from_iter(["banger-x", "gp"]);
+        let e = T.subcommand(&mut p).unwrap_err().to_string();
+        assert!(e.contains("did you mean \"go\"?"), "{e}");
+    }
 
     #[test]
     fn help_lists_every_flag() {

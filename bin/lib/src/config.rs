@@ -26,6 +26,10 @@ pub enum ConfigError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "config file {path} is valid JSON, but {why} (see banger(7), ENVIRONMENT, for the keys)"
+    )]
+    Invalid { path: PathBuf, why: String },
     #[error("{var}={value:?} is not valid: {why}")]
     Env {
         var: &'static str,
@@ -257,12 +261,42 @@ pub fn primary_gid(uid: u32) -> u32 {
     }
 }
 
-fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ConfigError::Parse {
+/// Why `bytes` is not a config file: not JSON at all, or JSON with a key or value banger
+/// does not know (named, with the key it may have meant).
+fn config_error(path: &Path, source: serde_json::Error) -> ConfigError {
+    if source.classify() != serde_json::error::Category::Data {
+        return ConfigError::Parse {
             path: path.to_path_buf(),
             source,
-        }),
+        };
+    }
+    let msg = source.to_string();
+    // serde: "unknown field `stat_dir`, expected one of `state_dir`, ... at line 1 column 11"
+    let unknown = msg
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'));
+    let why = match unknown {
+        Some((key, rest)) => {
+            let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+            match crate::cli::closest(key, known) {
+                Some(near) => format!("it has the unknown key {key:?} (did you mean {near:?}?)"),
+                None => format!("it has the unknown key {key:?}"),
+            }
+        }
+        None => format!(
+            "a value has the wrong type ({})",
+            msg.split(" at line ").next().unwrap_or(&msg)
+        ),
+    };
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| config_error(path, source)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
         Err(source) => Err(ConfigError::Read {
             path: path.to_path_buf(),
@@ -292,6 +326,28 @@ mod tests {
         assert!(err.is_err());
         let ok: ConfigFile = serde_json::from_str(r#"{"state_dir": "/x"}"#).unwrap();
         assert_eq!(ok.state_dir, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_not_called_invalid_json() {
+        let p = Path::new("/etc/banger/config.json");
+        let text = br#"{"stat_dir": "/x"}"#;
+        let e = serde_json::from_slice::<ConfigFile>(text).unwrap_err();
+        let msg = config_error(p, e).to_string();
+        assert!(
+            msg.contains("valid JSON, but it has the unknown key \"stat_dir\""),
+            "{msg}"
+        );
+        assert!(msg.contains("did you mean \"state_dir\"?"), "{msg}");
+        let text = br#"{"subnet": 5}"#;
+        let e = serde_json::from_slice::<ConfigFile>(text).unwrap_err();
+        let msg = config_error(p, e).to_string();
+        assert!(msg.contains("a value has the wrong type"), "{msg}");
+        let text = b"{nope";
+        let e = serde_json::from_slice::<ConfigFile>(text).unwrap_err();
+        assert!(config_error(p, e)
+            .to_string()
+            .ends_with("is not valid JSON"));
     }
 
     #[test]

@@ -9,18 +9,25 @@
 //! - [`config`]: paths and configuration from one place (defaults, config file, environment).
 //! - [`proto`] and [`client`]: the root helper's wire protocol and its client.
 //! - [`cli`]: flag tables, `--help`, usage errors, error chains and exit codes.
+//! - [`complete`]: bash, zsh and fish completions generated from the flag tables.
+//! - [`porcelain`] and [`preflight`]: `banger up/down/rm`'s pipelines, their output for people,
+//!   and the checks made before anything on the host changes.
 //! - [`timing`]: the per-step timing lines of `BANGER_TIMING=1`.
 //! - [`wait`]: waiting on a pidfd or an inotify watch instead of sleeping.
 
 pub mod atomic;
 pub mod cli;
 pub mod client;
+pub mod complete;
 pub mod config;
 pub mod detach;
 pub mod fc_api;
 pub mod find_pid;
 pub mod fsx;
 pub mod json;
+pub mod porcelain;
+pub mod preflight;
+pub mod progress;
 pub mod proto;
 pub mod record;
 pub mod section;

@@ -16,7 +16,7 @@ use crate::record::{self, Reader, Record, Writer};
 use crate::section::{self, BANGER_KEYS};
 use crate::store::{Store, StoreError};
 use std::error::Error;
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 /// Where the records come from.
@@ -29,6 +29,29 @@ pub enum Input {
 }
 
 impl Input {
+    /// Checks what a step was given before it does anything, for a usage error (exit 2): an
+    /// invalid VM name, or no name with stdin a terminal (a step would wait there silently
+    /// for records a person never types).
+    pub fn check(&self, bin: &str) -> Result<(), ExitCode> {
+        let problem = match self {
+            Input::Names(names) => names.iter().find(|n| !crate::store::valid_name(n)).map(|n| {
+                format!("invalid VM name {n:?}: use 1-32 characters a-z, 0-9 and '-', starting with a letter")
+            }),
+            Input::Stdin if std::io::stdin().is_terminal() => Some(
+                "no VM NAME given, and stdin is a terminal: name the VMs, or pipe records in (banger-vm list | ...)".into(),
+            ),
+            Input::Stdin => None,
+        };
+        match problem {
+            None => Ok(()),
+            Some(p) => {
+                eprintln!("{bin}: usage error: {p}");
+                eprintln!("Try '{bin} --help'.");
+                Err(ExitCode::from(cli::EXIT_USAGE))
+            }
+        }
+    }
+
     /// Names if any were given, else stdin.
     pub fn from_names(names: Vec<String>) -> Input {
         if names.is_empty() {
@@ -174,11 +197,15 @@ struct Outcome {
 }
 
 impl Step<'_> {
-    /// Runs `f` over every input record. See the module docs for the rules.
+    /// Runs `f` over every input record. See the module docs for the rules. An invalid name,
+    /// or no name with stdin a terminal, is a usage error (exit 2) before anything is done.
     pub fn run<F>(&self, input: Input, f: F) -> ExitCode
     where
         F: FnMut(&mut Record) -> Result<Action, StepError>,
     {
+        if let Err(code) = input.check(self.bin) {
+            return code;
+        }
         let stdin = std::io::stdin();
         self.run_with(input, stdin.lock(), Writer::stdout(), f)
     }

@@ -1,43 +1,16 @@
 //! banger: the git-style dispatcher. `banger SUB ARGS...` execs `banger-SUB ARGS...`, found
 //! in the dispatcher's own directory first, then on PATH.
+//!
+//! What it lists (`banger commands`, `banger --help`, Tab) is not written down here: each
+//! program next to it describes itself (`BANGER_GENERATE=describe banger-SUB --help`, from
+//! its flag table), and those that say they are internal (the root helper, the console
+//! keeper) or do not describe themselves (the guest agent) are left out. A `banger-*` found
+//! only on PATH is someone else's extension: listed, never asked.
 
-use banger::cli::{self, Command, Flag, Tool};
+use banger::cli::{self, Command, Tool};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// The subcommands banger ships, for help and suggestions. `up`, `down` and `rm` are
-/// the pipelines (shell scripts `banger-up`, `banger-down`, `banger-rm`).
-const KNOWN: &[(&str, &str)] = &[
-    (
-        "vm",
-        "a VM's record and life: new, start, stop, list, status, ssh, ...",
-    ),
-    (
-        "snap",
-        "the VM's root disk as a copy-on-write snapshot of an image",
-    ),
-    ("net", "bridge, tap, addresses, NAT, DNS and port forwards"),
-    (
-        "jail",
-        "stage the jailer chroot and launch Firecracker; tear it down",
-    ),
-    ("image", "the image store: build, import, pull, list, rm"),
-    (
-        "reconcile",
-        "compare records with reality; re-adopt or clean up",
-    ),
-    (
-        "system",
-        "install banger as a service: install, status, restart, update, uninstall",
-    ),
-    ("doctor", "host readiness checks"),
-    ("up", "create and start a VM: the whole pipeline"),
-    (
-        "down",
-        "stop a VM and release its jail and network (the disk stays)",
-    ),
-    ("rm", "remove a VM and everything it has, disk included"),
-];
 
 const MAIN: Command = Command {
     name: "",
@@ -66,11 +39,8 @@ const TOOL: Tool = Tool {
     main: Some(&MAIN),
     footer: "'banger COMMAND ARGS' runs 'banger-COMMAND ARGS'; every step also runs on its own.\n\
 See banger(7) for the pipeline and the record format.",
+    internal: false,
 };
-
-/// Reserved flag list for the completions/man check (the dispatcher has only the common ones).
-#[allow(dead_code)]
-const FLAGS: &[Flag] = &[];
 
 enum Args {
     Help(Option<String>),
@@ -103,58 +73,102 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     }
 }
 
-/// Levenshtein distance, for "did you mean".
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+/// One `banger-SUB` found: where, and what it says about itself.
+struct Found {
+    sub: String,
+    /// Its `about`, when it described itself.
+    about: Option<String>,
+    /// Internal (says so), or next to banger without describing itself.
+    hidden: bool,
 }
 
-/// Every `banger-*` command installed: next to the dispatcher, then on PATH.
-fn installed() -> Vec<String> {
-    let mut dirs = Vec::new();
-    if let Some(d) = std::env::current_exe()
+/// The directory banger runs from.
+fn own_dir() -> Option<PathBuf> {
+    std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|p| p.to_path_buf()))
-    {
-        dirs.push(d);
-    }
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+}
+
+/// Every `banger-*` program: next to the dispatcher, then on PATH (the first of a name wins,
+/// as `banger SUB` would run it). Those next to banger are asked to describe themselves, all
+/// at once.
+fn installed() -> Vec<Found> {
+    let own = own_dir();
+    let mut dirs: Vec<PathBuf> = own.iter().cloned().collect();
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
-    let mut out: Vec<String> = dirs
-        .iter()
-        .filter_map(|d| std::fs::read_dir(d).ok())
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let n = e.file_name().into_string().ok()?;
-            let sub = n.strip_prefix("banger-")?.to_string();
-            (!sub.is_empty() && !sub.contains('.') && cli::is_executable(&e.path())).then_some(sub)
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for d in &dirs {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut here: Vec<(String, PathBuf)> = rd
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let n = e.file_name().into_string().ok()?;
+                let sub = n.strip_prefix("banger-")?.to_string();
+                (!sub.is_empty() && !sub.contains('.') && cli::is_executable(&e.path()))
+                    .then(|| (sub, e.path()))
+            })
+            .filter(|(sub, _)| !found.iter().any(|(s, _)| s == sub))
+            .collect();
+        here.sort();
+        found.extend(here);
+    }
+    let asked: Vec<_> = found
+        .into_iter()
+        .map(|(sub, path)| {
+            let ours = own.as_deref().is_some_and(|o| path.parent() == Some(o));
+            let child = ours
+                .then(|| {
+                    std::process::Command::new(&path)
+                        .arg("--help")
+                        .env(cli::GENERATE_VAR, "describe")
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .ok()
+                })
+                .flatten();
+            (sub, ours, child)
         })
         .collect();
-    out.sort();
-    out.dedup();
+    let mut out: Vec<Found> = asked
+        .into_iter()
+        .map(|(sub, ours, child)| {
+            let described = child
+                .and_then(|c| c.wait_with_output().ok())
+                .filter(|o| o.status.success())
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                .filter(|v| v["type"] == "command");
+            match described {
+                Some(v) => Found {
+                    sub,
+                    about: v["about"].as_str().map(String::from),
+                    hidden: v["internal"].as_bool().unwrap_or(false),
+                },
+                None => Found {
+                    sub,
+                    about: None,
+                    hidden: ours,
+                },
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.sub.cmp(&b.sub));
     out
 }
 
+/// The commands for people: installed, not hidden.
+fn listed() -> Vec<Found> {
+    installed().into_iter().filter(|f| !f.hidden).collect()
+}
+
 fn suggest(sub: &str) -> Option<String> {
-    let mut names: Vec<String> = KNOWN.iter().map(|(n, _)| n.to_string()).collect();
-    names.extend(installed());
-    names
-        .into_iter()
-        .map(|n| (distance(sub, &n), n))
-        .filter(|(d, n)| *d <= 2 || n.starts_with(sub))
-        .min()
-        .map(|(_, n)| n)
+    let names: Vec<String> = listed().into_iter().map(|f| f.sub).collect();
+    cli::closest(sub, names.iter().map(String::as_str)).map(String::from)
 }
 
 fn exec(sub: &str, args: &[std::ffi::OsString]) -> ExitCode {
@@ -183,10 +197,13 @@ fn main() -> ExitCode {
     };
     match args {
         Args::Help(None) => {
+            if let Some(kind) = std::env::var_os(cli::GENERATE_VAR).filter(|v| !v.is_empty()) {
+                TOOL.exit_generate(&kind.to_string_lossy())
+            }
             let mut h = TOOL.help();
             let mut list = String::from("\nBanger commands:\n");
-            for (n, a) in KNOWN {
-                list.push_str(&format!("  {n:<12}{a}\n"));
+            for f in listed() {
+                list.push_str(&format!("  {:<12}{}\n", f.sub, f.about.unwrap_or_default()));
             }
             let at = h.find("\nCommon options:").unwrap_or(h.len());
             h.insert_str(at, &list);
@@ -195,28 +212,12 @@ fn main() -> ExitCode {
         }
         Args::Help(Some(sub)) => exec(&sub, &["--help".into()]),
         Args::Commands => {
-            for sub in installed() {
-                let about = KNOWN.iter().find(|(n, _)| *n == sub).map_or("", |(_, a)| a);
-                println!("{sub:<12}{about}");
+            for f in listed() {
+                let line = format!("{:<12}{}", f.sub, f.about.unwrap_or_default());
+                println!("{}", line.trim_end());
             }
             ExitCode::SUCCESS
         }
         Args::Run(sub, rest) => exec(&sub, &rest),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(distance("vn", "vm"), 1);
-        assert_eq!(distance("", "abc"), 3);
-        assert_eq!(distance("snap", "snap"), 0);
-        assert_eq!(suggest("vn").as_deref(), Some("vm"));
-        assert_eq!(suggest("imgae").as_deref(), Some("image"));
-        assert_eq!(suggest("recon").as_deref(), Some("reconcile"));
-        assert_eq!(suggest("zzzzzzzz"), None);
     }
 }

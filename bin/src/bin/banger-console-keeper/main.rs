@@ -66,6 +66,7 @@ const TOOL: Tool = Tool {
     main: Some(&MAIN),
     footer:
         "Started by banger-jail launch; not meant to be run by hand. See banger-console-keeper(8).",
+    internal: true,
 };
 
 fn parse_args() -> Result<keep::Args, lexopt::Error> {

@@ -37,6 +37,7 @@ const TOOL: Tool = Tool {
     main: Some(&MAIN),
     footer: "Each check is a record {\"v\":1,\"type\":\"check\",\"name\",\"status\":\"ok|warn|fail\",\"message\",\"fix\"}.\n\
 Exit status: 0 when nothing failed, 1 when a check failed (or warned, with --strict).",
+    internal: false,
 };
 
 struct Args {

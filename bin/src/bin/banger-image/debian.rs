@@ -6,12 +6,11 @@
 //! Needs root (debootstrap chroots and sets ownership).
 
 use crate::check;
-use crate::import::{mkfs_from_dir, owner, run, ImageError};
+use crate::import::{mkfs_from_dir, owner, ImageError};
 use crate::store::{io, Images, DEFAULT_BOOT_ARGS};
 use banger::config::Config;
 use banger::record::Record;
 use serde_json::json;
-use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -151,10 +150,21 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// A step of the build, on stderr (for people, terminal or log).
 fn progress(msg: &str) {
-    if std::io::stderr().is_terminal() {
-        eprintln!("{}: {msg}", crate::BIN);
-    }
+    eprintln!("{}: {msg}", crate::BIN);
+}
+
+/// Runs a long tool with its output shown as progress and kept for the error.
+fn run_long(
+    cmd: &mut std::process::Command,
+    package: &'static str,
+    what: &str,
+) -> Result<(), ImageError> {
+    let mut p = banger::progress::Progress::start(crate::BIN, what);
+    let r = banger::tool::run_with_progress(cmd, package, &mut p);
+    p.finish(r.is_ok());
+    Ok(r?)
 }
 
 pub fn build(cfg: &Config, a: &DebianArgs) -> Result<Record, ImageError> {
@@ -187,10 +197,6 @@ pub fn build(cfg: &Config, a: &DebianArgs) -> Result<Record, ImageError> {
         kernel_package(),
     ];
     include.extend(a.packages.iter().map(String::as_str));
-    progress(&format!(
-        "debootstrap {} from {mirror} (takes minutes)",
-        a.suite
-    ));
     let mut cmd = std::process::Command::new("debootstrap");
     cmd.args([
         "--variant=minbase",
@@ -199,7 +205,11 @@ pub fn build(cfg: &Config, a: &DebianArgs) -> Result<Record, ImageError> {
     .arg(a.suite)
     .arg(&root)
     .arg(&mirror);
-    run(&mut cmd, "debootstrap")?;
+    progress(&format!(
+        "debootstrap {} from {mirror} (takes minutes)",
+        a.suite
+    ));
+    run_long(&mut cmd, "debootstrap", "debootstrap")?;
 
     // The guest's files.
     write(&root.join("sbin/banger-init"), INIT, 0o755)?;
@@ -264,26 +274,19 @@ pub fn build(cfg: &Config, a: &DebianArgs) -> Result<Record, ImageError> {
             text.push('\n');
         }
         write(&list, &text, 0o644)?;
-        run(
-            std::process::Command::new("chroot").arg(&root).args([
-                "update-initramfs",
-                "-c",
-                "-k",
-                &version,
-            ]),
-            "initramfs-tools",
-        )
-        .or_else(|_| {
-            run(
+        let initramfs = |mode: &str| {
+            run_long(
                 std::process::Command::new("chroot").arg(&root).args([
                     "update-initramfs",
-                    "-u",
+                    mode,
                     "-k",
                     &version,
                 ]),
                 "initramfs-tools",
+                "update-initramfs",
             )
-        })?;
+        };
+        initramfs("-c").or_else(|_| initramfs("-u"))?;
         let initrd = boot.join(format!("initrd.img-{version}"));
         let to = st.path("initrd");
         std::fs::copy(&initrd, &to).map_err(io("copy", &initrd))?;

@@ -33,6 +33,13 @@ const INITRD: Flag = Flag {
     help: "an initrd for the kernel (optional)",
 };
 
+const JSON: Flag = Flag {
+    long: "json",
+    short: None,
+    value: None,
+    help: "print the image's record (JSON) even on a terminal",
+};
+
 const IMPORT_FLAGS: &[Flag] = &[
     Flag {
         long: "rootfs",
@@ -43,6 +50,7 @@ const IMPORT_FLAGS: &[Flag] = &[
     KERNEL,
     INITRD,
     BOOT_ARGS,
+    JSON,
 ];
 
 const BUILD_FLAGS: &[Flag] = &[
@@ -79,6 +87,7 @@ const BUILD_FLAGS: &[Flag] = &[
     KERNEL,
     INITRD,
     BOOT_ARGS,
+    JSON,
 ];
 
 const PULL_FLAGS: &[Flag] = &[
@@ -96,6 +105,7 @@ const PULL_FLAGS: &[Flag] = &[
     },
     INITRD,
     BOOT_ARGS,
+    JSON,
 ];
 
 const LIST_FLAGS: &[Flag] = &[Flag {
@@ -111,19 +121,19 @@ pub const TOOL: Tool = Tool {
     commands: &[
         Command {
             name: "import",
-            args: "NAME",
+            args: "IMAGE",
             about: "add an image from an ext4 rootfs and an ELF vmlinux",
             flags: IMPORT_FLAGS,
         },
         Command {
             name: "build",
-            args: "NAME",
+            args: "IMAGE",
             about: "build an image from a directory tree or from Debian packages",
             flags: BUILD_FLAGS,
         },
         Command {
             name: "pull",
-            args: "NAME URL",
+            args: "IMAGE URL",
             about: "download an image (https, file:// or a path), verified by sha256",
             flags: PULL_FLAGS,
         },
@@ -135,7 +145,7 @@ pub const TOOL: Tool = Tool {
         },
         Command {
             name: "rm",
-            args: "NAME...",
+            args: "IMAGE...",
             about: "remove images no VM's disk was made from",
             flags: &[],
         },
@@ -144,6 +154,7 @@ pub const TOOL: Tool = Tool {
     footer: "Images live in $BANGER_STATE_DIR/images/NAME: rootfs.ext4, vmlinux, initrd (optional), image.json.\n\
 pull takes a tar archive of rootfs.ext4 + vmlinux [+ initrd, image.json], or a bare ext4 image with --kernel.\n\
 Environment: BANGER_STATE_DIR, BANGER_CONFIG_DIR (see banger(7)).",
+    internal: false,
 };
 
 #[derive(Default)]
@@ -159,6 +170,7 @@ struct Opts {
     size: Option<u64>,
     sha256: Option<String>,
     table: bool,
+    json: bool,
 }
 
 struct Args {
@@ -205,6 +217,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             }
             ("pull", Long("sha256")) => o.sha256 = Some(p.value()?.string()?),
             ("list", Short('t') | Long("table")) => o.table = true,
+            ("import" | "build" | "pull", Long("json")) => o.json = true,
             ("import" | "build" | "pull" | "rm", Value(v)) => pos.push(v.string()?),
             (_, arg) => return Err(arg.unexpected()),
         }
@@ -212,8 +225,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let one_name = |pos: &[String]| -> Result<(), lexopt::Error> {
         match pos.len() {
             1 => Ok(()),
-            0 => Err(format!("{sub}: missing NAME").into()),
-            _ => Err(format!("{sub}: takes one NAME").into()),
+            0 => Err(format!("{sub}: missing IMAGE (the new image's name)").into()),
+            _ => Err(format!("{sub}: takes one IMAGE").into()),
         }
     };
     match sub.as_str() {
@@ -248,7 +261,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         }
         "pull" => {
             if pos.len() != 2 {
-                return Err("pull: takes NAME and URL".into());
+                return Err("pull: takes IMAGE and URL".into());
             }
             match &o.sha256 {
                 None => return Err("pull: --sha256 HEX is required".into()),
@@ -257,7 +270,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 }
             }
         }
-        "rm" if pos.is_empty() => return Err("rm: missing NAME".into()),
+        "rm" if pos.is_empty() => return Err("rm: missing IMAGE".into()),
         _ => {}
     }
     if let Some(b) = &o.boot_args {
@@ -278,8 +291,31 @@ fn emit(rec: &Record) -> ExitCode {
     }
 }
 
-fn done(r: Result<Record, import::ImageError>) -> ExitCode {
+/// An image for people: its name, sizes, source, and how to boot it.
+fn summary(r: &Record) -> String {
+    let name = field(r, &["name"]);
+    let size = r
+        .get("files")
+        .and_then(|f| f["rootfs.ext4"]["size"].as_u64())
+        .map_or_else(|| "?".into(), |b| format!("{}", b >> 20));
+    let initrd = r.get("files").is_some_and(|f| f.get("initrd").is_some());
+    let mut source = field(r, &["source", "kind"]);
+    if let Some(suite) = r.get("source").and_then(|s| s["suite"].as_str()) {
+        source.push(' ');
+        source.push_str(suite);
+    }
+    format!(
+        "image {name}: a {size} MiB root filesystem and a kernel{} (from {source})\n  boot it: banger up NAME --image {name}",
+        if initrd { " with an initrd" } else { "" }
+    )
+}
+
+fn done(r: Result<Record, import::ImageError>, json: bool) -> ExitCode {
     match r {
+        Ok(rec) if banger::porcelain::Output::detect(json) == banger::porcelain::Output::People => {
+            println!("{}", summary(&rec));
+            ExitCode::SUCCESS
+        }
         Ok(rec) => emit(&rec),
         Err(e) => {
             cli::report(BIN, &e);
@@ -341,52 +377,64 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| store::DEFAULT_BOOT_ARGS.into());
     let images = store::Images::new(&cfg);
     match a.sub.as_str() {
-        "import" => done(import::import(
-            &cfg,
-            &import::ImportArgs {
-                name: &a.pos[0],
-                rootfs: a.o.rootfs.as_deref().unwrap_or(std::path::Path::new("")),
-                kernel: a.o.kernel.as_deref().unwrap_or(std::path::Path::new("")),
-                initrd: a.o.initrd.as_deref(),
-                boot_args: &boot_args,
-            },
-        )),
-        "build" => match (&a.o.from_dir, &a.o.debian) {
-            (Some(dir), _) => done(import::build_from_dir(
+        "import" => done(
+            import::import(
                 &cfg,
-                &import::FromDirArgs {
+                &import::ImportArgs {
                     name: &a.pos[0],
-                    dir,
+                    rootfs: a.o.rootfs.as_deref().unwrap_or(std::path::Path::new("")),
                     kernel: a.o.kernel.as_deref().unwrap_or(std::path::Path::new("")),
                     initrd: a.o.initrd.as_deref(),
-                    size: a.o.size,
                     boot_args: &boot_args,
                 },
-            )),
-            (None, Some(suite)) => done(debian::build(
-                &cfg,
-                &debian::DebianArgs {
-                    name: &a.pos[0],
-                    suite,
-                    packages: &a.o.packages,
-                    mirror: a.o.mirror.as_deref(),
-                    size: a.o.size,
-                    boot_args: a.o.boot_args.as_deref(),
-                },
-            )),
+            ),
+            a.o.json,
+        ),
+        "build" => match (&a.o.from_dir, &a.o.debian) {
+            (Some(dir), _) => done(
+                import::build_from_dir(
+                    &cfg,
+                    &import::FromDirArgs {
+                        name: &a.pos[0],
+                        dir,
+                        kernel: a.o.kernel.as_deref().unwrap_or(std::path::Path::new("")),
+                        initrd: a.o.initrd.as_deref(),
+                        size: a.o.size,
+                        boot_args: &boot_args,
+                    },
+                ),
+                a.o.json,
+            ),
+            (None, Some(suite)) => done(
+                debian::build(
+                    &cfg,
+                    &debian::DebianArgs {
+                        name: &a.pos[0],
+                        suite,
+                        packages: &a.o.packages,
+                        mirror: a.o.mirror.as_deref(),
+                        size: a.o.size,
+                        boot_args: a.o.boot_args.as_deref(),
+                    },
+                ),
+                a.o.json,
+            ),
             (None, None) => TOOL.usage_error(&"build: give --from-dir or --debian"),
         },
-        "pull" => done(pull::pull(
-            &cfg,
-            &pull::PullArgs {
-                name: &a.pos[0],
-                url: &a.pos[1],
-                sha256: a.o.sha256.as_deref().unwrap_or(""),
-                kernel: a.o.kernel.as_deref(),
-                initrd: a.o.initrd.as_deref(),
-                boot_args: a.o.boot_args.as_deref(),
-            },
-        )),
+        "pull" => done(
+            pull::pull(
+                &cfg,
+                &pull::PullArgs {
+                    name: &a.pos[0],
+                    url: &a.pos[1],
+                    sha256: a.o.sha256.as_deref().unwrap_or(""),
+                    kernel: a.o.kernel.as_deref(),
+                    initrd: a.o.initrd.as_deref(),
+                    boot_args: a.o.boot_args.as_deref(),
+                },
+            ),
+            a.o.json,
+        ),
         "list" => match images.list() {
             Ok(recs) if a.o.table => {
                 print!("{}", table(&recs));
@@ -409,10 +457,16 @@ fn main() -> ExitCode {
         },
         _ => {
             let mut failed = false;
+            let people =
+                banger::porcelain::Output::detect(false) == banger::porcelain::Output::People;
             for n in &a.pos {
-                if let Err(e) = images.remove(n, &vm_store) {
-                    cli::report(BIN, &e);
-                    failed = true;
+                match images.remove(n, &vm_store) {
+                    Ok(()) if people => println!("image {n}: removed"),
+                    Ok(()) => {}
+                    Err(e) => {
+                        cli::report(BIN, &e);
+                        failed = true;
+                    }
                 }
             }
             ExitCode::from(if failed {

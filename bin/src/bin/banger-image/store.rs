@@ -61,33 +61,79 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Files from this size on show their progress (copy, checksum) on stderr.
+const LARGE: u64 = 64 << 20;
+
+/// Progress for work on a file of `len` bytes, when it is large.
+fn progress_for(what: String, len: u64) -> Option<banger::progress::Progress> {
+    (len >= LARGE).then(|| {
+        eprintln!("{}: {what} ({} MiB)", crate::BIN, len >> 20);
+        banger::progress::Progress::start(crate::BIN, &what)
+    })
+}
+
 /// SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
     let mut f = File::open(path).map_err(io("read", path))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut p = progress_for(format!("checksumming {}", path.display()), len);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
     loop {
         let n = f.read(&mut buf).map_err(io("read", path))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        done += n as u64;
+        if let Some(p) = p.as_mut() {
+            p.bytes(done, len);
+        }
+    }
+    if let Some(p) = p {
+        p.finish(true);
     }
     Ok(hex(&h.finalize()))
 }
 
 /// Copies `src` to the new file `dst`: a reflink when the filesystem shares blocks, else an
-/// ordinary copy (copy_file_range, which keeps holes on most filesystems).
+/// ordinary copy (copy_file_range in 64 MiB steps, which keeps holes on most filesystems,
+/// with its progress on stderr for a large file).
 pub fn copy_file(src: &Path, dst: &Path) -> Result<(), StoreError> {
     let s = File::open(src).map_err(io("read", src))?;
-    let mut d = std::fs::OpenOptions::new()
+    let d = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dst)
         .map_err(io("create", dst))?;
     if rustix::fs::ioctl_ficlone(d.as_fd(), s.as_fd()).is_err() {
-        let mut s = s;
-        std::io::copy(&mut s, &mut d).map_err(io("copy into", dst))?;
+        let len = s.metadata().map_err(io("stat", src))?.len();
+        let mut p = progress_for(format!("copying {} (no reflink here)", src.display()), len);
+        let mut done = 0u64;
+        let result = loop {
+            let step = (len - done).min(64 << 20) as usize;
+            if step == 0 {
+                break Ok(());
+            }
+            match rustix::fs::copy_file_range(&s, None, &d, None, step) {
+                Ok(0) => break Ok(()),
+                Ok(n) => done += n as u64,
+                // No copy_file_range between these files (another filesystem, an old
+                // kernel): the plain copy of what is left.
+                Err(_) => {
+                    let (mut s, mut d) = (&s, &d);
+                    break std::io::copy(&mut s, &mut d).map(|_| ());
+                }
+            }
+            if let Some(p) = p.as_mut() {
+                p.bytes(done, len);
+            }
+        };
+        if let Some(p) = p {
+            p.finish(result.is_ok());
+        }
+        result.map_err(io("copy into", dst))?;
     }
     d.sync_all().map_err(io("sync", dst))
 }

@@ -400,6 +400,13 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
         ));
     }
     let initrd = Some(img.join("initrd")).filter(|p| p.is_file());
+    // Before the helper stages anything: the KVM device, and Firecracker and the jailer as
+    // the helper will launch them.
+    banger::timing::span("preflight", || {
+        banger::preflight::kvm(cfg, false)?;
+        banger::preflight::binaries(cfg, opts.direct)
+    })
+    .map_err(|p| StepError::msg("preflight", p.to_string()))?;
     let helper = Helper::new(cfg, Some(banger_helper::local));
     let args = json!({
         "name": name,

@@ -54,13 +54,19 @@ pub const TOOL: Tool = Tool {
             name: "list",
             args: "",
             about: "print every jail the root helper's ledger holds, with whether it runs",
-            flags: &[],
+            flags: &[Flag {
+                long: "table",
+                short: Some('t'),
+                value: None,
+                help: "a table for people instead of JSON lines",
+            }],
         },
     ],
     main: None,
     footer: "Records are JSON lines; launch adds the jail section, teardown removes it.\n\
 Environment: BANGER_STATE_DIR, BANGER_RUN_DIR, BANGER_JAIL_DIR, BANGER_FIRECRACKER,\n\
 BANGER_JAILER (read by the root helper, never taken from a request). See banger-jail(1).",
+    internal: false,
 };
 
 pub struct LaunchOpts {
@@ -77,7 +83,9 @@ enum Args {
         names: Vec<String>,
         grace_ms: u64,
     },
-    List,
+    List {
+        table: bool,
+    },
 }
 
 fn secs(v: &str, flag: &str, max: f64) -> Result<u64, lexopt::Error> {
@@ -98,6 +106,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut direct = false;
     let mut timeout_ms = 10_000;
     let mut grace_ms = 3_000;
+    let mut table = false;
     while let Some(arg) = p.next()? {
         match (sub.as_str(), arg) {
             (_, Short('h') | Long("help")) => TOOL.exit_help(Some(&sub)),
@@ -116,6 +125,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             ("launch", Long("timeout")) => {
                 timeout_ms = secs(&p.value()?.string()?, "--timeout", 120.0)?.max(100)
             }
+            ("list", Short('t') | Long("table")) => table = true,
             ("teardown", Long("grace")) => grace_ms = secs(&p.value()?.string()?, "--grace", 60.0)?,
             ("launch" | "teardown", Value(v)) => names.push(v.string()?),
             (_, arg) => return Err(arg.unexpected()),
@@ -127,7 +137,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             opts: LaunchOpts { direct, timeout_ms },
         },
         "teardown" => Args::Teardown { names, grace_ms },
-        _ => Args::List,
+        _ => Args::List { table },
     })
 }
 
@@ -153,6 +163,6 @@ fn main() -> ExitCode {
         Args::Teardown { names, grace_ms } => step.run(Input::from_names(names), |rec| {
             teardown::one(&cfg, rec, grace_ms)
         }),
-        Args::List => teardown::list(&cfg),
+        Args::List { table } => teardown::list(&cfg, table),
     }
 }

@@ -81,7 +81,29 @@ pub fn one(cfg: &Config, rec: &mut Record, grace_ms: u64) -> Result<Action, Step
 }
 
 /// Prints the helper's jails as `type: "jail"` records.
-pub fn list(cfg: &Config) -> ExitCode {
+/// `jail list --table`: one row per jail, for people.
+fn table(jails: &[Value]) -> String {
+    let mut rows = vec![["NAME", "LAUNCHER", "RUNNING", "PID", "DIR"]
+        .map(String::from)
+        .to_vec()];
+    for j in jails {
+        let s = |k: &str| match j.get(k) {
+            Some(Value::String(v)) => v.clone(),
+            Some(Value::Null) | None => "-".into(),
+            Some(v) => v.to_string(),
+        };
+        rows.push(vec![
+            s("name"),
+            s("launcher"),
+            if j["running"] == true { "yes" } else { "no" }.into(),
+            s("live_pid"),
+            s("dir"),
+        ]);
+    }
+    cli::render_table(&rows)
+}
+
+pub fn list(cfg: &Config, as_table: bool) -> ExitCode {
     let helper = Helper::new(cfg, Some(banger_helper::local));
     let answer = match helper.call("jail.list", json!({})) {
         Ok(a) => a,
@@ -96,6 +118,10 @@ pub fn list(cfg: &Config) -> ExitCode {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    if as_table {
+        print!("{}", table(&jails));
+        return ExitCode::SUCCESS;
+    }
     for j in jails {
         let name = j.get("name").and_then(Value::as_str).unwrap_or("?");
         let mut r = record::new("jail", name);

@@ -42,7 +42,39 @@ impl Spec {
     }
 }
 
-pub fn run(cfg: &Config, store: &Store, name: &str, specs: &[Spec], remove: bool) -> ExitCode {
+/// The forwards of a record for people: `dev1 (10.200.0.2): 8080 -> 80/tcp, 5353 -> 53/udp`.
+fn summary(rec: &banger::record::Record) -> String {
+    let name = banger::record::name(rec).unwrap_or("?");
+    let net = section::get::<Net>(rec).ok().flatten().unwrap_or_default();
+    let fwd: Vec<String> = net
+        .forwards
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            format!(
+                "host port {} -> {}/{}",
+                f["host_port"],
+                f["guest_port"],
+                f["proto"].as_str().unwrap_or("tcp")
+            )
+        })
+        .collect();
+    let ip = net.ip.unwrap_or_else(|| "-".into());
+    if fwd.is_empty() {
+        format!("{name} ({ip}): no port forwards")
+    } else {
+        format!("{name} ({ip}): {}", fwd.join(", "))
+    }
+}
+
+pub fn run(
+    cfg: &Config,
+    store: &Store,
+    name: &str,
+    specs: &[Spec],
+    remove: bool,
+    json: bool,
+) -> ExitCode {
     let helper = helper(cfg);
     let step = Step {
         bin: BIN,
@@ -50,11 +82,16 @@ pub fn run(cfg: &Config, store: &Store, name: &str, specs: &[Spec], remove: bool
         store,
         owns: &[Net::KEY],
     };
-    step.run(Input::Names(vec![name.to_string()]), |rec| {
+    let input = Input::Names(vec![name.to_string()]);
+    let people = banger::porcelain::Output::detect(json) == banger::porcelain::Output::People;
+    if let Err(code) = input.check(BIN) {
+        return code;
+    }
+    let forward = |rec: &mut banger::record::Record| {
         let Some(mut net) = section::get::<Net>(rec)? else {
             return Err(StepError::msg(
                 "not_found",
-                format!("{name} has no network: run banger-net up {name} first"),
+                format!("{name} has no network: run 'banger up {name}' (or 'banger-net up {name}') first"),
             ));
         };
         let mut forwards = None;
@@ -70,7 +107,26 @@ pub fn run(cfg: &Config, store: &Store, name: &str, specs: &[Spec], remove: bool
         net.forwards = forwards;
         section::put(rec, &net);
         Ok(Action::Save)
-    })
+    };
+    if !people {
+        return step.run(input, forward);
+    }
+    // On a terminal: the record for this output only, then what people need from it.
+    let mut out = Vec::new();
+    let code = step.run_with(
+        input,
+        std::io::empty(),
+        banger::record::Writer::new(&mut out),
+        forward,
+    );
+    for line in String::from_utf8_lossy(&out).lines() {
+        if let Ok(rec) = banger::record::parse(line.as_bytes(), 1) {
+            if !banger::record::has_error(&rec) {
+                println!("{}", summary(&rec));
+            }
+        }
+    }
+    code
 }
 
 #[cfg(test)]

@@ -38,12 +38,20 @@ const LIST_FLAGS: &[Flag] = &[Flag {
     help: "a table for people instead of JSON lines",
 }];
 
-const FORWARD_FLAGS: &[Flag] = &[Flag {
-    long: "remove",
-    short: Some('r'),
-    value: None,
-    help: "remove the forwards instead of adding them",
-}];
+const FORWARD_FLAGS: &[Flag] = &[
+    Flag {
+        long: "remove",
+        short: Some('r'),
+        value: None,
+        help: "remove the forwards instead of adding them",
+    },
+    Flag {
+        long: "json",
+        short: None,
+        value: None,
+        help: "print the record (JSON) even on a terminal",
+    },
+];
 
 pub const TOOL: Tool = Tool {
     name: BIN,
@@ -79,6 +87,7 @@ pub const TOOL: Tool = Tool {
 Environment: BANGER_SUBNET (default 10.200.0.0/24), BANGER_BRIDGE (default banger0),\n\
 BANGER_STATE_DIR, BANGER_RUN_DIR, BANGER_HELPER_SOCKET (see banger-net(1)).\n\
 VM names resolve from the host through $BANGER_RUN_DIR/hosts (NAME and NAME.banger).",
+    internal: false,
 };
 
 enum Args {
@@ -97,6 +106,7 @@ enum Args {
         name: String,
         specs: Vec<forward::Spec>,
         remove: bool,
+        json: bool,
     },
 }
 
@@ -106,7 +116,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let sub = TOOL.subcommand(&mut p)?;
     let mut names: Vec<String> = Vec::new();
     let mut dns = Vec::new();
-    let (mut keep_bridge, mut table, mut remove) = (false, false, false);
+    let (mut keep_bridge, mut table, mut remove, mut json) = (false, false, false, false);
     while let Some(arg) = p.next()? {
         match (sub.as_str(), arg) {
             (_, Short('h') | Long("help")) => TOOL.exit_help(Some(&sub)),
@@ -121,6 +131,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             ("down", Long("keep-bridge")) => keep_bridge = true,
             ("list", Short('t') | Long("table")) => table = true,
             ("forward", Short('r') | Long("remove")) => remove = true,
+            ("forward", Long("json")) => json = true,
             ("up" | "down" | "forward", Value(v)) => names.push(v.string()?),
             (_, arg) => return Err(arg.unexpected()),
         }
@@ -143,6 +154,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 name,
                 specs,
                 remove,
+                json,
             }
         }
     })
@@ -167,6 +179,7 @@ fn main() -> ExitCode {
             name,
             specs,
             remove,
-        } => forward::run(&cfg, &store, &name, &specs, remove),
+            json,
+        } => forward::run(&cfg, &store, &name, &specs, remove, json),
     }
 }

@@ -61,6 +61,7 @@ pub const TOOL: Tool = Tool {
 reflink (XFS/btrfs block sharing), copy (a sparse copy: O(image size), warned about).\n\
 Privileged work goes through banger-helper (in process when run as root without one).\n\
 Environment: BANGER_STATE_DIR, BANGER_HELPER_SOCKET, BANGER_CONFIG_DIR (see banger(7)).",
+    internal: false,
 };
 
 enum Args {

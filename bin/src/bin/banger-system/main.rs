@@ -25,6 +25,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use system::{Layout, Sys, SystemError};
 
+const JSON: Flag = Flag {
+    long: "json",
+    short: None,
+    value: None,
+    help: "print the result record (JSON) even on a terminal",
+};
+
 const PREFIX: Flag = Flag {
     long: "prefix",
     short: None,
@@ -66,6 +73,7 @@ const TOOL: Tool = Tool {
                     value: Some("PATH"),
                     help: "the jailer binary (default: config.json, $BANGER_JAILER, PATH)",
                 },
+                JSON,
             ],
         },
         Command {
@@ -83,7 +91,7 @@ const TOOL: Tool = Tool {
             name: "restart",
             args: "",
             about: "restart the helper; running VMs keep running (root)",
-            flags: &[],
+            flags: &[JSON],
         },
         Command {
             name: "update",
@@ -108,6 +116,7 @@ const TOOL: Tool = Tool {
                     value: Some("SECS"),
                     help: "how long the new helper has to answer before the rollback (default 30)",
                 },
+                JSON,
             ],
         },
         Command {
@@ -127,6 +136,7 @@ const TOOL: Tool = Tool {
                     value: None,
                     help: "also remove every VM, release the ledger, delete state, runtime, jail and config dirs",
                 },
+                JSON,
             ],
         },
         Command {
@@ -154,6 +164,7 @@ const TOOL: Tool = Tool {
     footer: "install, restart, update and uninstall run as root; status and units work as any user.\n\
 Paths come from /etc/banger/config.json and the BANGER_* environment (see banger(7)).\n\
 See banger-system(8).",
+    internal: false,
 };
 
 enum Cmd {
@@ -186,6 +197,7 @@ fn parse_args() -> Result<Cmd, lexopt::Error> {
     let mut stop_vms = false;
     let mut purge = false;
     let mut out = None;
+    let mut json = false;
     while let Some(arg) = p.next()? {
         match (sub.as_str(), &arg) {
             (_, Short('h') | Long("help")) => TOOL.exit_help(Some(&sub)),
@@ -201,8 +213,17 @@ fn parse_args() -> Result<Cmd, lexopt::Error> {
             ("uninstall", Long("stop-vms")) => stop_vms = true,
             ("uninstall", Long("purge")) => purge = true,
             ("units", Long("out")) => out = Some(PathBuf::from(p.value()?)),
+            ("install" | "restart" | "update" | "uninstall", Long("json")) => json = true,
             _ => return Err(arg.unexpected()),
         }
+    }
+    // What install, restart, update and uninstall did is said on stderr as they go; their
+    // result record goes to a pipe, or with --json, not to a terminal.
+    if matches!(sub.as_str(), "install" | "restart" | "update" | "uninstall") {
+        RECORDS.store(
+            banger::porcelain::Output::detect(json) == banger::porcelain::Output::Records,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
     Ok(match sub.as_str() {
         "install" => Cmd::Install(
@@ -239,7 +260,13 @@ fn prefix_of(cfg: &Config, given: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| DEFAULT_PREFIX.into())
 }
 
+/// Whether `emit` prints the result records (not on a terminal without --json).
+static RECORDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 fn emit(records: &[Value]) -> Result<(), SystemError> {
+    if !RECORDS.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     let mut w = Writer::stdout();
     for r in records {
         if let Some(m) = r.as_object() {

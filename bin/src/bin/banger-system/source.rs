@@ -4,18 +4,20 @@
 //! - a prefix (what `make install DESTDIR=... PREFIX=` or an unpacked release tarball gives):
 //!   `bin/`, `share/man/man{1,7,8}/`, `share/bash-completion/completions/`,
 //!   `share/zsh/site-functions/`, `share/fish/vendor_completions.d/`;
-//! - a checkout's cargo build directory (`target/release`): the binaries there, and the
-//!   scripts, man pages and completions from the checkout (`bin/scripts`, `man`,
-//!   `completions`).
+//! - a checkout's cargo build directory (`target/release`): the binaries there, the man pages
+//!   from the checkout (`man`), and the shell completions each binary generates from its
+//!   flag table (`BANGER_GENERATE=bash|zsh|fish BIN --help`), written into a private scratch
+//!   directory that lives as long as the build.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{dir} holds no banger build (no banger-helper in it or in its bin/): pass --from with a build directory (target/release) or an installed prefix")]
     NoBuild { dir: PathBuf },
-    #[error("{dir} looks like a build directory, but no checkout with man/ and completions/ is above it: install from a prefix (make install DESTDIR=...) instead")]
+    #[error("{dir} looks like a build directory, but no checkout with units/ and man/ is above it: install from a prefix (make install DESTDIR=...) instead")]
     NoCheckout { dir: PathBuf },
     #[error("the build in {dir} lacks {name}")]
     Missing { dir: PathBuf, name: &'static str },
@@ -25,6 +27,22 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write the generated completions in {dir}")]
+    Scratch {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A directory of generated files, removed when the last build holding it goes.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// One file to install: from `src` to `rel` under the prefix, with `mode`.
@@ -40,6 +58,10 @@ pub struct Item {
 pub struct Build {
     pub bindir: PathBuf,
     pub items: Vec<Item>,
+    /// Where generated files (completions) are, while the build is in use (held for its
+    /// `Drop`, which removes them).
+    #[allow(dead_code)]
+    pub scratch: Option<Arc<Scratch>>,
 }
 
 /// The binaries a build must have.
@@ -68,9 +90,7 @@ impl Build {
                     .ancestors()
                     .skip(1)
                     .find(|a| {
-                        a.join("units/banger-helper.service").is_file()
-                            && a.join("man").is_dir()
-                            && a.join("completions").is_dir()
+                        a.join("units/banger-helper.service").is_file() && a.join("man").is_dir()
                     })
                     .ok_or_else(|| SourceError::NoCheckout {
                         dir: dir.to_path_buf(),
@@ -194,13 +214,13 @@ fn from_prefix(prefix: &Path) -> Result<Build, SourceError> {
     Ok(Build {
         bindir: prefix.join("bin"),
         items,
+        scratch: None,
     })
 }
 
 fn from_checkout(bindir: &Path, root: &Path) -> Result<Build, SourceError> {
     let mut items = Vec::new();
     binaries(bindir, &mut items)?;
-    binaries(&root.join("bin/scripts"), &mut items)?;
     for (name, path) in list(&root.join("man"))? {
         if let (true, Some(s)) = (is_banger(&name), section(&name)) {
             items.push(Item {
@@ -210,31 +230,78 @@ fn from_checkout(bindir: &Path, root: &Path) -> Result<Build, SourceError> {
             });
         }
     }
-    docs(
-        &root.join("completions/bash"),
-        Path::new(BASH),
-        is_banger,
-        &mut items,
-    )?;
-    docs(
-        &root.join("completions/zsh"),
-        Path::new(ZSH),
-        is_banger,
-        &mut items,
-    )?;
-    docs(
-        &root.join("completions/fish"),
-        Path::new(FISH),
-        |n| is_banger(n) && n.ends_with(".fish"),
-        &mut items,
-    )?;
-    // A name in both (a script and a binary): the binary wins, once.
-    let mut seen = std::collections::HashSet::new();
-    items.retain(|i| seen.insert(i.rel.clone()));
+    let scratch = completions(&mut items)?;
     Ok(Build {
         bindir: bindir.to_path_buf(),
         items,
+        scratch,
     })
+}
+
+/// Runs `bin` with `BANGER_GENERATE=kind` and returns what it printed, if it succeeded.
+fn generated(bin: &Path, kind: &str) -> Option<Vec<u8>> {
+    let out = std::process::Command::new(bin)
+        .arg("--help")
+        .env(banger::cli::GENERATE_VAR, kind)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
+}
+
+/// The bash, zsh and fish completions of every binary of the build that describes itself
+/// (`BANGER_GENERATE=describe`), generated into a private scratch directory.
+fn completions(items: &mut Vec<Item>) -> Result<Option<Arc<Scratch>>, SourceError> {
+    let bins: Vec<(String, PathBuf)> = items
+        .iter()
+        .filter(|i| i.rel.starts_with("bin"))
+        .filter_map(|i| {
+            let name = i.rel.file_name()?.to_string_lossy().into_owned();
+            let described = generated(&i.src, "describe")
+                .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+                .is_some_and(|v| v["type"] == "command");
+            described.then(|| (name, i.src.clone()))
+        })
+        .collect();
+    if bins.is_empty() {
+        return Ok(None);
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "banger-completions.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let err = |source| SourceError::Scratch {
+        dir: dir.clone(),
+        source,
+    };
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(err)?;
+    let scratch = Arc::new(Scratch(dir.clone()));
+    for (name, src) in bins {
+        for (kind, rel, file) in [
+            ("bash", BASH, name.clone()),
+            ("zsh", ZSH, format!("_{name}")),
+            ("fish", FISH, format!("{name}.fish")),
+        ] {
+            let Some(text) = generated(&src, kind) else {
+                continue;
+            };
+            let path = dir.join(format!("{kind}-{file}"));
+            std::fs::write(&path, text).map_err(err)?;
+            items.push(Item {
+                src: path,
+                rel: Path::new(rel).join(file),
+                mode: 0o644,
+            });
+        }
+    }
+    Ok(Some(scratch))
 }
 
 #[cfg(test)]
@@ -274,14 +341,16 @@ mod tests {
             file(&r.join("target/debug").join(b), 0o755);
         }
         file(&r.join("target/debug/banger-notexec"), 0o644);
-        file(&r.join("bin/scripts/banger-up"), 0o755);
+        // A binary that generates its completions (as every banger binary does).
+        std::fs::write(
+            r.join("target/debug/banger-vm"),
+            "#!/bin/sh\ncase $BANGER_GENERATE in describe) echo '{\"type\":\"command\"}' ;; *) echo \"# $BANGER_GENERATE\" ;; esac\n",
+        )
+        .unwrap();
         file(&r.join("units/banger-helper.service"), 0o644);
         file(&r.join("man/banger-vm.1"), 0o644);
         file(&r.join("man/banger.7"), 0o644);
         file(&r.join("man/README"), 0o644);
-        file(&r.join("completions/bash/banger-vm"), 0o644);
-        file(&r.join("completions/zsh/_banger-vm"), 0o644);
-        file(&r.join("completions/fish/banger-vm.fish"), 0o644);
         let b = Build::find(&r.join("target/debug")).unwrap();
         let rels: Vec<String> = b
             .items
@@ -295,7 +364,6 @@ mod tests {
                 "bin/banger-helper",
                 "bin/banger-system",
                 "bin/banger-vm",
-                "bin/banger-up",
                 "share/man/man1/banger-vm.1",
                 "share/man/man7/banger.7",
                 "share/bash-completion/completions/banger-vm",
@@ -307,6 +375,12 @@ mod tests {
             b.binary("banger-helper"),
             Some(r.join("target/debug/banger-helper").as_path())
         );
+        let fish = b.items.last().unwrap().src.clone();
+        assert_eq!(std::fs::read_to_string(&fish).unwrap(), "# fish\n");
+        let scratch = fish.parent().unwrap().to_path_buf();
+        assert!(b.scratch.is_some());
+        drop(b);
+        assert!(!scratch.exists(), "the scratch dir goes with the build");
     }
 
     #[test]

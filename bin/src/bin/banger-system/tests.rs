@@ -65,18 +65,19 @@ fn build(root: &Path, name: &str, tag: &str) -> PathBuf {
     let bin = r.join("target/release");
     script(&bin.join("banger"), "exit 0");
     script(&bin.join("banger-helper"), &format!("echo {tag}"));
+    // Like every banger binary, it generates its completions (BANGER_GENERATE).
     script(
         &bin.join("banger-system"),
-        &format!("echo 'banger-system 9.9.9 (commit {tag})'"),
+        &format!(
+            "case \"$BANGER_GENERATE\" in\n  describe) echo '{{\"type\":\"command\"}}' ;;\n  '') echo 'banger-system 9.9.9 (commit {tag})' ;;\n  *) echo \"# $BANGER_GENERATE completion\" ;;\nesac"
+        ),
     );
     script(&bin.join("banger-vm"), "exit 0");
-    script(&r.join("bin/scripts/banger-up"), "exit 0");
+    script(&bin.join("banger-up"), "exit 0");
     std::fs::create_dir_all(r.join("units")).unwrap();
     std::fs::write(r.join("units/banger-helper.service"), "").unwrap();
     std::fs::create_dir_all(r.join("man")).unwrap();
     std::fs::write(r.join("man/banger-system.8"), ".Dd\n").unwrap();
-    std::fs::create_dir_all(r.join("completions/bash")).unwrap();
-    std::fs::write(r.join("completions/bash/banger-system"), "# c\n").unwrap();
     bin
 }
 
@@ -157,12 +158,17 @@ fn install_writes_everything_and_a_second_run_changes_nothing() {
     let rec = install::install(&w.sys(), &w.opts(&from)).unwrap();
     assert_eq!(rec["owner"], "nobody");
     assert_eq!(rec["commit"], "one");
-    // Binaries, scripts, man page, completion.
+    // Binaries, man page, the completions the build generated.
     for (f, m) in [
         ("usr/bin/banger-helper", 0o755),
         ("usr/bin/banger-up", 0o755),
         ("usr/share/man/man8/banger-system.8", 0o644),
         ("usr/share/bash-completion/completions/banger-system", 0o644),
+        ("usr/share/zsh/site-functions/_banger-system", 0o644),
+        (
+            "usr/share/fish/vendor_completions.d/banger-system.fish",
+            0o644,
+        ),
         ("etc/systemd/system/banger-helper.service", 0o644),
         ("etc/systemd/system/banger-helper.socket", 0o644),
         ("etc/systemd/system/banger-reconcile.timer", 0o644),
@@ -182,7 +188,11 @@ fn install_writes_everything_and_a_second_run_changes_nothing() {
     assert!(info["built_at"].as_str().unwrap().ends_with('Z'));
     assert!(info["installed_at"].as_str().unwrap().ends_with('Z'));
     assert!(!info["home"].as_str().unwrap().is_empty());
-    assert_eq!(info["files"].as_array().unwrap().len(), 7);
+    assert_eq!(info["files"].as_array().unwrap().len(), 9);
+    assert_eq!(
+        std::fs::read_to_string(w.path("usr/share/zsh/site-functions/_banger-system")).unwrap(),
+        "# zsh completion\n"
+    );
     let cfg: Value =
         serde_json::from_slice(&std::fs::read(w.path("etc/banger/config.json")).unwrap()).unwrap();
     assert_eq!(

@@ -18,9 +18,7 @@ pub fn console(rec: &Record, follow: bool, lines: Option<usize>) -> Result<(), S
     let path = console_path(rec).ok_or_else(|| {
         StepError::msg(
             "no_console",
-            format!(
-                "{name} has no console log (it was never launched: 'banger-jail launch {name}')"
-            ),
+            format!("{name} has no console log (it was never launched: 'banger up {name}')"),
         )
     })?;
     let mut f = std::fs::File::open(&path).map_err(|e| {
@@ -72,6 +70,11 @@ pub fn console(rec: &Record, follow: bool, lines: Option<usize>) -> Result<(), S
     }
 }
 
+/// Where `banger-vm ssh` keeps a VM's pinned host keys (removed with the VM).
+pub fn known_hosts_path(state_dir: &std::path::Path, name: &str) -> PathBuf {
+    state_dir.join("ssh").join("known_hosts.d").join(name)
+}
+
 /// banger's known_hosts for one VM: its host keys from the record, under the alias NAME.
 fn known_hosts(cfg: &Config, rec: &Record) -> Result<PathBuf, StepError> {
     let name = record::name(rec).unwrap_or("?");
@@ -87,9 +90,10 @@ fn known_hosts(cfg: &Config, rec: &Record) -> Result<PathBuf, StepError> {
             ),
         ));
     }
-    let dir = cfg.state_dir.join("ssh").join("known_hosts.d");
-    std::fs::create_dir_all(&dir).map_err(|e| StepError::new("known_hosts", &e))?;
-    let path = dir.join(name);
+    let path = known_hosts_path(&cfg.state_dir, name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StepError::new("known_hosts", &e))?;
+    }
     let mut text = String::new();
     for k in keys {
         // Drop the key's comment: "type base64 [comment]".
@@ -106,12 +110,24 @@ fn known_hosts(cfg: &Config, rec: &Record) -> Result<PathBuf, StepError> {
 /// The ssh command line for a VM, ending with the destination.
 pub fn ssh_command(cfg: &Config, rec: &Record) -> Result<std::process::Command, StepError> {
     let name = record::name(rec).unwrap_or("?");
+    // A guest that does not run answers nothing: say so now, rather than after ssh's timeout.
+    if banger::find_pid::find_for_record(rec).is_none() {
+        return Err(StepError::msg(
+            "not_running",
+            format!(
+                "{name} is not running (it is {}): start it with 'banger up {name}'",
+                crate::list::recorded_state(rec)
+            ),
+        ));
+    }
     let ip = section::get::<Net>(rec)?
         .and_then(|n| n.ip)
         .ok_or_else(|| {
             StepError::msg(
                 "no_network",
-                format!("{name} has no network: 'banger-net up {name}'"),
+                format!(
+                    "{name} has no network: 'banger down {name} && banger up {name}' gives it one"
+                ),
             )
         })?;
     let kh = known_hosts(cfg, rec)?;

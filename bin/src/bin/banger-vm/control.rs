@@ -123,7 +123,18 @@ pub fn resume(rec: &mut Record) -> Result<Action, StepError> {
 /// Adds `vm.live`: what the process table and Firecracker say right now.
 pub fn live(rec: &mut Record) -> Result<(), StepError> {
     if !rec.contains_key("jail") {
-        return Ok(());
+        // Never launched (or torn down): no Firecracker to ask, but `vm` still says so.
+        let state = crate::list::recorded_state(rec);
+        return set_vm(rec, |vm| {
+            vm.state = Some(state);
+            vm.live = Some(Live {
+                pid: None,
+                found_by: None,
+                api_state: None,
+                checked_at: Some(record::now_rfc3339()),
+                extra: Default::default(),
+            });
+        });
     }
     let found = find_for_record(rec);
     let api = client_for(rec).ok().map(|c| c.instance_info());

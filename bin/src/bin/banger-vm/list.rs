@@ -102,17 +102,34 @@ pub fn list(store: &Store, as_table: bool) -> ExitCode {
     })
 }
 
-pub fn status(store: &Store, input: Input) -> ExitCode {
+pub fn status(store: &Store, input: Input, as_table: bool) -> ExitCode {
     let step = Step {
         bin: BIN,
         step: "status",
         store,
         owns: &[Vm::KEY],
     };
-    step.run(input, |rec| {
+    let live = |rec: &mut Record| {
         crate::control::live(rec)?;
         Ok(Action::Emit)
-    })
+    };
+    if !as_table {
+        return step.run(input, live);
+    }
+    // The same records, gathered and shown as list --table shows them.
+    if let Err(code) = input.check(BIN) {
+        return code;
+    }
+    let mut out = Vec::new();
+    let stdin = std::io::stdin();
+    let code = step.run_with(input, stdin.lock(), Writer::new(&mut out), live);
+    let entries: Vec<Listed> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| banger::record::parse(l.as_bytes(), 1).ok())
+        .map(Listed::Ok)
+        .collect();
+    print!("{}", table(&entries));
+    code
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ pub const TOOL: Tool = Tool {
             name: "status",
             args: "[NAME...]",
             about: "print the VMs' records with their live state (vm.live)",
-            flags: &[],
+            flags: LIST_FLAGS,
         },
         Command {
             name: "start",
@@ -224,6 +224,7 @@ pub const TOOL: Tool = Tool {
     main: None,
     footer: "Records are JSON lines on stdout; errors and progress go to stderr.\n\
 Environment: BANGER_STATE_DIR, BANGER_RUN_DIR, BANGER_CONFIG_DIR (see banger(7)).",
+    internal: false,
 };
 
 pub struct NewArgs {
@@ -243,6 +244,7 @@ enum Args {
     },
     Status {
         names: Vec<String>,
+        table: bool,
     },
     Rm {
         names: Vec<String>,
@@ -313,7 +315,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             }
             ("new", Long("ssh-key")) => ssh_key = Some(PathBuf::from(p.value()?)),
             ("new", Long("exists-ok")) => exists_ok = true,
-            ("list", Short('t') | Long("table")) => table = true,
+            ("list" | "status", Short('t') | Long("table")) => table = true,
             ("rm", Short('f') | Long("force")) => force = true,
             ("start" | "wait", Long("wait-console")) => {
                 wait = Some(boot::Wait::Console(p.value()?.string()?))
@@ -345,6 +347,9 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 [] => return Err("new: missing NAME".into()),
                 _ => return Err("new: takes one NAME".into()),
             };
+            if !banger::store::valid_name(&name) {
+                return Err(new::NewError::Name(name).to_string().into());
+            }
             let image = image
                 .ok_or("new: --image IMAGE is required (banger-image list shows the images)")?;
             if !(1..=32).contains(&vcpus) {
@@ -364,7 +369,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             })
         }
         "list" => Args::List { table },
-        "status" => Args::Status { names },
+        "status" => Args::Status { names, table },
         "rm" => Args::Rm { names, force },
         "start" => Args::Start {
             names,
@@ -431,7 +436,7 @@ fn main() -> ExitCode {
     match args {
         Args::New(a) => new::run(&cfg, &store, a),
         Args::List { table } => list::list(&store, table),
-        Args::Status { names } => list::status(&store, Input::from_names(names)),
+        Args::Status { names, table } => list::status(&store, Input::from_names(names), table),
         Args::Rm { names, force } => rm::run(&cfg, &store, Input::from_names(names), force),
         Args::Start { names, wait } => {
             step(&store, "start", names, |rec| boot::start(&cfg, rec, &wait))
@@ -489,6 +494,9 @@ fn one(
     name: &str,
     f: impl FnOnce(&banger::record::Record) -> Result<(), banger::step::StepError>,
 ) -> ExitCode {
+    if let Err(code) = Input::Names(vec![name.to_string()]).check(BIN) {
+        return code;
+    }
     let res = store
         .load(name)
         .map_err(banger::step::StepError::from)

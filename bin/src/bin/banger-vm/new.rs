@@ -17,6 +17,12 @@ pub enum NewError {
         "invalid image name {0:?}: use 1-32 characters a-z, 0-9 and '-', starting with a letter"
     )]
     Image(String),
+    #[error("no image named {image} in {dir}: 'banger image list' shows the images; {hint}")]
+    NoImage {
+        image: String,
+        dir: PathBuf,
+        hint: String,
+    },
     #[error("cannot read the SSH public key {path}")]
     Key {
         path: PathBuf,
@@ -100,6 +106,18 @@ fn build(cfg: &Config, store: &Store, a: &NewArgs) -> Result<record::Record, New
     }
     if !banger::store::valid_name(&a.image) {
         return Err(NewError::Image(a.image.clone()));
+    }
+    // The image must exist now: a VM of an image that is not there could never start, and
+    // every step after this one would fail on it.
+    if !cfg.images_dir().join(&a.image).join("image.json").is_file() {
+        return Err(NewError::NoImage {
+            image: a.image.clone(),
+            dir: cfg.images_dir(),
+            hint: format!(
+                "'sudo banger image build {} --debian bookworm' makes one from Debian's packages",
+                a.image
+            ),
+        });
     }
     let public = match &a.ssh_key {
         Some(p) => p.clone(),

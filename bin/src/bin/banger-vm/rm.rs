@@ -135,10 +135,15 @@ fn remove_one(helper: &Helper, store: &Store, name: &str, force: bool) -> Result
         ));
     }
     store.remove(name)?;
+    // banger-vm ssh's pinned host keys for NAME go with it: a new VM of that name has others.
+    let _ = std::fs::remove_file(crate::access::known_hosts_path(store.root(), name));
     Ok(())
 }
 
 pub fn run(cfg: &Config, store: &Store, input: Input, force: bool) -> ExitCode {
+    if let Err(code) = input.check(BIN) {
+        return code;
+    }
     let mut failed = false;
     let mut w = Writer::stdout();
     let mut names = Vec::new();
