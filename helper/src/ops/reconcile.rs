@@ -269,90 +269,123 @@ fn scan(ctx: &Ctx, args: &Value) -> OpResult {
         out.push(v);
     }
     let strays = if vm.is_none() {
-        strays(ctx, &all, &mut host)
+        // Objects are made after their entry and removed before it: an object seen between
+        // two reads of the ledger that neither read holds is no step's work in progress.
+        let seen = host_objects(ctx, &mut host);
+        let mut known = all;
+        known.extend(ctx.ledger.list().map_err(ledger_err)?);
+        strays(&known, seen)
     } else {
         Vec::new()
     };
     Ok(json!({ "entries": out, "strays": strays }))
 }
 
-fn stray(kind: &str, id: impl Into<String>, why: &str) -> Value {
-    json!({"kind": kind, "id": id.into(), "why": why})
+/// A host object that looks like banger's: kind, id, and what to say about it.
+struct Seen {
+    kind: &'static str,
+    id: String,
+    /// For a jail directory or a jailed Firecracker: the jail's directory.
+    dir: Option<PathBuf>,
+    extra: Value,
 }
 
-/// Host objects that look like banger's and that no ledger entry holds. Only reported.
-fn strays(ctx: &Ctx, all: &[Entry], host: &mut Host) -> Vec<Value> {
+/// Every host object that looks like banger's, whether an entry holds it or not.
+fn host_objects(ctx: &Ctx, host: &mut Host) -> Vec<Seen> {
+    let seen = |kind, id: String, dir, extra| Seen {
+        kind,
+        id,
+        dir,
+        extra,
+    };
+    let mut out = Vec::new();
+    if let Some(links) = host.links().cloned() {
+        for l in links.iter().filter(|l| l.starts_with("bgr")) {
+            out.push(seen("tap", l.clone(), None, Value::Null));
+        }
+        if links.contains(&ctx.cfg.bridge) {
+            out.push(seen("bridge", ctx.cfg.bridge.clone(), None, Value::Null));
+        }
+    }
+    if host.table() == Some(true) {
+        out.push(seen("nft-table", nft::TABLE_ID.into(), None, Value::Null));
+    }
+    for (dev, file) in loops_backed_under(&ctx.cfg.state_dir) {
+        out.push(seen("loop", dev, None, json!({ "file": file })));
+    }
+    let base = ctx.cfg.jail_dir.clone();
+    for m in host.mounts(&base).clone() {
+        if m != base {
+            out.push(seen("mount", m.display().to_string(), None, Value::Null));
+        }
+    }
+    for d in jail_dirs(&base) {
+        out.push(seen(
+            "jail-dir",
+            d.display().to_string(),
+            Some(d),
+            Value::Null,
+        ));
+    }
+    for (pid, id, dir) in jailed_firecrackers(&base) {
+        out.push(seen("firecracker", id, Some(dir), json!({ "pid": pid })));
+    }
+    out
+}
+
+/// The objects of `seen` that no entry of `known` holds. Only reported.
+fn strays(known: &[Entry], seen: Vec<Seen>) -> Vec<Value> {
     let ids = |kind: &str| -> BTreeSet<&str> {
-        all.iter()
+        known
+            .iter()
             .filter(|e| e.kind == kind)
             .map(|e| e.id.as_str())
             .collect()
     };
-    let mut out = Vec::new();
-    let (taps, bridges) = (ids("tap"), ids("bridge"));
-    if let Some(links) = host.links().cloned() {
-        for l in &links {
-            if l.starts_with("bgr") && !taps.contains(l.as_str()) {
-                out.push(stray(
-                    "tap",
-                    l,
-                    "a tap named like banger's that no ledger entry holds",
-                ));
-            }
-        }
-        let b = &ctx.cfg.bridge;
-        if links.contains(b) && !bridges.contains(b.as_str()) {
-            out.push(stray(
-                "bridge",
-                b,
-                "banger's bridge exists but the ledger did not make it",
-            ));
-        }
-    }
-    if host.table() == Some(true) && ids("nft-table").is_empty() {
-        out.push(stray(
-            "nft-table",
-            nft::TABLE_ID,
-            "banger's nftables table exists but the ledger did not make it",
-        ));
-    }
-    let loops = ids("loop");
-    for (dev, file) in loops_backed_under(&ctx.cfg.state_dir) {
-        if !loops.contains(dev.as_str()) {
-            out.push(json!({"kind": "loop", "id": dev, "file": file,
-                "why": "a loop device over a file in the state dir that no ledger entry holds"}));
-        }
-    }
-    let base = ctx.cfg.jail_dir.clone();
-    let mounted = ids("mount");
-    for m in host.mounts(&base).clone() {
-        if m != base && !mounted.contains(m.to_string_lossy().as_ref()) {
-            out.push(stray(
-                "mount",
-                m.display().to_string(),
-                "a mount under the jail dir that no ledger entry holds",
-            ));
-        }
-    }
-    let jails: BTreeSet<PathBuf> = all
+    let jails: BTreeSet<PathBuf> = known
         .iter()
         .filter(|e| e.kind == "jail")
         .filter_map(|e| serde_json::from_value::<JailData>(e.data.clone()).ok())
         .map(|d| d.dir)
         .collect();
-    for d in jail_dirs(&base) {
-        if !jails.contains(&d) {
-            out.push(stray(
-                "jail-dir",
-                d.display().to_string(),
+    let mut out = Vec::new();
+    for s in seen {
+        let (held, why) = match s.kind {
+            "tap" => (
+                ids("tap").contains(s.id.as_str()),
+                "a tap named like banger's that no ledger entry holds",
+            ),
+            "bridge" => (
+                ids("bridge").contains(s.id.as_str()),
+                "banger's bridge exists but the ledger did not make it",
+            ),
+            "nft-table" => (
+                !ids("nft-table").is_empty(),
+                "banger's nftables table exists but the ledger did not make it",
+            ),
+            "loop" => (
+                ids("loop").contains(s.id.as_str()),
+                "a loop device over a file in the state dir that no ledger entry holds",
+            ),
+            "mount" => (
+                ids("mount").contains(s.id.as_str()),
+                "a mount under the jail dir that no ledger entry holds",
+            ),
+            "jail-dir" => (
+                s.dir.as_ref().is_some_and(|d| jails.contains(d)),
                 "a VM directory under the jail dir that no ledger entry holds",
-            ));
-        }
-    }
-    for (pid, id, dir) in jailed_firecrackers(&base) {
-        if !jails.contains(&dir) {
-            out.push(json!({"kind": "firecracker", "id": id, "pid": pid,
-                "why": "a Firecracker in a jail under the jail dir that no ledger entry holds"}));
+            ),
+            _ => (
+                s.dir.as_ref().is_some_and(|d| jails.contains(d)),
+                "a Firecracker in a jail under the jail dir that no ledger entry holds",
+            ),
+        };
+        if !held {
+            let mut v = json!({"kind": s.kind, "id": s.id, "why": why});
+            if let (Some(m), Value::Object(x)) = (v.as_object_mut(), s.extra) {
+                m.extend(x);
+            }
+            out.push(v);
         }
     }
     out
