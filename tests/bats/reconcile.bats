@@ -126,6 +126,61 @@ teardown() {
     consistent "$n"
 }
 
+@test "reconcile (stand-in firecracker): a record that lost its Firecracker's pid, its jail section or its console keeper is re-adopted; the Firecracker is not touched" {
+    local n="${CHAOS_TAG}-ad" pid keeper
+    up "$n" >/dev/null
+    pid=$(fc_pid "$n")
+    keeper=$(stored "$n" | jq -r .jail.keeper_pid)
+    # A wrong pid in the record (a process that is not its Firecracker).
+    in_world sh -c "jq -c '.jail.pid = 1' '$BANGER_STATE_DIR/vms/$n/vm.json' >'$P_TMP/r' && cat '$P_TMP/r' >'$BANGER_STATE_DIR/vms/$n/vm.json'"
+    run --separate-stderr reconcile --apply
+    assert_success
+    finding "$n" '.kind == "pid-changed" and .action == "re-adopt" and .result == "done"'
+    [ "$(stored "$n" | jq -r .jail.pid)" = "$pid" ]
+    # The console keeper killed.
+    kill -9 "$keeper"
+    run --separate-stderr reconcile --apply
+    assert_success
+    finding "$n" '.kind == "readopt" and .result == "done"'
+    [ "$(stored "$n" | jq -r .jail.keeper_pid)" != "$keeper" ]
+    kill -0 "$(stored "$n" | jq -r .jail.keeper_pid)"
+    # The jail section lost (a launch killed before it saved): rebuilt from the ledger.
+    in_world sh -c "jq -c 'del(.jail)' '$BANGER_STATE_DIR/vms/$n/vm.json' >'$P_TMP/r' && cat '$P_TMP/r' >'$BANGER_STATE_DIR/vms/$n/vm.json'"
+    run --separate-stderr reconcile --apply
+    assert_success
+    finding "$n" '.kind == "firecracker-unrecorded" and .result == "done"'
+    [ "$(stored "$n" | jq -r .jail.pid)" = "$pid" ]
+    [ "$(fc_pid "$n")" = "$pid" ]
+    as_owner banger-vm status "$n" | jq -e '.vm.live.api_state == "Running"'
+    stored "$n" | jq -e '.vm.state == "running"'
+    consistent "$n"
+    run --separate-stderr reconcile --apply --gc
+    assert_success
+    assert_output ""
+}
+
+@test "reconcile (stand-in firecracker): a VM whose directory was removed by hand after its Firecracker died: --gc releases its jail, tap and address in reverse order" {
+    local n="${CHAOS_TAG}-orphan" tap
+    up "$n" >/dev/null
+    tap=$(stored "$n" | jq -r .net.tap)
+    kill -9 "$(fc_pid "$n")"
+    for _ in $(seq 1 100); do fc_alive "$n" || break; sleep 0.05; done
+    in_world rm -rf "$BANGER_STATE_DIR/vms/$n"
+    run --separate-stderr reconcile --apply
+    assert_failure 1
+    finding "$n" '.kind == "no-record" and .action == "undo" and .result == "planned"'
+    ledger_has "$n" tap
+    run --separate-stderr reconcile --apply --gc
+    assert_success
+    finding "$n" '.kind == "no-record" and .result == "done"'
+    [ "$(jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 0 ]
+    ! ip -n "$NS_H" link show "$tap" >/dev/null 2>&1
+    run --separate-stderr reconcile --apply --gc
+    assert_success
+    assert_output ""
+    nothing_left "$n"
+}
+
 @test "reconcile (stand-in firecracker): 50 pipelines killed at random points: after --apply --gc nothing is leaked, no whole VM's disk is lost, and a second run has nothing to do" {
     local i n names=()
     for i in $(seq 1 50); do

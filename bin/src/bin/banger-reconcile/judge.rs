@@ -336,7 +336,8 @@ fn judge_record(v: &View, cx: &Context) -> Vec<Finding> {
                 ));
             }
         }
-        if matches!(state.as_str(), "running" | "paused") {
+        // A Firecracker that runs is adopted with the state the record has.
+        if running.is_none() && matches!(state.as_str(), "running" | "paused") {
             out.push(Finding::new(
                 name,
                 "state-without-jail",
