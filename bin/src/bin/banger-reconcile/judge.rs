@@ -735,8 +735,9 @@ mod tests {
 
     #[test]
     fn a_live_firecracker_without_a_jail_section_is_adopted() {
+        // The record's state stays: the guest it describes still runs.
         let r = rec(
-            json!({"v":1,"type":"vm","name":"a","spec":{"image":"img"},"snap":{"path":"p"},"net":{"tap":"bgr1"}}),
+            json!({"v":1,"type":"vm","name":"a","spec":{"image":"img"},"snap":{"path":"p"},"net":{"tap":"bgr1"},"vm":{"state":"running"}}),
         );
         let mut h = all_held();
         h[3].live_pid = Some(42);
