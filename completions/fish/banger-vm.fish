@@ -5,11 +5,12 @@ end
 function __banger_vm_images
     command ls -1 (set -q BANGER_STATE_DIR; and echo $BANGER_STATE_DIR; or echo /var/lib/banger)/images 2>/dev/null
 end
-set -l cmds new list status start stop kill pause resume wait console ssh exec snapshot restore rm
+set -l cmds new set list status start stop kill pause resume wait console ssh exec snapshot restore rm
 complete -c banger-vm -f
 complete -c banger-vm -s h -l help -d 'print help'
 complete -c banger-vm -s V -l version -d 'print version'
 complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a new -d 'create a VM record'
+complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a set -d 'change settings in the spec (autostart)'
 complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a list -d 'print every VM record'
 complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a status -d 'print current records'
 complete -c banger-vm -n "not __fish_seen_subcommand_from $cmds" -a start -d 'boot and wait until reachable'
@@ -30,6 +31,8 @@ complete -c banger-vm -n '__fish_seen_subcommand_from new' -l mem -x -d 'memory 
 complete -c banger-vm -n '__fish_seen_subcommand_from new' -l disk-size -x -d 'grow the root disk'
 complete -c banger-vm -n '__fish_seen_subcommand_from new' -l ssh-key -r -F -d 'public key for root'
 complete -c banger-vm -n '__fish_seen_subcommand_from new' -l exists-ok -d 'print the stored record when NAME exists'
+complete -c banger-vm -n '__fish_seen_subcommand_from new set' -l autostart -d 'bring the VM up again when the host starts'
+complete -c banger-vm -n '__fish_seen_subcommand_from set' -l no-autostart -d 'leave the VM stopped when the host starts'
 complete -c banger-vm -n '__fish_seen_subcommand_from list' -s t -l table -d 'table for people'
 complete -c banger-vm -n '__fish_seen_subcommand_from rm' -s f -l force -d 'release what the helper holds, even for a damaged record'
 complete -c banger-vm -n '__fish_seen_subcommand_from start wait' -l wait-console -x -d 'ready when the console shows TEXT'
@@ -37,4 +40,4 @@ complete -c banger-vm -n '__fish_seen_subcommand_from start' -l no-wait -d 'retu
 complete -c banger-vm -n '__fish_seen_subcommand_from start wait stop' -l timeout -x -d 'seconds'
 complete -c banger-vm -n '__fish_seen_subcommand_from console' -s f -l follow -d 'keep printing'
 complete -c banger-vm -n '__fish_seen_subcommand_from console' -s n -l lines -x -d 'last N lines'
-complete -c banger-vm -n '__fish_seen_subcommand_from status rm start stop kill pause resume wait console ssh exec' -a '(__banger_vm_names)'
+complete -c banger-vm -n '__fish_seen_subcommand_from set status rm start stop kill pause resume wait console ssh exec' -a '(__banger_vm_names)'

@@ -56,7 +56,7 @@ const NEW_FLAGS: &[Flag] = &[
         long: "autostart",
         short: None,
         value: None,
-        help: "bring the VM up again when the host starts (banger-reconcile --boot)",
+        help: "bring the VM up again when the host starts (banger-reconcile at boot)",
     },
 ];
 
@@ -65,7 +65,7 @@ const SET_FLAGS: &[Flag] = &[
         long: "autostart",
         short: None,
         value: None,
-        help: "bring the VM up again when the host starts (banger-reconcile --boot)",
+        help: "bring the VM up again when the host starts (banger-reconcile at boot)",
     },
     Flag {
         long: "no-autostart",
