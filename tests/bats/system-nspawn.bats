@@ -88,7 +88,7 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     rec banger | jq -e --arg pid "$(helper_pid)" '.installed and .owner.name == "alice" and (.helper.pid | tostring) == $pid and .helper.runs_installed_binary and .helper.firecracker.path == "/opt/fc/firecracker" and .vms_running == 0 and (.log | startswith("journalctl -u banger-helper"))'
     run as_owner banger system status --table
     assert_success
-    assert_output --partial "banger-helper.socket      enabled   active"
+    assert_line --regexp "^banger-helper.socket +enabled +active$"
     assert_output --partial "journalctl -u banger-helper.service"
     run --separate-stderr as_user "$NSPAWN_OTHER" banger-net list
     assert_failure 1
