@@ -335,13 +335,15 @@ fn host_objects(ctx: &Ctx, host: &mut Host) -> Vec<Seen> {
 
 /// The objects of `seen` that no entry of `known` holds. Only reported.
 fn strays(known: &[Entry], seen: Vec<Seen>) -> Vec<Value> {
-    let ids = |kind: &str| -> BTreeSet<&str> {
-        known
-            .iter()
-            .filter(|e| e.kind == kind)
-            .map(|e| e.id.as_str())
-            .collect()
-    };
+    let mut by_kind: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for e in known {
+        by_kind
+            .entry(e.kind.as_str())
+            .or_default()
+            .insert(e.id.as_str());
+    }
+    let none = BTreeSet::new();
+    let ids = |kind: &str| by_kind.get(kind).unwrap_or(&none);
     let jails: BTreeSet<PathBuf> = known
         .iter()
         .filter(|e| e.kind == "jail")
@@ -444,6 +446,11 @@ fn jailed_firecrackers(base: &Path) -> Vec<(i32, String, PathBuf)> {
     let proc = banger::find_pid::Proc::default();
     let mut out = Vec::new();
     for pid in proc.pids() {
+        // The name first: most processes are not Firecracker, and one read tells.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.starts_with("firecracker") {
+            continue;
+        }
         let Some(info) = proc.info(pid) else { continue };
         if info.is_dead() || !info.comm.starts_with("firecracker") {
             continue;

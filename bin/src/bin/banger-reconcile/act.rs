@@ -147,7 +147,16 @@ impl Doer<'_> {
             Act::Person => Ok(()),
             Act::MarkStopped => self.mark_stopped(name, &f.observed),
             Act::StopAndRelease { net } => {
-                self.mark_stopped(name, &format!("{}: {}", f.observed, f.reason))?;
+                let stopped = self
+                    .store
+                    .load(name)
+                    .ok()
+                    .and_then(|r| section::get::<Vm>(&r).ok().flatten())
+                    .and_then(|vm| vm.state)
+                    .is_some_and(|s| s == "stopped");
+                if !stopped {
+                    self.mark_stopped(name, &format!("{}: {}", f.observed, f.reason))?;
+                }
                 self.step(lock, "banger-jail", &["teardown", "--grace", "0"], name)?;
                 if *net {
                     self.step(lock, "banger-net", &["down"], name)?;

@@ -26,7 +26,8 @@ pub enum Act {
     Person,
     /// `vm.state` becomes stopped, with the reason.
     MarkStopped,
-    /// Mark stopped, then release the jail (and keeper) and, with `net`, the network.
+    /// Mark stopped (unless the record says so already), then release the jail (and keeper)
+    /// and, with `net`, the network.
     StopAndRelease { net: bool },
     /// The record's pid and start time become the live Firecracker's.
     Readopt { pid: i32, start_time: u64 },
@@ -204,23 +205,27 @@ fn judge_record(v: &View, cx: &Context) -> Vec<Finding> {
     let running = jails.iter().find_map(|h| h.live_pid);
     let mut out = Vec::new();
     let mut skip: Vec<&str> = Vec::new();
+    // The record's Firecracker is gone and its network goes with its jail.
     let mut down = false;
     // The Firecracker.
     if has_jail {
         let j = jail.clone().unwrap_or_default();
         match &v.live.fc {
             None => {
-                down = true;
                 skip.extend(["jail", "mount", "cgroup"]);
                 let was = if state.is_empty() { "launched" } else { &state };
                 let rebooted = matches!(
                     (&j.launched_at, &cx.booted_at),
                     (Some(l), Some(b)) if l < b
                 );
-                let net = v.has("net")
-                    || v.held
-                        .iter()
-                        .any(|h| matches!(h.kind.as_str(), "tap" | "addr" | "nft-rule"));
+                // A VM stopped on purpose (banger-vm stop) keeps its network; one that crashed
+                // or went with the host gives it back, as `banger down` would.
+                let net = state != "stopped"
+                    && (v.has("net")
+                        || v.held
+                            .iter()
+                            .any(|h| matches!(h.kind.as_str(), "tap" | "addr" | "nft-rule")));
+                down = net;
                 out.push(Finding::new(
                     name,
                     "firecracker-gone",
@@ -713,6 +718,16 @@ mod tests {
             booted_at: Some("2026-02-01T00:00:00Z".into()),
         };
         assert!(judge(&v, &cx)[0].reason.contains("host restarted"));
+    }
+
+    #[test]
+    fn a_vm_stopped_on_purpose_keeps_its_network_and_its_state() {
+        let r = rec(json!({"v":1,"type":"vm","name":"a","spec":{"image":"img"},
+            "snap":{"path":"/s/vms/a/disk.ext4"},"net":{"tap":"bgr1"},
+            "jail":{"pid":10,"start_time":5},"vm":{"state":"stopped","stopped_by":"ctrl-alt-del"}}));
+        let f = judge(&view(r, all_held(), Live::default()), &Context::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].act, Act::StopAndRelease { net: false });
     }
 
     #[test]
