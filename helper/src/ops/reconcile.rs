@@ -225,7 +225,7 @@ fn observe(ctx: &Ctx, host: &mut Host, e: &Entry) -> (Object, Option<(i32, u64)>
             }
         }
         "jail" => {
-            let Ok(d) = serde_json::from_value::<JailData>(e.data.clone()) else {
+            let Ok(d) = JailData::deserialize(&e.data) else {
                 return (Object::Unknown, None);
             };
             let live = d.find(&base).map(|f| (f.pid, f.start_time));
@@ -244,41 +244,88 @@ struct ScanArgs {
     vm: Option<String>,
 }
 
+/// The ledger file's identity: a write renames a new file over it, so an unchanged stamp
+/// means an unchanged ledger.
+fn ledger_stamp(ctx: &Ctx) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(ctx.ledger.path()).ok()?;
+    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
 fn scan(ctx: &Ctx, args: &Value) -> OpResult {
     let a: ScanArgs = validate::args(args)?;
     let vm = a.vm.as_deref().map(validate::name).transpose()?;
-    let all = ctx.ledger.list().map_err(ledger_err)?;
-    let entries: Vec<Entry> = match vm {
-        Some(v) => all.iter().filter(|e| e.vm == v).cloned().collect(),
-        None => all.clone(),
-    };
+    let stamp = ledger_stamp(ctx);
+    let mut entries = ctx.ledger.list().map_err(ledger_err)?;
+    if let Some(v) = vm {
+        entries.retain(|e| e.vm == v);
+    }
+    let mut known = Known::default();
+    if vm.is_none() {
+        known.add(&entries);
+    }
     let mut host = Host::default();
     stat_disks(ctx, &entries, &mut host);
     let mut out = Vec::with_capacity(entries.len());
-    for e in &entries {
-        let (obj, live) = observe(ctx, &mut host, e);
-        let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
-        if let Some(m) = v.as_object_mut() {
-            m.insert("object".into(), obj.as_str().into());
-            if e.kind == "jail" {
-                m.insert("running".into(), live.is_some().into());
-                m.insert("live_pid".into(), live.map(|l| l.0).into());
-                m.insert("live_start_time".into(), live.map(|l| l.1).into());
-            }
+    for e in entries {
+        let (obj, live) = observe(ctx, &mut host, &e);
+        let mut m = serde_json::Map::new();
+        m.insert("vm".into(), e.vm.into());
+        m.insert("kind".into(), e.kind.clone().into());
+        m.insert("id".into(), e.id.into());
+        if !e.data.is_null() {
+            m.insert("data".into(), e.data);
         }
-        out.push(v);
+        m.insert("created_at".into(), e.created_at.into());
+        if let Some(b) = e.by {
+            m.insert("by".into(), b.into());
+        }
+        m.insert("object".into(), obj.as_str().into());
+        if e.kind == "jail" {
+            m.insert("running".into(), live.is_some().into());
+            m.insert("live_pid".into(), live.map(|l| l.0).into());
+            m.insert("live_start_time".into(), live.map(|l| l.1).into());
+        }
+        out.push(Value::Object(m));
     }
     let strays = if vm.is_none() {
         // Objects are made after their entry and removed before it: an object seen between
         // two reads of the ledger that neither read holds is no step's work in progress.
         let seen = host_objects(ctx, &mut host);
-        let mut known = all;
-        known.extend(ctx.ledger.list().map_err(ledger_err)?);
+        if stamp.is_none() || ledger_stamp(ctx) != stamp {
+            known.add(&ctx.ledger.list().map_err(ledger_err)?);
+        }
         strays(&known, seen)
     } else {
         Vec::new()
     };
     Ok(json!({ "entries": out, "strays": strays }))
+}
+
+/// What ledger entries hold: ids by kind, and the jails' directories.
+#[derive(Default)]
+struct Known {
+    by_kind: BTreeMap<String, BTreeSet<String>>,
+    jail_dirs: BTreeSet<PathBuf>,
+}
+
+impl Known {
+    fn add(&mut self, entries: &[Entry]) {
+        for e in entries {
+            self.by_kind
+                .entry(e.kind.clone())
+                .or_default()
+                .insert(e.id.clone());
+            if e.kind == "jail" {
+                if let Ok(d) = JailData::deserialize(&e.data) {
+                    self.jail_dirs.insert(d.dir);
+                }
+            }
+        }
+    }
+    fn has(&self, kind: &str, id: &str) -> bool {
+        self.by_kind.get(kind).is_some_and(|s| s.contains(id))
+    }
 }
 
 /// A host object that looks like banger's: kind, id, and what to say about it.
@@ -334,51 +381,37 @@ fn host_objects(ctx: &Ctx, host: &mut Host) -> Vec<Seen> {
 }
 
 /// The objects of `seen` that no entry of `known` holds. Only reported.
-fn strays(known: &[Entry], seen: Vec<Seen>) -> Vec<Value> {
-    let mut by_kind: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for e in known {
-        by_kind
-            .entry(e.kind.as_str())
-            .or_default()
-            .insert(e.id.as_str());
-    }
-    let none = BTreeSet::new();
-    let ids = |kind: &str| by_kind.get(kind).unwrap_or(&none);
-    let jails: BTreeSet<PathBuf> = known
-        .iter()
-        .filter(|e| e.kind == "jail")
-        .filter_map(|e| serde_json::from_value::<JailData>(e.data.clone()).ok())
-        .map(|d| d.dir)
-        .collect();
+fn strays(known: &Known, seen: Vec<Seen>) -> Vec<Value> {
+    let jail = |s: &Seen| s.dir.as_ref().is_some_and(|d| known.jail_dirs.contains(d));
     let mut out = Vec::new();
     for s in seen {
         let (held, why) = match s.kind {
             "tap" => (
-                ids("tap").contains(s.id.as_str()),
+                known.has("tap", &s.id),
                 "a tap named like banger's that no ledger entry holds",
             ),
             "bridge" => (
-                ids("bridge").contains(s.id.as_str()),
+                known.has("bridge", &s.id),
                 "banger's bridge exists but the ledger did not make it",
             ),
             "nft-table" => (
-                !ids("nft-table").is_empty(),
+                known.by_kind.contains_key("nft-table"),
                 "banger's nftables table exists but the ledger did not make it",
             ),
             "loop" => (
-                ids("loop").contains(s.id.as_str()),
+                known.has("loop", &s.id),
                 "a loop device over a file in the state dir that no ledger entry holds",
             ),
             "mount" => (
-                ids("mount").contains(s.id.as_str()),
+                known.has("mount", &s.id),
                 "a mount under the jail dir that no ledger entry holds",
             ),
             "jail-dir" => (
-                s.dir.as_ref().is_some_and(|d| jails.contains(d)),
+                jail(&s),
                 "a VM directory under the jail dir that no ledger entry holds",
             ),
             _ => (
-                s.dir.as_ref().is_some_and(|d| jails.contains(d)),
+                jail(&s),
                 "a Firecracker in a jail under the jail dir that no ledger entry holds",
             ),
         };
