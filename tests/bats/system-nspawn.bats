@@ -57,6 +57,8 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     [ "$(inside systemctl is-enabled banger-helper.socket)" = enabled ]
     [ "$(inside systemctl is-active banger-helper.socket)" = active ]
     [ "$(inside systemctl is-enabled banger-reconcile.timer)" = enabled ]
+    [ "$(inside systemctl is-active banger-reconcile.timer)" = active ]
+    [ "$(inside systemctl is-enabled banger-reconcile-boot.service)" = enabled ]
     [ "$(inside systemctl is-active banger-helper.service)" = active ]
     # Type=notify: systemd got READY=1 and the status line.
     inside systemctl show -p StatusText --value banger-helper.service | grep -q "serving on /run/banger-root/helper.sock"
@@ -81,12 +83,12 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
 @test "system (nspawn): status as the owner (JSON and table); another user is told who banger is installed for" {
     run --separate-stderr as_owner banger system status
     assert_success
-    echo "$output" | jq -e -s 'map(select(.type == "unit")) | length == 4'
+    echo "$output" | jq -e -s 'map(select(.type == "unit")) | length == 5'
     rec banger-helper.socket | jq -e '.enabled == "enabled" and .active == "active"'
     rec banger | jq -e --arg pid "$(helper_pid)" '.installed and .owner.name == "alice" and (.helper.pid | tostring) == $pid and .helper.runs_installed_binary and .helper.firecracker.path == "/opt/fc/firecracker" and .vms_running == 0 and (.log | startswith("journalctl -u banger-helper"))'
     run as_owner banger system status --table
     assert_success
-    assert_output --partial "banger-helper.socket      enabled   active"
+    assert_line --regexp "^banger-helper.socket +enabled +active$"
     assert_output --partial "journalctl -u banger-helper.service"
     run --separate-stderr as_user "$NSPAWN_OTHER" banger-net list
     assert_failure 1
@@ -107,6 +109,16 @@ ping_field() { as_owner banger-system status | jq -r "select(.type == \"system\"
     fc_answers
     # Firecracker runs as the owner.
     [ "$(inside ps -o user= -p "$(fc_pid)")" = alice ]
+    # The timer's reconcile run and the boot run, as the owner under their hardened units:
+    # nothing to repair, the VM untouched.
+    local fc
+    fc=$(fc_pid)
+    inside systemctl start banger-reconcile.service
+    [ "$(inside systemctl show -p Result --value banger-reconcile.service)" = success ]
+    inside systemctl restart banger-reconcile-boot.service
+    [ "$(inside systemctl show -p Result --value banger-reconcile-boot.service)" = success ]
+    [ "$(fc_pid)" = "$fc" ]
+    fc_answers
 }
 
 @test "system (nspawn): systemctl restart banger-helper leaves the stand-in (or real) Firecracker running with the same PID" {

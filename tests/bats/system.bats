@@ -60,8 +60,7 @@ teardown() {
     [ ! -e "$BANGER_CONFIG_DIR/config.json" ]
 }
 
-# verify_root: a prefix whose bin/ holds this build's binaries (symlinks), and a placeholder
-# banger-reconcile while that binary is not built yet (its unit names it).
+# verify_prefix: a prefix whose bin/ holds this build's binaries (symlinks).
 verify_prefix() {
     local p="$BATS_TEST_TMPDIR/prefix" b
     mkdir -p "$p/bin"
@@ -69,10 +68,6 @@ verify_prefix() {
         case "$b" in *.d) continue ;; esac
         ln -s "$b" "$p/bin/"
     done
-    if [ ! -e "$p/bin/banger-reconcile" ]; then
-        printf '#!/bin/sh\n# placeholder: banger-reconcile is not built yet\nexit 0\n' >"$p/bin/banger-reconcile"
-        chmod 755 "$p/bin/banger-reconcile"
-    fi
     echo "$p"
 }
 
@@ -86,11 +81,12 @@ verify_prefix() {
     run ls "$out"
     assert_output "banger-helper.service
 banger-helper.socket
+banger-reconcile-boot.service
 banger-reconcile.service
 banger-reconcile.timer
 banger.tmpfiles"
     (cd "$out" && systemd-analyze verify --man=no ./banger-helper.socket ./banger-helper.service \
-        ./banger-reconcile.service ./banger-reconcile.timer) >"$BATS_TEST_TMPDIR/verify" 2>&1 || true
+        ./banger-reconcile.service ./banger-reconcile.timer ./banger-reconcile-boot.service) >"$BATS_TEST_TMPDIR/verify" 2>&1 || true
     run cat "$BATS_TEST_TMPDIR/verify"
     assert_output ""
     run systemd-analyze security --offline=true --no-pager "$out/banger-helper.service"
@@ -100,7 +96,9 @@ banger.tmpfiles"
     [[ "$line" =~ ([0-9]+\.[0-9]) ]]
     awk -v e="${BASH_REMATCH[1]}" 'BEGIN { exit !(e < 5.0) }'
     run systemd-analyze security --offline=true --no-pager "$out/banger-reconcile.service"
-    echo "# units: $(grep 'Overall exposure level' <<<"$output")" >&3
+    echo "# units: reconcile: $(grep 'Overall exposure level' <<<"$output")" >&3
+    run systemd-analyze security --offline=true --no-pager "$out/banger-reconcile-boot.service"
+    echo "# units: reconcile at boot: $(grep 'Overall exposure level' <<<"$output")" >&3
     # The printed form matches the file form.
     run banger-system units --owner daemon --prefix "$prefix"
     assert_output --partial "# ==> banger-helper.service <=="

@@ -6,14 +6,50 @@
 //! A writer killed in between leaves its temp file; the next writer of FILE removes those whose
 //! writer is dead. [`Lock`] is an exclusive `flock` on a lock file that its holder may unlink:
 //! every taker checks after `flock` that the path still names the file it locked.
+//!
+//! A process that holds a lock may hand it to a child it waits for ([`Lock::hand_to`]):
+//! the child inherits the locked open file (a flock belongs to the open file, so both hold
+//! the one lock) and [`HELD_LOCK_ENV`] names its descriptor; when the child locks the same
+//! file it takes that descriptor instead of waiting for its own parent. That is how
+//! `banger-reconcile` runs a step on a VM it has locked without letting a pipeline in between.
 
 use crate::store::StoreError;
 use rustix::fs::{flock, FlockOperation};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The environment variable naming the descriptor of a lock handed down by the parent.
+pub const HELD_LOCK_ENV: &str = "BANGER_HELD_LOCK_FD";
+
+/// The descriptor named by [`HELD_LOCK_ENV`], when it is open in this process; made
+/// close-on-exec on first use, so no program this process starts inherits the lock.
+fn inherited() -> Option<RawFd> {
+    static FD: OnceLock<Option<RawFd>> = OnceLock::new();
+    *FD.get_or_init(|| {
+        let fd: RawFd = std::env::var(HELD_LOCK_ENV).ok()?.trim().parse().ok()?;
+        if fd < 3 {
+            return None;
+        }
+        // Looked at through /proc first, so no descriptor that is not open is ever used.
+        std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
+        // SAFETY: the descriptor is open (checked just above, before any thread of this
+        // process could close it) and is only borrowed here, never closed.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_setfd(b, rustix::io::FdFlags::CLOEXEC).ok()?;
+        Some(fd)
+    })
+}
+
+/// Makes a lock handed down by the parent close-on-exec at once (the step binaries call this
+/// first thing), so that nothing this process starts can hold it.
+pub fn seal_inherited_lock() {
+    let _ = inherited();
+}
 
 /// An exclusive `flock` on a lock file, released on drop.
 ///
@@ -51,6 +87,9 @@ impl Lock {
             path: path.to_path_buf(),
             source: e.into(),
         };
+        if let Some(l) = Self::take_inherited(path) {
+            return Ok(l);
+        }
         loop {
             let fd = rustix::fs::open(
                 path,
@@ -75,6 +114,94 @@ impl Lock {
                 });
             }
             // Unlinked (or replaced) while we waited: lock the file the path names now.
+        }
+    }
+
+    /// The lock on `path` handed down by the parent ([`Lock::hand_to`]), if that is the file
+    /// the inherited descriptor holds. The flock belongs to the shared open file, so taking
+    /// it again through a duplicate returns at once.
+    fn take_inherited(path: &Path) -> Option<Lock> {
+        Self::take_from(inherited()?, path)
+    }
+
+    /// The lock on `path` through the open descriptor `fd`, when `fd` is that file.
+    fn take_from(fd: RawFd, path: &Path) -> Option<Lock> {
+        let held = std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
+        let named = std::fs::symlink_metadata(path).ok()?;
+        if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
+            return None;
+        }
+        // SAFETY: the descriptor is open (its /proc entry was just read, and the callers own
+        // or inherited it); it is only borrowed to be duplicated.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        let file = File::from(rustix::io::fcntl_dupfd_cloexec(b, 3).ok()?);
+        flock(&file, FlockOperation::LockExclusive).ok()?;
+        same_file(&file, path).then(|| Lock {
+            file,
+            path: path.to_path_buf(),
+            remove_unless: None,
+        })
+    }
+
+    /// Like [`Lock::exclusive_owned`], but `None` at once when someone else holds it.
+    pub fn try_exclusive_owned(
+        path: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Option<Lock>, StoreError> {
+        use rustix::fs::{Mode, OFlags};
+        let err = |e: rustix::io::Errno| StoreError::Lock {
+            path: path.to_path_buf(),
+            source: e.into(),
+        };
+        if let Some(l) = Self::take_inherited(path) {
+            return Ok(Some(l));
+        }
+        loop {
+            let fd = rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map_err(err)?;
+            if let Some((u, g)) = owner {
+                let _ = rustix::fs::fchown(
+                    &fd,
+                    Some(rustix::fs::Uid::from_raw(u)),
+                    Some(rustix::fs::Gid::from_raw(g)),
+                );
+            }
+            let file = File::from(fd);
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+                Err(e) => return Err(err(e)),
+            }
+            if same_file(&file, path) {
+                return Ok(Some(Lock {
+                    file,
+                    path: path.to_path_buf(),
+                    remove_unless: None,
+                }));
+            }
+        }
+    }
+
+    /// Lets the child that `cmd` starts take this lock over: it inherits the locked file and
+    /// learns its descriptor from [`HELD_LOCK_ENV`]. The caller must wait for the child
+    /// before dropping the lock.
+    pub fn hand_to(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let fd = self.file.as_raw_fd();
+        cmd.env(HELD_LOCK_ENV, fd.to_string());
+        // SAFETY: runs in the forked child before exec and only calls fcntl, which is
+        // async-signal-safe; `fd` is open there (inherited from this process, which keeps it
+        // open until the child has been waited for).
+        unsafe {
+            cmd.pre_exec(move || {
+                let b = BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(b, rustix::io::FdFlags::empty())?;
+                Ok(())
+            });
         }
     }
 
@@ -303,6 +430,25 @@ mod tests {
             t.join().unwrap();
         }
         assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A lock reached through a descriptor of the locked file (what a child is handed) is
+    /// taken at once, while a fresh open of the same file waits; another file is not taken.
+    #[test]
+    fn a_handed_lock_is_taken_through_its_descriptor() {
+        let d = tmp_dir("hand");
+        let path = d.join("vm.lock");
+        let held = Lock::exclusive(&path).unwrap();
+        let fd = held.file.as_raw_fd();
+        let again = Lock::take_from(fd, &path).expect("the same open file is the same lock");
+        assert!(Lock::try_exclusive_owned(&path, None).unwrap().is_none());
+        assert!(Lock::take_from(fd, &d.join("other.lock")).is_none());
+        drop(again);
+        // The duplicate's close does not release the holder's lock.
+        assert!(Lock::try_exclusive_owned(&path, None).unwrap().is_none());
+        drop(held);
+        assert!(Lock::try_exclusive_owned(&path, None).unwrap().is_some());
         let _ = std::fs::remove_dir_all(&d);
     }
 

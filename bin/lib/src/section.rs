@@ -84,6 +84,9 @@ pub struct Spec {
     pub ssh_key: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
+    /// Brought up again by `banger-reconcile --boot` when the host starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

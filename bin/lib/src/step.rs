@@ -390,6 +390,8 @@ impl Step<'_> {
 
 /// Loads the configuration and opens the store, or reports why not (exit 1).
 pub fn setup(bin: &str) -> Result<(crate::config::Config, Store), ExitCode> {
+    // A VM lock handed down by banger-reconcile must not leak into anything this step starts.
+    crate::atomic::seal_inherited_lock();
     match crate::config::Config::load() {
         Ok(cfg) => {
             let store = Store::from_config(&cfg);

@@ -216,6 +216,17 @@ impl Store {
             .remove_unless(&self.vm_dir(name)))
     }
 
+    /// Like [`Store::lock_vm`], but `None` at once while someone else (a step) holds it.
+    pub fn try_lock_vm(&self, name: &str) -> Result<Option<Lock>, StoreError> {
+        Self::check_name(name)?;
+        let dir = self.root.join("locks");
+        self.mkdir(&dir)?;
+        Ok(
+            Lock::try_exclusive_owned(&self.lock_path(name), self.owner)?
+                .map(|l| l.remove_unless(&self.vm_dir(name))),
+        )
+    }
+
     /// Locks a VM that exists: `NotFound` (and no lock file made) when it has no directory.
     pub fn lock_existing(&self, name: &str) -> Result<Lock, StoreError> {
         Self::check_name(name)?;
@@ -235,6 +246,19 @@ impl Store {
         let dir = self.root.join("locks");
         self.mkdir(&dir)?;
         Lock::exclusive_owned(&dir.join(".store.lock"), self.owner)
+    }
+
+    /// The lock that keeps `banger-reconcile` runs apart (steps never take it). With `wait`
+    /// false, `None` at once while another run holds it.
+    pub fn lock_reconcile(&self, wait: bool) -> Result<Option<Lock>, StoreError> {
+        let dir = self.root.join("locks");
+        self.mkdir(&dir)?;
+        let path = dir.join(".reconcile.lock");
+        if wait {
+            Lock::exclusive_owned(&path, self.owner).map(Some)
+        } else {
+            Lock::try_exclusive_owned(&path, self.owner)
+        }
     }
 
     /// True when a record file exists for `name` (readable or not).

@@ -218,7 +218,7 @@ impl JailData {
     }
 
     /// Finds this jail's live Firecracker: the recorded pid, else the pidfile's (verified).
-    fn find(&self, base: &Path) -> Option<find_pid::Found> {
+    pub(crate) fn find(&self, base: &Path) -> Option<find_pid::Found> {
         let t = self.target();
         if let Some(f) = find_pid::find_pid(&t) {
             return Some(f);

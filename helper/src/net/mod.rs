@@ -173,7 +173,7 @@ impl<'a> Net<'a> {
     }
 
     /// The lock every mutating net operation holds.
-    fn lock(&self) -> Result<Lock, NetError> {
+    pub(crate) fn lock(&self) -> Result<Lock, NetError> {
         if let Some(dir) = self.lock_path.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)

@@ -55,7 +55,7 @@ fn default_launcher() -> Launcher {
 }
 
 /// One launch or teardown of a VM at a time.
-fn lock(ctx: &Ctx, name: &str) -> Result<Lock, OpError> {
+pub(super) fn lock(ctx: &Ctx, name: &str) -> Result<Lock, OpError> {
     let root = ctx.root_dir()?;
     Lock::exclusive(&root.join(format!("jail-{name}.lock")))
         .map_err(|e| OpError::new(code::FAILED, banger::cli::one_line(&e)))

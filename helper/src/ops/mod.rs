@@ -4,6 +4,7 @@
 mod core;
 pub mod jail;
 pub mod net;
+pub mod reconcile;
 pub mod snap;
 
 use crate::ledger::Ledger;
@@ -139,7 +140,8 @@ pub fn dispatch(ctx: &Ctx, caller: &Caller, req: &Request) -> Response {
     let found = core::dispatch(op, ctx, caller, &req.args)
         .or_else(|| net::dispatch(op, ctx, caller, &req.args))
         .or_else(|| snap::dispatch(op, ctx, caller, &req.args))
-        .or_else(|| jail::dispatch(op, ctx, caller, &req.args));
+        .or_else(|| jail::dispatch(op, ctx, caller, &req.args))
+        .or_else(|| reconcile::dispatch(op, ctx, caller, &req.args));
     Response::from_result(found.unwrap_or_else(|| {
         Err(OpError::new(
             code::UNKNOWN_OP,

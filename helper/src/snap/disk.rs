@@ -72,7 +72,7 @@ impl Created {
 }
 
 /// One lock per VM for snap ops, in the helper's root-owned dir.
-fn lock(ctx: &Ctx, vm: &str) -> Result<Lock, SnapError> {
+pub(crate) fn lock(ctx: &Ctx, vm: &str) -> Result<Lock, SnapError> {
     let root = ctx.root_dir().map_err(|e| SnapError::Io {
         what: "open",
         path: ctx.cfg.root_dir.clone(),

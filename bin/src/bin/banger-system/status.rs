@@ -23,6 +23,7 @@ pub fn status(sys: &Sys) -> Result<(Vec<Value>, bool), SystemError> {
         units::SERVICE,
         units::TIMER,
         units::RECONCILE,
+        units::BOOT,
     ] {
         let enabled = sys.ctl.is_enabled(u);
         let active = sys.ctl.is_active(u);

@@ -274,9 +274,16 @@ impl Sys<'_> {
         Ok(written)
     }
 
-    /// Enables and starts the socket and the timer (what is already so is left alone).
+    /// Enables and starts the socket and the timer, and enables the boot run (what is already
+    /// so is left alone).
     pub fn enable_and_start(&self) -> Result<Vec<String>, SystemError> {
         let mut did = Vec::new();
+        for u in units::ENABLED_AT_BOOT {
+            if self.ctl.is_enabled(u) != "enabled" {
+                self.ctl.must(&["enable", u])?;
+                did.push(format!("enabled {u}"));
+            }
+        }
         for u in units::ENABLED {
             if self.ctl.is_enabled(u) != "enabled" {
                 self.ctl.must(&["enable", u])?;

@@ -172,6 +172,7 @@ fn install_writes_everything_and_a_second_run_changes_nothing() {
         ("etc/systemd/system/banger-helper.service", 0o644),
         ("etc/systemd/system/banger-helper.socket", 0o644),
         ("etc/systemd/system/banger-reconcile.timer", 0o644),
+        ("etc/systemd/system/banger-reconcile-boot.service", 0o644),
         ("etc/tmpfiles.d/banger.conf", 0o644),
         ("etc/banger/install.json", 0o644),
         ("etc/banger/config.json", 0o644),
@@ -224,6 +225,7 @@ fn install_writes_everything_and_a_second_run_changes_nothing() {
         w.ctl.changes(),
         [
             "daemon-reload",
+            "enable banger-reconcile-boot.service",
             "enable banger-helper.socket",
             "start banger-helper.socket",
             "enable banger-reconcile.timer",
@@ -417,6 +419,7 @@ fn uninstall_refuses_running_vms_then_removes_units_and_files_but_keeps_state() 
         "etc/systemd/system/banger-helper.socket",
         "etc/systemd/system/banger-reconcile.service",
         "etc/systemd/system/banger-reconcile.timer",
+        "etc/systemd/system/banger-reconcile-boot.service",
         "etc/tmpfiles.d/banger.conf",
         "etc/banger/install.json",
     ] {
@@ -426,11 +429,12 @@ fn uninstall_refuses_running_vms_then_removes_units_and_files_but_keeps_state() 
     assert!(w.path("etc/banger/config.json").exists());
     let changes = w.ctl.changes();
     assert_eq!(
-        &changes[..4],
+        &changes[..5],
         [
             "disable banger-reconcile.timer",
+            "disable banger-reconcile-boot.service",
             "disable banger-helper.socket",
-            "stop banger-reconcile.timer banger-reconcile.service banger-helper.socket banger-helper.service",
+            "stop banger-reconcile.timer banger-reconcile.service banger-reconcile-boot.service banger-helper.socket banger-helper.service",
             "daemon-reload",
         ]
     );

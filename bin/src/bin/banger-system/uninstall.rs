@@ -236,15 +236,18 @@ pub fn uninstall(sys: &Sys, opts: &Options) -> Result<Value, SystemError> {
     let all = [
         units::TIMER,
         units::RECONCILE,
+        units::BOOT,
         units::SOCKET,
         units::SERVICE,
     ];
-    for u in [units::TIMER, units::SOCKET] {
+    for u in [units::TIMER, units::BOOT, units::SOCKET] {
         if sys.ctl.is_enabled(u) == "enabled" {
             sys.ctl.must(&["disable", u])?;
         }
     }
-    sys.ctl.must(&["stop", all[0], all[1], all[2], all[3]])?;
+    let mut stop = vec!["stop"];
+    stop.extend(all);
+    sys.ctl.must(&stop)?;
     let mut unit_files: Vec<PathBuf> = sys.unit_paths();
     unit_files.extend(info.units.iter().cloned());
     unit_files.sort();

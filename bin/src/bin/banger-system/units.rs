@@ -28,6 +28,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../../units/banger-reconcile.timer"),
     ),
     (
+        "banger-reconcile-boot.service",
+        include_str!("../../../../units/banger-reconcile-boot.service"),
+    ),
+    (
         "banger.tmpfiles",
         include_str!("../../../../units/banger.tmpfiles"),
     ),
@@ -40,8 +44,12 @@ pub const SOCKET: &str = "banger-helper.socket";
 pub const SERVICE: &str = "banger-helper.service";
 pub const RECONCILE: &str = "banger-reconcile.service";
 pub const TIMER: &str = "banger-reconcile.timer";
-/// The units install enables (the helper starts on the first connection).
+/// The reconcile run at boot (`banger-reconcile --boot`).
+pub const BOOT: &str = "banger-reconcile-boot.service";
+/// The units install enables and starts (the helper starts on the first connection).
 pub const ENABLED: &[&str] = &[SOCKET, TIMER];
+/// The units install enables without starting them: they run when the host starts.
+pub const ENABLED_AT_BOOT: &[&str] = &[BOOT];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
@@ -195,7 +203,8 @@ fn context(p: &Params) -> Result<Context, UnitError> {
         reconcile_exec: exec_word(reconcile_s),
         reconcile_path: value(reconcile_s),
         writable: writable.join(" "),
-        owner_writable: [state, run]
+        // The reconcile runs' console keepers write in the jails.
+        owner_writable: [state, run, jail]
             .iter()
             .map(|s| word(s))
             .collect::<Vec<_>>()
@@ -371,17 +380,36 @@ mod tests {
         let u = render(&params()).unwrap();
         let s = unit(&u, RECONCILE);
         assert_eq!(one(&s, "User"), "alice");
-        assert_eq!(one(&s, "ExecStart"), "/usr/local/bin/banger-reconcile");
+        assert_eq!(
+            one(&s, "ExecStart"),
+            "/usr/local/bin/banger-reconcile --apply --gc"
+        );
         assert_eq!(
             one(&s, "ConditionFileIsExecutable"),
             "/usr/local/bin/banger-reconcile"
         );
         assert_eq!(one(&s, "Type"), "oneshot");
+        assert_eq!(one(&s, "KillMode"), "process");
         assert_eq!(one(&s, "CapabilityBoundingSet"), "");
-        assert_eq!(one(&s, "ReadWritePaths"), "/var/lib/banger /run/banger");
+        assert_eq!(
+            one(&s, "ReadWritePaths"),
+            "/var/lib/banger /run/banger /srv/jailer"
+        );
         let t = unit(&u, TIMER);
         assert_eq!(one(&t, "WantedBy"), "timers.target");
-        assert!(!values(&t, "OnUnitActiveSec").is_empty());
+        assert_eq!(one(&t, "OnUnitActiveSec"), "1min");
+        let b = unit(&u, BOOT);
+        assert_eq!(one(&b, "User"), "alice");
+        assert_eq!(
+            one(&b, "ExecStart"),
+            "/usr/local/bin/banger-reconcile --boot --wait"
+        );
+        assert_eq!(one(&b, "Type"), "oneshot");
+        assert_eq!(one(&b, "RemainAfterExit"), "yes");
+        assert_eq!(one(&b, "KillMode"), "process");
+        assert_eq!(one(&b, "WantedBy"), "multi-user.target");
+        assert_eq!(one(&b, "CapabilityBoundingSet"), "");
+        assert!(one(&s, "After").contains(BOOT));
     }
 
     #[test]

@@ -52,6 +52,27 @@ const NEW_FLAGS: &[Flag] = &[
         value: None,
         help: "when NAME exists, print its stored record instead of failing (its spec is kept)",
     },
+    Flag {
+        long: "autostart",
+        short: None,
+        value: None,
+        help: "bring the VM up again when the host starts (banger-reconcile at boot)",
+    },
+];
+
+const SET_FLAGS: &[Flag] = &[
+    Flag {
+        long: "autostart",
+        short: None,
+        value: None,
+        help: "bring the VM up again when the host starts (banger-reconcile at boot)",
+    },
+    Flag {
+        long: "no-autostart",
+        short: None,
+        value: None,
+        help: "leave the VM stopped when the host starts",
+    },
 ];
 
 const LIST_FLAGS: &[Flag] = &[Flag {
@@ -135,6 +156,12 @@ pub const TOOL: Tool = Tool {
             args: "NAME",
             about: "create a VM record (its spec section) and print it",
             flags: NEW_FLAGS,
+        },
+        Command {
+            name: "set",
+            args: "[NAME...]",
+            about: "change settings in the VMs' spec (autostart)",
+            flags: SET_FLAGS,
         },
         Command {
             name: "list",
@@ -235,6 +262,7 @@ pub struct NewArgs {
     pub disk_size: Option<u64>,
     pub ssh_key: Option<PathBuf>,
     pub exists_ok: bool,
+    pub autostart: bool,
 }
 
 enum Args {
@@ -249,6 +277,10 @@ enum Args {
     Rm {
         names: Vec<String>,
         force: bool,
+    },
+    Set {
+        names: Vec<String>,
+        autostart: bool,
     },
     Start {
         names: Vec<String>,
@@ -294,6 +326,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut disk_size = None;
     let mut ssh_key = None;
     let mut exists_ok = false;
+    let mut autostart: Option<bool> = None;
     let mut table = false;
     let mut force = false;
     let mut wait: Option<boot::Wait> = None;
@@ -315,6 +348,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             }
             ("new", Long("ssh-key")) => ssh_key = Some(PathBuf::from(p.value()?)),
             ("new", Long("exists-ok")) => exists_ok = true,
+            ("new" | "set", Long("autostart")) => autostart = Some(true),
+            ("set", Long("no-autostart")) => autostart = Some(false),
             ("list" | "status", Short('t') | Long("table")) => table = true,
             ("rm", Short('f') | Long("force")) => force = true,
             ("start" | "wait", Long("wait-console")) => {
@@ -366,8 +401,14 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 disk_size,
                 ssh_key,
                 exists_ok,
+                autostart: autostart.unwrap_or(false),
             })
         }
+        "set" => Args::Set {
+            names,
+            autostart: autostart
+                .ok_or("set: say what to change (--autostart or --no-autostart)")?,
+        },
         "list" => Args::List { table },
         "status" => Args::Status { names, table },
         "rm" => Args::Rm { names, force },
@@ -438,6 +479,17 @@ fn main() -> ExitCode {
         Args::List { table } => list::list(&store, table),
         Args::Status { names, table } => list::status(&store, Input::from_names(names), table),
         Args::Rm { names, force } => rm::run(&cfg, &store, Input::from_names(names), force),
+        Args::Set { names, autostart } => {
+            let s = banger::step::Step {
+                bin: BIN,
+                step: "set",
+                store: &store,
+                owns: &["spec"],
+            };
+            s.run(Input::from_names(names), |rec| {
+                new::set_autostart(rec, autostart)
+            })
+        }
         Args::Start { names, wait } => {
             step(&store, "start", names, |rec| boot::start(&cfg, rec, &wait))
         }

@@ -141,10 +141,23 @@ fn build(cfg: &Config, store: &Store, a: &NewArgs) -> Result<record::Record, New
             ssh_pubkey: Some(pubkey),
             ssh_key: private.map(|p| p.display().to_string()),
             created_at: Some(record::now_rfc3339()),
+            autostart: a.autostart.then_some(true),
             extra: Default::default(),
         },
     );
     Ok(rec)
+}
+
+/// `banger-vm set --autostart|--no-autostart`: the spec's `autostart`, the rest of the spec
+/// as it was.
+pub fn set_autostart(
+    rec: &mut record::Record,
+    on: bool,
+) -> Result<banger::step::Action, banger::step::StepError> {
+    let mut spec = section::get::<Spec>(rec)?.unwrap_or_default();
+    spec.autostart = on.then_some(true);
+    section::put(rec, &spec);
+    Ok(banger::step::Action::Save)
 }
 
 /// Makes the record, or with `--exists-ok` returns the stored one when NAME exists (also
