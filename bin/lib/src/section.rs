@@ -108,6 +108,10 @@ pub struct Snap {
     pub host_keys: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub customized: Option<bool>,
+    /// How the guest gets its agent: `image` (the image's init starts its own),
+    /// `init-hook` (written into the disk; `banger-vm start` runs it as `init=`) or `none`.
+    #[serde(default)]
+    pub agent: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
     #[serde(flatten)]
@@ -195,6 +199,12 @@ pub struct Jail {
     pub console_fifo: Option<String>,
     #[serde(default)]
     pub serial_out_path: Option<String>,
+    /// The vsock device's socket as Firecracker names it (`uds_path` for `PUT /vsock`), and
+    /// the run dir's short symlink to it (for the guest agent).
+    #[serde(default)]
+    pub vsock_uds: Option<String>,
+    #[serde(default)]
+    pub vsock_sock: Option<String>,
     /// The console keeper copying the FIFO into `console`.
     #[serde(default)]
     pub keeper_pid: Option<i64>,
