@@ -143,7 +143,8 @@ fn spawn(x: &Exec) -> Result<(Child, Ends), ErrorBody> {
             }
             c.clone()
         }
-        None if std::path::Path::new("/root").is_dir() => "/root".into(),
+        // /root, unless this agent may not enter it (a stand-in guest that is not root).
+        None if rustix::fs::access("/root", rustix::fs::Access::EXEC_OK).is_ok() => "/root".into(),
         None => "/".into(),
     };
     cmd.current_dir(&cwd);

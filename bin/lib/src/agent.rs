@@ -7,8 +7,8 @@
 //! then speaks the agent's protocol ([`banger_agent::client`]).
 
 use crate::config::Config;
-use crate::record::{self, Record};
-use serde_json::Value;
+use crate::record::Record;
+use crate::section::{self, Jail, Snap};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -68,19 +68,21 @@ impl AgentError {
 
 /// The run dir's link to a VM's vsock socket, from its record.
 pub fn vsock_sock(rec: &Record) -> Option<PathBuf> {
-    record::section(rec, "jail")
-        .and_then(|j| j.get("vsock_sock"))
-        .and_then(Value::as_str)
+    section::get::<Jail>(rec)
+        .ok()
+        .flatten()?
+        .vsock_sock
         .map(PathBuf::from)
 }
 
 /// How the record's disk got its agent (`snap.agent`): `image` (its own, started by its
 /// init), `init-hook` (written by banger-snap, started as the kernel's init=), or none.
-pub fn snap_agent(rec: &Record) -> Option<&str> {
-    record::section(rec, "snap")
-        .and_then(|s| s.get("agent"))
-        .and_then(Value::as_str)
-        .filter(|s| *s != "none")
+pub fn snap_agent(rec: &Record) -> Option<String> {
+    section::get::<Snap>(rec)
+        .ok()
+        .flatten()?
+        .agent
+        .filter(|s| s != "none")
 }
 
 /// Connects to the agent through `sock`: `CONNECT`, then the `OK` line, each within

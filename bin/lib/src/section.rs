@@ -249,9 +249,12 @@ pub struct Vm {
     pub boot_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_start_ms: Option<f64>,
-    /// How readiness was decided: `ssh`, `console`, `not-waited`.
+    /// How readiness was decided: `agent`, `ssh`, `console`, `not-waited`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
+    /// The guest agent's hello when it was the readiness (`banger-vm start`, `wait`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<VmAgent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +269,24 @@ impl Section for Vm {
     const KEY: &'static str = "vm";
 }
 
+/// `vm.agent`: who answered on the guest's vsock when the VM became ready.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmAgent {
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<u32>,
+    /// The guest's boot id (a reboot changes it).
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    #[serde(default)]
+    pub kernel: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
 /// `vm.live`: what the process table and Firecracker said when `status` looked.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Live {
@@ -275,6 +296,10 @@ pub struct Live {
     pub found_by: Option<String>,
     #[serde(default)]
     pub api_state: Option<String>,
+    /// The guest agent's live hello (or `{"error", "code"}` when it did not answer), for a
+    /// running VM that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Value>,
     #[serde(default)]
     pub checked_at: Option<String>,
     #[serde(flatten)]
