@@ -103,6 +103,8 @@ pub struct Staging {
     name: String,
     files: Map<String, Value>,
     committed: bool,
+    /// More top-level fields for image.json (e.g. `agent`).
+    pub extra: Map<String, Value>,
 }
 
 impl Staging {
@@ -172,6 +174,7 @@ impl Images {
             name: name.into(),
             files: Map::new(),
             committed: false,
+            extra: Map::new(),
         })
     }
 
@@ -189,6 +192,9 @@ impl Images {
         rec.insert("boot_args".into(), boot_args.into());
         rec.insert("source".into(), source);
         rec.insert("files".into(), Value::Object(st.files.clone()));
+        for (k, v) in &st.extra {
+            rec.insert(k.clone(), v.clone());
+        }
         let mut bytes = serde_json::to_vec_pretty(&rec).unwrap_or_default();
         bytes.push(b'\n');
         let meta = st.dir.join("image.json");
