@@ -4,12 +4,20 @@ CARGO ?= cargo
 BATS := tests/node_modules/bats/bin/bats
 BATS_JOBS ?= 1
 
-.PHONY: all build test lint unit bats bench deps install clean
+.PHONY: all build agent test lint unit bats bench deps install clean
 
 all: build
 
 build:
 	$(CARGO) build --workspace --all-targets
+
+# The guest agent as guests run it: static (musl), small (the agent profile).
+AGENT_TARGET ?= x86_64-unknown-linux-musl
+AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
+
+agent:
+	$(CARGO) build --profile agent --target $(AGENT_TARGET) -p banger-agent
+	@ls -l $(AGENT_BIN)
 
 $(BATS): tests/package.json
 	cd tests && npm ci --no-audit --no-fund
@@ -45,13 +53,16 @@ PREFIX ?= /usr/local
 
 # Copies the release build into $(DESTDIR)$(PREFIX) (for packagers and release archives). On
 # a host, prefer: sudo target/release/banger-system install (units, config, owner; see README).
-install:
+# banger-agent is a guest program: it goes to lib/banger/, where banger takes it from for guests.
+install: agent
 	$(CARGO) build --release -p banger -p banger-helper
+	install -d $(DESTDIR)$(PREFIX)/lib/banger
+	install -m 0755 $(AGENT_BIN) $(DESTDIR)$(PREFIX)/lib/banger/banger-agent
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 \
 		$(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	for b in target/release/banger target/release/banger-*; do \
-		case "$$b" in *.d) continue ;; esac; if [ -x "$$b" ]; then install -m 0755 "$$b" $(DESTDIR)$(PREFIX)/bin/; fi; done
+		case "$$b" in *.d | */banger-agent) continue ;; esac; if [ -x "$$b" ]; then install -m 0755 "$$b" $(DESTDIR)$(PREFIX)/bin/; fi; done
 	install -m 0755 bin/scripts/banger-up bin/scripts/banger-down bin/scripts/banger-rm $(DESTDIR)$(PREFIX)/bin/
 	for f in man/*.1; do install -m 0644 $$f $(DESTDIR)$(PREFIX)/share/man/man1/; done
 	install -m 0644 man/banger.7 $(DESTDIR)$(PREFIX)/share/man/man7/

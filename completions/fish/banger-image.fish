@@ -21,6 +21,7 @@ complete -c banger-image -n "__fish_seen_subcommand_from build" -l debian -x -a 
 complete -c banger-image -n "__fish_seen_subcommand_from build" -l packages -x -d 'extra packages'
 complete -c banger-image -n "__fish_seen_subcommand_from build" -l mirror -x -d 'Debian mirror'
 complete -c banger-image -n "__fish_seen_subcommand_from build" -l size -x -d 'rootfs size'
+complete -c banger-image -n "__fish_seen_subcommand_from build" -l no-agent -d 'no guest agent in a --debian image'
 complete -c banger-image -n "__fish_seen_subcommand_from pull" -l sha256 -x -d 'expected sha256'
 complete -c banger-image -n "__fish_seen_subcommand_from list" -s t -l table -d 'table for people'
 complete -c banger-image -n "__fish_seen_subcommand_from rm" -a '(__banger_image_names)'

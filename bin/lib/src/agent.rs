@@ -37,7 +37,7 @@ pub enum AgentError {
     NoAgent { port: u32 },
     #[error("Firecracker answered {answer:?} to CONNECT {port}")]
     BadAck { port: u32, answer: String },
-    #[error("the VM's vsock socket {path} did not answer in time")]
+    #[error("no answer through {path} in time: the guest did not take the connection (still booting, or it has no vsock driver or agent)")]
     Timeout { path: PathBuf },
     #[error(transparent)]
     Client(#[from] ClientError),
