@@ -151,15 +151,18 @@ pub fn connect(sock: &Path, timeout: Duration) -> Result<Conn, AgentError> {
     connect_port(sock, proto::PORT, timeout)
 }
 
-/// A client for one request, through `sock`.
-pub fn client(sock: &Path, timeout: Duration) -> Result<Client, AgentError> {
-    let conn = connect(sock, timeout)?;
-    Client::new(conn).map_err(|e| AgentError::Client(ClientError::Io(e)))
-}
+/// How long an agent that took the connection gets to answer `hello` (a busy guest).
+const HELLO_ANSWER: Duration = Duration::from_secs(10);
 
-/// `hello` through `sock`, everything within `timeout`.
+/// `hello` through `sock`: the connection taken within `timeout`, the answer within 10 s
+/// more (the agent is there once it took the connection).
 pub fn hello(sock: &Path, timeout: Duration) -> Result<proto::HelloInfo, AgentError> {
-    Ok(client(sock, timeout)?.hello()?)
+    let conn = connect(sock, timeout)?;
+    let c = conn
+        .set_read_timeout(Some(HELLO_ANSWER))
+        .and_then(|()| Client::new(conn))
+        .map_err(|e| AgentError::Client(ClientError::Io(e)))?;
+    Ok(c.hello()?)
 }
 
 /// Where the agent binary for guests is: the config's `agent` (`BANGER_AGENT`), else

@@ -67,7 +67,15 @@ pub fn agent_for_exec(rec: &Record, via: Option<Via>) -> Result<Option<Client>, 
         _ => {}
     }
     let sock = sock_of(rec)?;
-    match agent::client(&sock, CONNECT_TIMEOUT) {
+    // The command may take its time to start (a slow guest) and to print: no read timeout
+    // once connected; the user interrupts a command that hangs.
+    let connected = agent::connect(&sock, CONNECT_TIMEOUT).and_then(|conn| {
+        conn.set_read_timeout(None)
+            .and_then(|()| conn.set_write_timeout(None))
+            .and_then(|()| Client::new(conn))
+            .map_err(|e| AgentError::Client(ClientError::Io(e)))
+    });
+    match connected {
         Ok(c) => Ok(Some(c)),
         Err(e) if via.is_none() && e.not_yet() => {
             eprintln!(
