@@ -96,6 +96,10 @@ up() {
     assert_output "bar /tmp"
     run banger vm exec t1 --timeout 0.3 -- sleep 30
     assert_failure 137
+    # On a terminal (-t): the command sees one, of a default size when ours is not one.
+    run --separate-stderr banger vm exec -t t1 -- sh -c 'test -t 0 && test -t 1 && stty size'
+    assert_success
+    assert_output --partial "24 80"
     # A command that is not there: 127, as a shell says.
     run -127 --separate-stderr banger vm exec t1 -- /nonexistent/cmd
     assert_failure 127
