@@ -25,7 +25,7 @@ pub const VSOCK_NAME: &str = "agent.vsock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{name} has no vsock socket in its record (jail.vsock_sock): it was launched by an older banger; 'banger down {name}' and 'banger up {name}' give it one")]
+    #[error("{name} has no vsock socket in its record (jail.vsock_sock): it is not launched ('banger up {name}'), or an older banger launched it ('banger down {name}', then 'banger up {name}')")]
     NoVsock { name: String },
     #[error("cannot connect to the VM's vsock socket {path} (is the VM running?)")]
     Connect {
