@@ -104,6 +104,9 @@ now_ms() {
     [ "$status" -eq 0 ] || { echo "$stderr" >&2; banger vm console t1 --lines 40 >&2; false; }
     echo "$output" | jq -e '.snap.agent == "init-hook" and .vm.ready == "agent" and (.vm.agent.kernel | startswith("6.1."))'
     echo "banger up to agent ready: $((t1 - t0)) ms (InstanceStart to the agent's hello: $(echo "$output" | jq -r .vm.boot_ms) ms)" >&3
+    # When the agent answered, in the guest's uptime (FC_GUEST_READY, printed by fc-init once
+    # sshd runs, is in the same clock).
+    echo "guest uptime when the agent first answered: $(banger-vm status t1 | jq -r .vm.live.agent.uptime_s) s (now)" >&3
     # PID 1 is still the image's init: the agent forked off and exec'd fc-init.
     run banger vm console t1
     assert_output --partial "banger-agent"
@@ -160,6 +163,7 @@ now_ms() {
     # The same command over SSH, once sshd is up (the guest's fc-init starts it later).
     run --separate-stderr in_ns_h banger vm wait t1 --wait ssh --timeout 600
     assert_success
+    echo "fc-init's ready line (guest uptime once sshd runs): $(banger vm console t1 | grep -o 'FC_GUEST_READY [0-9.]*' | head -1)" >&3
     for i in 1 2 3 4 5; do
         t0=$(now_ms)
         run --separate-stderr in_ns_h banger vm exec --via ssh t1 -- uname -r
