@@ -654,7 +654,7 @@ fn report(name: &str, e: &banger::step::StepError) {
     }
 }
 
-/// `exec`: through the agent (exit status passed through; 255 when it could not run), or
+/// `exec`: through the agent (exit status passed through; 1 when banger could not run it), or
 /// by replacing this process with ssh.
 fn exec(
     cfg: &banger::config::Config,
@@ -685,7 +685,7 @@ fn exec(
         Ok(status) => ExitCode::from(status),
         Err(e) => {
             report(name, &e);
-            ExitCode::from(remote::EXIT_TRANSPORT)
+            ExitCode::from(banger::cli::EXIT_FAILURE)
         }
     }
 }

@@ -14,10 +14,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a file transfer may stall.
 const IDLE: Duration = Duration::from_secs(60);
 
-/// Exit statuses of `exec` when the command did not run, as a shell (and ssh) reports them.
+/// Exit statuses of `exec` when the guest cannot run the command, as a shell reports them
+/// (banger's own failures, before or around the command, exit 1 as everywhere in banger).
 pub const EXIT_NOT_FOUND: u8 = 127;
 pub const EXIT_CANNOT_RUN: u8 = 126;
-pub const EXIT_TRANSPORT: u8 = 255;
 
 /// `--via`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
