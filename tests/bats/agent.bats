@@ -127,6 +127,24 @@ up() {
     [ "$(stat -c %a "$GUEST_DIR/greeting")" = 600 ]
     run banger vm cp "t1:$GUEST_DIR/greeting" -
     assert_output hello
+    # A destination that is a device or a FIFO is written into, never replaced by a file;
+    # a symlink is followed.
+    mkfifo "$BATS_TEST_TMPDIR/fifo"
+    cat "$BATS_TEST_TMPDIR/fifo" >"$BATS_TEST_TMPDIR/from-fifo" &
+    banger vm cp "t1:$GUEST_DIR/greeting" "$BATS_TEST_TMPDIR/fifo"
+    wait $!
+    [ -p "$BATS_TEST_TMPDIR/fifo" ] && [ "$(cat "$BATS_TEST_TMPDIR/from-fifo")" = hello ]
+    banger vm cp "t1:$GUEST_DIR/greeting" /dev/null
+    [ -c /dev/null ]
+    echo old >"$BATS_TEST_TMPDIR/real"
+    ln -s real "$BATS_TEST_TMPDIR/link"
+    banger vm cp "t1:$GUEST_DIR/greeting" "$BATS_TEST_TMPDIR/link"
+    [ -L "$BATS_TEST_TMPDIR/link" ] && [ "$(cat "$BATS_TEST_TMPDIR/real")" = hello ]
+    mkfifo "$GUEST_DIR/gfifo"
+    run --separate-stderr banger vm cp "$BATS_TEST_TMPDIR/blob" "t1:$GUEST_DIR/gfifo"
+    assert_failure 1
+    [[ "$stderr" == *"not a regular file"* ]]
+    [ -p "$GUEST_DIR/gfifo" ]
     # Errors name the problem; nothing half-written is left.
     run --separate-stderr banger vm cp "t1:$GUEST_DIR/missing" "$BATS_TEST_TMPDIR/x"
     assert_failure 1

@@ -69,6 +69,24 @@ fn target(sys: &dyn System, p: &Put) -> Result<(std::path::PathBuf, String, Stri
             ),
         ));
     }
+    // An existing target is replaced only when it is a regular file (a device or a FIFO is
+    // never swapped for a file); a symlink is followed, so the file it names is replaced.
+    let full = dir.join(&name);
+    match std::fs::metadata(&full) {
+        Ok(m) if !m.is_file() => {
+            return Err(invalid(format!(
+                "put: {shown} exists and is not a regular file"
+            )))
+        }
+        Ok(_) => {
+            let real = std::fs::canonicalize(&full)
+                .map_err(|e| io_error(&format!("put: resolve {shown}"), &e))?;
+            if let (Some(d), Some(n)) = (real.parent(), real.file_name()) {
+                return Ok((d.to_path_buf(), n.to_string_lossy().into_owned(), shown));
+            }
+        }
+        Err(_) => {}
+    }
     Ok((dir, name, shown))
 }
 

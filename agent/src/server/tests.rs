@@ -7,6 +7,7 @@ use crate::client::{Client, ClientError};
 use crate::conn::Conn;
 use crate::proto::{self, Exec, Frame, HostKey, Identity, Net, Put, Winsize, B64};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -405,11 +406,7 @@ fn stand_in_guest_file_errors() {
         .concat(),
     );
     assert!(lines.last().unwrap().contains("bad_request"), "{lines:?}");
-    // get: only regular files; a FIFO does not block.
-    let get = |path: &str| g.client().get(path).map(|_| ());
-    assert_eq!(code_of(get("/nonexistent")), proto::code::NOT_FOUND);
-    assert_eq!(code_of(get("/etc")), proto::code::INVALID_ARGS);
-    assert_eq!(code_of(get("relative")), proto::code::INVALID_ARGS);
+    // An existing target that is not a regular file is never replaced; a symlink is followed.
     let fifo = g.path("/etc/fifo");
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -419,6 +416,27 @@ fn stand_in_guest_file_errors() {
         0,
     )
     .unwrap();
+    assert_eq!(
+        code_of(put(p("/etc/fifo"), b"x")),
+        proto::code::INVALID_ARGS
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    std::fs::write(g.path("/etc/real"), b"old").unwrap();
+    std::os::unix::fs::symlink("real", g.path("/etc/link")).unwrap();
+    put(p("/etc/link"), b"new").unwrap();
+    assert!(std::fs::symlink_metadata(g.path("/etc/link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(g.path("/etc/real")).unwrap(), b"new");
+    // get: only regular files; a FIFO does not block.
+    let get = |path: &str| g.client().get(path).map(|_| ());
+    assert_eq!(code_of(get("/nonexistent")), proto::code::NOT_FOUND);
+    assert_eq!(code_of(get("/etc")), proto::code::INVALID_ARGS);
+    assert_eq!(code_of(get("relative")), proto::code::INVALID_ARGS);
     assert_eq!(code_of(get("/etc/fifo")), proto::code::INVALID_ARGS);
 }
 

@@ -319,6 +319,22 @@ pub fn download(rec: &Record, path: &str, dst: &Side) -> Result<u64, StepError> 
         Side::Local(p) => p.clone(),
         Side::Vm { .. } => return Err(StepError::msg("cp", "one side must be local")),
     };
+    // As cp(1): an existing destination that is not a regular file (a device, a FIFO) is
+    // written into, never replaced; a symlink is followed to the file it names, which is
+    // then replaced atomically.
+    let target = match std::fs::metadata(&target) {
+        Ok(m) if !m.is_file() => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .map_err(|e| io_err("open", &target, e))?;
+            return std::io::copy(&mut reader, &mut f).map_err(|e| {
+                StepError::new("cp", &std::io::Error::new(e.kind(), format!("{path}: {e}")))
+            });
+        }
+        Ok(_) => std::fs::canonicalize(&target).map_err(|e| io_err("resolve", &target, e))?,
+        Err(_) => target,
+    };
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
