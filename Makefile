@@ -4,12 +4,20 @@ CARGO ?= cargo
 BATS := tests/node_modules/bats/bin/bats
 BATS_JOBS ?= 1
 
-.PHONY: all build test check-deps lint unit bats bench deps install uninstall clean
+.PHONY: all build agent test check-deps lint unit bats bench deps install uninstall clean
 
 all: build
 
 build:
 	$(CARGO) build --workspace --all-targets
+
+# The guest agent as guests run it: static (musl), small (the agent profile).
+AGENT_TARGET ?= x86_64-unknown-linux-musl
+AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
+
+agent:
+	$(CARGO) build --profile agent --target $(AGENT_TARGET) -p banger-agent
+	@ls -l $(AGENT_BIN)
 
 $(BATS): tests/package.json
 	cd tests && npm ci --no-audit --no-fund
@@ -56,7 +64,8 @@ PREFIX ?= /usr/local
 # Copies the release build into $(DESTDIR)$(PREFIX) (for packagers and release archives), with
 # the shell completions each binary generates from its flag table, and a list of what it
 # wrote for `make uninstall`. On a host, prefer: sudo target/release/banger-system install
-# (units, config, owner; see README).
+# (units, config, owner; see README). banger-agent is a guest program: it goes to
+# lib/banger/, where banger takes it from for guests.
 MANIFEST = $(DESTDIR)$(PREFIX)/share/banger/installed-files
 BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
@@ -64,13 +73,15 @@ FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 
 RELEASE ?= target/release
 
-install:
+install: agent
 	$(CARGO) build --release -p banger -p banger-helper
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 \
+	install -d $(DESTDIR)$(PREFIX)/lib/banger $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man7 \
 		$(DESTDIR)$(PREFIX)/share/man/man8 $(BASHDIR) $(ZSHDIR) $(FISHDIR) $(DESTDIR)$(PREFIX)/share/banger
 	set -e; : >$(MANIFEST).new; \
+	install -m 0755 $(AGENT_BIN) $(DESTDIR)$(PREFIX)/lib/banger/banger-agent; \
+	echo "$(PREFIX)/lib/banger/banger-agent" >>$(MANIFEST).new; \
 	for b in $(RELEASE)/banger $(RELEASE)/banger-*; do \
-		case "$$b" in *.d) continue ;; esac; [ -x "$$b" ] || continue; n=$${b##*/}; \
+		case "$$b" in *.d | */banger-agent) continue ;; esac; [ -x "$$b" ] || continue; n=$${b##*/}; \
 		install -m 0755 "$$b" $(DESTDIR)$(PREFIX)/bin/; echo "$(PREFIX)/bin/$$n" >>$(MANIFEST).new; \
 		BANGER_GENERATE=describe "$$b" --help 2>/dev/null | grep -q '"type":"command"' || continue; \
 		BANGER_GENERATE=bash "$$b" --help >$(BASHDIR)/$$n; \
@@ -89,7 +100,7 @@ install:
 uninstall:
 	@[ -f $(MANIFEST) ] || { echo "make uninstall: no $(MANIFEST): nothing installed by make install under $(DESTDIR)$(PREFIX)" >&2; exit 1; }
 	while read -r f; do rm -f "$(DESTDIR)$$f"; done <$(MANIFEST)
-	-rmdir $(DESTDIR)$(PREFIX)/share/banger 2>/dev/null
+	-rmdir $(DESTDIR)$(PREFIX)/share/banger $(DESTDIR)$(PREFIX)/lib/banger 2>/dev/null
 
 clean:
 	$(CARGO) clean

@@ -37,7 +37,7 @@ runs=${RUNS:-5}
 owner=4343
 tmp=$(mktemp -d /tmp/banger-rec-bench.XXXXXX)
 chmod 0755 "$tmp"
-export PATH="$bin:$here/bin/scripts:$PATH"
+export PATH="$bin:$PATH"
 export BANGER_STATE_DIR=$tmp/state BANGER_RUN_DIR=$tmp/run BANGER_CONFIG_DIR=$tmp/etc
 export BANGER_ROOT_DIR=$tmp/root BANGER_JAIL_DIR=$tmp/jail BANGER_HELPER_SOCKET=$tmp/helper.sock
 export BANGER_FIRECRACKER=$fc BANGER_JAILER=$jailer BANGER_OWNER_UID=$owner

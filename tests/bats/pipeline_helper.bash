@@ -20,8 +20,9 @@ pipeline_env() {
 # then net_teardown (which fails the test if the host's links or ruleset changed).
 pipeline_teardown() {
     local f pid rc
-    # Only pidfiles under this test's own temp dir (setup may have skipped before making it).
-    for f in ${P_TMP:+"$P_TMP"/jail/*/*/root/*.pid}; do
+    # Only pidfiles under this test's own temp dir (setup may have skipped before making it):
+    # the jailer's in the chroot, the direct launcher's beside it.
+    for f in ${P_TMP:+"$P_TMP"/jail/*/*/root/*.pid "$P_TMP"/jail/direct/*/firecracker.pid}; do
         [ -f "$f" ] || continue
         pid=$(tr -d '[:space:]' <"$f")
         case "$(cat /proc/"$pid"/comm 2>/dev/null)" in firecracker*) kill -9 "$pid" 2>/dev/null ;; esac

@@ -51,6 +51,15 @@ state_of() {
     assert_output --partial "ip="
     run state_of t1
     assert_output "running/Running"
+    # Firecracker made the vsock socket in the chroot; it is the owner's alone, and the run
+    # dir's link reaches it. The tiny guest has no vsock driver: exec through the agent fails
+    # clearly (Firecracker holds the connection request; banger gives up after 5 s).
+    local sock
+    sock=$(banger-vm status t1 | jq -r .jail.vsock_sock)
+    [ -S "$sock" ] && [ "$(stat -L -c '%u %a' "$sock")" = "$OWNER_UID 600" ]
+    run --separate-stderr banger vm exec --via agent t1 -- true
+    assert_failure 1
+    [[ "$stderr" == *"the guest did not take the connection"* ]]
 
     banger-vm pause t1 >/dev/null
     run state_of t1

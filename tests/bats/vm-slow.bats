@@ -72,3 +72,108 @@ in_ns_h() {
     assert_success
     echo "$output" | jq -e '.vm.state == "stopped"'
 }
+
+# The static agent for the guest: BANGER_TEST_AGENT, else built here for the musl target
+# (skips loudly when it cannot be).
+static_agent() {
+    if [ -n "${BANGER_TEST_AGENT:-}" ]; then
+        echo "$BANGER_TEST_AGENT"
+        return
+    fi
+    (cd "$REPO" && cargo build -q --profile agent --target x86_64-unknown-linux-musl -p banger-agent) >&2 ||
+        return 1
+    echo "$REPO/target/x86_64-unknown-linux-musl/agent/banger-agent"
+}
+
+# now_ms: milliseconds since the epoch.
+now_ms() {
+    date +%s%3N
+}
+
+@test "vm (real firecracker, real Linux guest): the agent written into the disk starts as init=, banger up waits on it; exec, stdin, exit codes and cp through it; measured against SSH" {
+    local agent t0 t1 i out pid
+    agent=$(static_agent) || skip "SLOW REAL-GUEST TIER: AGENT TEST SKIPPED LOUDLY: cannot build the static agent (rustup target add x86_64-unknown-linux-musl, or set BANGER_TEST_AGENT)"
+    export BANGER_AGENT="$agent"
+    stop_helper
+    rm -f "$BANGER_HELPER_SOCKET"
+    start_helper_in "$NS_H" --owner "$OWNER_UID"
+    echo "agent binary: $(stat -c %s "$agent") bytes ($agent)" >&3
+    t0=$(now_ms)
+    run --separate-stderr in_ns_h banger up t1 --image slow --vcpus 1 --mem 512 --timeout 900
+    t1=$(now_ms)
+    [ "$status" -eq 0 ] || { echo "$stderr" >&2; banger vm console t1 --lines 40 >&2; false; }
+    echo "$output" | jq -e '.snap.agent == "init-hook" and .vm.ready == "agent" and (.vm.agent.kernel | startswith("6.1."))'
+    echo "banger up to agent ready: $((t1 - t0)) ms (InstanceStart to the agent's hello: $(echo "$output" | jq -r .vm.boot_ms) ms)" >&3
+    # When the agent answered, in the guest's uptime (FC_GUEST_READY, printed by fc-init once
+    # sshd runs, is in the same clock).
+    echo "guest uptime when the agent first answered: $(banger-vm status t1 | jq -r .vm.live.agent.uptime_s) s (now)" >&3
+    # PID 1 is still the image's init: the agent forked off and exec'd fc-init.
+    run banger vm console t1
+    assert_output --partial "banger-agent"
+    run --separate-stderr banger vm exec t1 -- cat /proc/1/comm
+    assert_success
+    assert_output "fc-init"
+    # The agent idle, before any transfer: its resident memory.
+    pid=$(banger-vm status t1 | jq -r .vm.live.agent.pid)
+    out=$(banger vm exec t1 -- /bin/busybox grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status" | tr -s ' \t\n' ' ')
+    echo "agent in the guest, idle (pid $pid): $out" >&3
+    # The agent's own cost: a static program that does nothing (no dynamic loading, which is
+    # what makes a program slow to start in this guest).
+    for i in 1 2 3; do
+        t0=$(now_ms)
+        run --separate-stderr banger vm exec t1 -- /bin/busybox true
+        t1=$(now_ms)
+        assert_success
+        echo "exec /bin/busybox true through the agent (#$i): $((t1 - t0)) ms" >&3
+    done
+    # exec through the agent: the release, exit codes, stdin.
+    for i in 1 2 3; do
+        t0=$(now_ms)
+        run --separate-stderr banger vm exec t1 -- uname -r
+        t1=$(now_ms)
+        assert_success
+        assert_output --regexp '^6\.1\.'
+        echo "exec uname -r through the agent (#$i): $((t1 - t0)) ms" >&3
+    done
+    run banger vm exec t1 -- sh -c 'exit 3'
+    assert_failure 3
+    run --separate-stderr bash -c 'echo hi | banger vm exec t1 -- cat'
+    assert_success
+    assert_output "hi"
+    # cp: 10 MiB in and out, the same sha256.
+    head -c $((10 * 1024 * 1024)) /dev/urandom >"$BATS_TEST_TMPDIR/blob"
+    t0=$(now_ms)
+    run --separate-stderr banger vm cp "$BATS_TEST_TMPDIR/blob" t1:/root/blob
+    t1=$(now_ms)
+    assert_success
+    echo "cp 10 MiB into the guest: $((t1 - t0)) ms" >&3
+    t0=$(now_ms)
+    run --separate-stderr banger vm cp t1:/root/blob "$BATS_TEST_TMPDIR/back"
+    t1=$(now_ms)
+    assert_success
+    echo "cp 10 MiB out of the guest: $((t1 - t0)) ms" >&3
+    [ "$(sha256sum <"$BATS_TEST_TMPDIR/blob")" = "$(sha256sum <"$BATS_TEST_TMPDIR/back")" ]
+    run banger vm exec t1 -- sha256sum /root/blob
+    assert_output --partial "$(sha256sum <"$BATS_TEST_TMPDIR/blob" | cut -d' ' -f1)"
+    # Its memory after the transfers.
+    run banger vm exec t1 -- /bin/busybox grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status"
+    assert_success
+    echo "agent in the guest after the copies: $(echo "$output" | tr -s ' \t\n' ' ')" >&3
+    echo "load average during the test: $(cut -d' ' -f1-3 /proc/loadavg)" >&3
+    # The same command over SSH, once sshd is up (the guest's fc-init starts it later).
+    run --separate-stderr in_ns_h banger vm wait t1 --wait ssh --timeout 600
+    assert_success
+    echo "fc-init's ready line (guest uptime once sshd runs): $(banger vm console t1 | grep -o 'FC_GUEST_READY [0-9.]*' | head -1)" >&3
+    for i in 1 2 3 4 5; do
+        t0=$(now_ms)
+        run --separate-stderr in_ns_h banger vm exec --via ssh t1 -- uname -r
+        t1=$(now_ms)
+        [ "$status" -eq 0 ] && break
+        echo "ssh attempt $i: status $status: $stderr" >&3
+    done
+    assert_success
+    assert_output --regexp '^6\.1\.'
+    echo "exec uname -r over SSH: $((t1 - t0)) ms" >&3
+    run --separate-stderr banger down t1 --timeout 60
+    assert_success
+}

@@ -96,7 +96,9 @@ fn synopsis(tool: &Tool, c: &Command) -> String {
         s.push(' ');
         s.push_str(c.args);
     }
-    if !c.flags.is_empty() {
+    // Where the options go when that matters (`exec NAME [OPTIONS] -- CMD...`), the
+    // arguments say so themselves.
+    if !c.flags.is_empty() && !c.args.contains("[OPTIONS]") {
         s.push_str(" [OPTIONS]");
     }
     s

@@ -268,6 +268,7 @@ mod tests {
             bridge: "banger0".into(),
             firecracker: None,
             jailer: None,
+            agent: None,
             boot_args_extra: String::new(),
             console_max_bytes: crate::config::DEFAULT_CONSOLE_MAX_BYTES,
             owner_uid: None,

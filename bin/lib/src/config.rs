@@ -51,6 +51,8 @@ pub struct ConfigFile {
     pub bridge: Option<String>,
     pub firecracker: Option<PathBuf>,
     pub jailer: Option<PathBuf>,
+    /// The static banger-agent binary put into guests that lack one.
+    pub agent: Option<PathBuf>,
     pub boot_args_extra: Option<String>,
     pub console_max_bytes: Option<u64>,
     /// Lets the owner forward host ports below 1024 (root always may).
@@ -117,6 +119,9 @@ pub struct Config {
     pub bridge: String,
     pub firecracker: Option<PathBuf>,
     pub jailer: Option<PathBuf>,
+    /// The static banger-agent binary put into guests (`agent`, `BANGER_AGENT`); else the
+    /// one installed beside banger (see [`crate::agent::guest_binary_path`]).
+    pub agent: Option<PathBuf>,
     pub boot_args_extra: String,
     /// A console log is rotated past this size (`console.log` -> `console.log.1`).
     pub console_max_bytes: u64,
@@ -183,6 +188,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_BRIDGE.into()),
             firecracker: env_path("BANGER_FIRECRACKER").or(file.firecracker),
             jailer: env_path("BANGER_JAILER").or(file.jailer),
+            agent: env_path("BANGER_AGENT").or(file.agent),
             boot_args_extra: env_str("BANGER_BOOT_ARGS_EXTRA")
                 .or(file.boot_args_extra)
                 .unwrap_or_default(),

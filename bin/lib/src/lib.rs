@@ -8,6 +8,7 @@
 //! - [`atomic`]: atomic writes that sweep killed writers' temp files; removable lock files.
 //! - [`config`]: paths and configuration from one place (defaults, config file, environment).
 //! - [`proto`] and [`client`]: the root helper's wire protocol and its client.
+//! - [`agent`]: reaching a VM's guest agent over its vsock socket; the agent binary for guests.
 //! - [`cli`]: flag tables, `--help`, usage errors, error chains and exit codes.
 //! - [`complete`]: bash, zsh and fish completions generated from the flag tables.
 //! - [`porcelain`] and [`preflight`]: `banger up/down/rm`'s pipelines, their output for people,
@@ -15,6 +16,7 @@
 //! - [`timing`]: the per-step timing lines of `BANGER_TIMING=1`.
 //! - [`wait`]: waiting on a pidfd or an inotify watch instead of sleeping.
 
+pub mod agent;
 pub mod atomic;
 pub mod cli;
 pub mod client;

@@ -111,6 +111,10 @@ pub struct Snap {
     pub host_keys: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub customized: Option<bool>,
+    /// How the guest gets its agent: `image` (the image's init starts its own),
+    /// `init-hook` (written into the disk; `banger-vm start` runs it as `init=`) or `none`.
+    #[serde(default)]
+    pub agent: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
     #[serde(flatten)]
@@ -198,6 +202,12 @@ pub struct Jail {
     pub console_fifo: Option<String>,
     #[serde(default)]
     pub serial_out_path: Option<String>,
+    /// The vsock device's socket as Firecracker names it (`uds_path` for `PUT /vsock`), and
+    /// the run dir's short symlink to it (for the guest agent).
+    #[serde(default)]
+    pub vsock_uds: Option<String>,
+    #[serde(default)]
+    pub vsock_sock: Option<String>,
     /// The console keeper copying the FIFO into `console`.
     #[serde(default)]
     pub keeper_pid: Option<i64>,
@@ -242,9 +252,12 @@ pub struct Vm {
     pub boot_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_start_ms: Option<f64>,
-    /// How readiness was decided: `ssh`, `console`, `not-waited`.
+    /// How readiness was decided: `agent`, `ssh`, `console`, `not-waited`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
+    /// The guest agent's hello when it was the readiness (`banger-vm start`, `wait`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<VmAgent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +272,24 @@ impl Section for Vm {
     const KEY: &'static str = "vm";
 }
 
+/// `vm.agent`: who answered on the guest's vsock when the VM became ready.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmAgent {
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<u32>,
+    /// The guest's boot id (a reboot changes it).
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    #[serde(default)]
+    pub kernel: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
 /// `vm.live`: what the process table and Firecracker said when `status` looked.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Live {
@@ -268,6 +299,10 @@ pub struct Live {
     pub found_by: Option<String>,
     #[serde(default)]
     pub api_state: Option<String>,
+    /// The guest agent's live hello (or `{"error", "code"}` when it did not answer), for a
+    /// running VM that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Value>,
     #[serde(default)]
     pub checked_at: Option<String>,
     #[serde(flatten)]

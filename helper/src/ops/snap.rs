@@ -7,7 +7,7 @@
 
 use super::{Caller, Ctx, OpResult};
 use crate::snap::customize::{self, Custom, Net};
-use crate::snap::disk::{self, CreateReq};
+use crate::snap::disk::{self, CreateReq, AGENT_INIT_HOOK};
 use crate::snap::Method;
 use crate::validate;
 use banger::proto::{code, OpError};
@@ -44,6 +44,9 @@ struct CreateArgs {
     host_keys: bool,
     #[serde(default)]
     net: Option<Net>,
+    /// Install the guest agent (the helper's own binary) and its start.
+    #[serde(default)]
+    agent: bool,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +61,8 @@ struct CustomizeArgs {
     host_keys: bool,
     #[serde(default)]
     net: Option<Net>,
+    #[serde(default)]
+    agent: bool,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +76,41 @@ struct VmArgs {
 struct ListArgs {
     #[serde(default)]
     vm: Option<String>,
+}
+
+/// The largest agent binary the helper reads.
+const MAX_AGENT: u64 = 64 << 20;
+
+/// The guest agent binary from the helper's own configuration (never from a request): read
+/// through root's directories only, and checked to be a static ELF for this host. `Err` is
+/// the reason there is none, for a warning: a VM without the agent still boots.
+fn agent_binary(ctx: &Ctx) -> Result<Vec<u8>, String> {
+    let path = banger::agent::guest_binary_path(&ctx.cfg).ok_or(
+        "no banger-agent for guests on this host (install it with 'make install', or set \"agent\" in the helper's config.json)",
+    )?;
+    let why = |w: String| format!("the guest agent {}: {w}", path.display());
+    let (dir, name) = banger::fsx::split(&path).map_err(|e| why(banger::cli::one_line(&e)))?;
+    let bytes = banger::fsx::Dir::open_trusted(dir)
+        .and_then(|d| d.read_capped(std::path::Path::new(name), MAX_AGENT))
+        .map_err(|e| why(banger::cli::one_line(&e)))?;
+    banger::agent::check_guest_binary(&bytes).map_err(why)?;
+    Ok(bytes)
+}
+
+/// `agent: true` in a request: the binary, or a warning saying why the VM gets none.
+fn with_agent(ctx: &Ctx, want: bool, warnings: &mut Vec<String>) -> Option<Vec<u8>> {
+    if !want {
+        return None;
+    }
+    match agent_binary(ctx) {
+        Ok(b) => Some(b),
+        Err(w) => {
+            warnings.push(format!(
+                "{w}; the VM gets no agent (readiness and exec use SSH)"
+            ));
+            None
+        }
+    }
 }
 
 fn create(ctx: &Ctx, args: &Value) -> OpResult {
@@ -94,14 +134,20 @@ fn create(ctx: &Ctx, args: &Value) -> OpResult {
             ));
         }
     }
+    let mut warnings = Vec::new();
     let custom = Custom {
         hostname: a.hostname,
         ssh_pubkey: a.ssh_pubkey,
         host_keys: a.host_keys,
         net: a.net,
+        agent: None,
     };
     customize::validate(&custom, &ctx.cfg.subnet)?;
     ctx.check_access(&a.vm)?;
+    let custom = Custom {
+        agent: with_agent(ctx, a.agent, &mut warnings),
+        ..custom
+    };
     let req = CreateReq {
         vm: a.vm,
         image: a.image,
@@ -109,7 +155,10 @@ fn create(ctx: &Ctx, args: &Value) -> OpResult {
         disk_size: a.disk_size,
         custom,
     };
-    let made = disk::create(ctx, &req)?;
+    let mut made = disk::create(ctx, &req)?;
+    if !made.adopted {
+        made.warnings.extend(warnings);
+    }
     Ok(made.to_json())
 }
 
@@ -121,12 +170,13 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
         ssh_pubkey: a.ssh_pubkey,
         host_keys: a.host_keys,
         net: a.net,
+        agent: None,
     };
     customize::validate(&custom, &ctx.cfg.subnet)?;
-    if custom.is_empty() {
+    if custom.is_empty() && !a.agent {
         return Err(OpError::new(
             code::INVALID_ARGS,
-            "nothing to write: give hostname, ssh_pubkey, host_keys or net",
+            "nothing to write: give hostname, ssh_pubkey, host_keys, net or agent",
         ));
     }
     ctx.check_access(&a.vm)?;
@@ -146,8 +196,23 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
             ),
         ));
     }
+    let mut warnings = Vec::new();
+    let custom = Custom {
+        agent: with_agent(ctx, a.agent, &mut warnings),
+        ..custom
+    };
+    if custom.is_empty() {
+        return Ok(json!({"customized": false, "agent": null, "warnings": warnings}));
+    }
+    let agent = custom.agent.is_some().then_some(AGENT_INIT_HOOK);
     let done = disk::customize(ctx, &a.vm, &custom)?;
-    Ok(json!({"path": done.path, "host_keys": done.host_keys, "customized": done.written}))
+    Ok(json!({
+        "path": done.path,
+        "host_keys": done.host_keys,
+        "customized": done.written,
+        "agent": agent,
+        "warnings": warnings,
+    }))
 }
 
 fn remove(ctx: &Ctx, args: &Value) -> OpResult {

@@ -13,6 +13,14 @@
 //! - `/etc/banger/net.json` and `/etc/banger/net.env` (shell variables `BANGER_IP`,
 //!   `BANGER_PREFIX`, `BANGER_GATEWAY`, `BANGER_DNS`, `BANGER_MAC` for a busybox init),
 //!   `/etc/systemd/network/10-banger.network`, `/etc/resolv.conf`
+//! - with the agent: `/usr/local/sbin/banger-agent` (0755, the binary from the helper's own
+//!   configuration, never from a request), its systemd unit
+//!   `/etc/systemd/system/banger-agent.service` and the link that enables it in
+//!   `sysinit.target.wants`; on a guest without systemd it starts as the kernel's `init=`
+//!   (see banger-vm(1))
+//!
+//! The hostname and network files are the ones the agent's `identity` op writes in a running
+//! guest ([`banger::agent::guest`]).
 
 use super::SnapError;
 use banger::detach::Creds;
@@ -39,6 +47,20 @@ pub struct Net {
     pub mac: Option<String>,
 }
 
+impl Net {
+    /// The agent protocol's form of the same network (the shared file contents take it).
+    pub fn to_guest(&self) -> banger::agent::proto::Net {
+        banger::agent::proto::Net {
+            ip: self.ip,
+            prefix: self.prefix,
+            gateway: self.gateway,
+            dns: self.dns.clone(),
+            mac: self.mac.clone(),
+            dev: None,
+        }
+    }
+}
+
 /// What to write. Absent parts are left as they are in the disk.
 #[derive(Debug, Clone, Default)]
 pub struct Custom {
@@ -46,6 +68,8 @@ pub struct Custom {
     pub ssh_pubkey: Option<String>,
     pub host_keys: bool,
     pub net: Option<Net>,
+    /// The agent binary to install (already checked: a static ELF for this host).
+    pub agent: Option<Vec<u8>>,
 }
 
 impl Custom {
@@ -54,6 +78,7 @@ impl Custom {
             && self.ssh_pubkey.is_none()
             && !self.host_keys
             && self.net.is_none()
+            && self.agent.is_none()
     }
 }
 
@@ -62,11 +87,7 @@ fn invalid(msg: String) -> OpError {
 }
 
 fn valid_mac(m: &str) -> bool {
-    let parts: Vec<&str> = m.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    banger::agent::guest::valid_mac(m)
 }
 
 fn parse_subnet(s: &str) -> Option<(u32, u8)> {
@@ -142,12 +163,14 @@ pub struct GuestFile {
     pub mode: u32,
 }
 
-/// The plan: directories to make (with modes), paths to remove, files to write.
+/// The plan: directories to make (with modes), paths to remove, files to write, symlinks
+/// to make (path, target).
 #[derive(Debug, Default, Clone)]
 pub struct Plan {
     pub dirs: Vec<(String, u32)>,
     pub remove: Vec<String>,
     pub files: Vec<GuestFile>,
+    pub links: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -176,13 +199,7 @@ pub fn plan(c: &Custom) -> Plan {
     if let Some(h) = &c.hostname {
         p.dir("/etc", 0o755);
         p.file("/etc/hostname", format!("{h}\n"), 0o644);
-        p.file(
-            "/etc/hosts",
-            format!(
-                "127.0.0.1\tlocalhost\n127.0.1.1\t{h}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            ),
-            0o644,
-        );
+        p.file("/etc/hosts", banger::agent::guest::hosts(h), 0o644);
     }
     if let Some(k) = &c.ssh_pubkey {
         p.dir("/root", 0o700);
@@ -202,36 +219,31 @@ pub fn plan(c: &Custom) -> Plan {
         p.dir("/etc/banger", 0o755);
         p.dir("/etc/systemd", 0o755);
         p.dir("/etc/systemd/network", 0o755);
-        let json = serde_json::to_string_pretty(n).unwrap_or_default() + "\n";
-        p.file("/etc/banger/net.json", json, 0o644);
-        let dns: Vec<String> = n.dns.iter().map(ToString::to_string).collect();
-        let env = format!(
-            "# written by banger-snap; read by the guest's init\nBANGER_IP={}\nBANGER_PREFIX={}\nBANGER_GATEWAY={}\nBANGER_DNS=\"{}\"\nBANGER_MAC={}\n",
-            n.ip,
-            n.prefix,
-            n.gateway.map(|g| g.to_string()).unwrap_or_default(),
-            dns.join(" "),
-            n.mac.clone().unwrap_or_default()
-        );
-        p.file("/etc/banger/net.env", env, 0o644);
-        let mut nd = String::from("# written by banger-snap\n[Match]\n");
-        match &n.mac {
-            Some(m) => nd.push_str(&format!("MACAddress={m}\n")),
-            None => nd.push_str("Name=eth0\n"),
+        for (path, content) in banger::agent::guest::net_files(&n.to_guest()) {
+            if path == "/etc/resolv.conf" {
+                // Often a symlink (to systemd-resolved's): replaced by a file.
+                p.remove.push(path.into());
+            }
+            p.file(path, content, 0o644);
         }
-        nd.push_str(&format!("\n[Network]\nAddress={}/{}\n", n.ip, n.prefix));
-        if let Some(g) = n.gateway {
-            nd.push_str(&format!("Gateway={g}\n"));
+    }
+    if let Some(bin) = &c.agent {
+        use banger::agent::guest::{unit, AGENT_PATH, UNIT_PATH, UNIT_WANTS};
+        for d in [
+            "/usr",
+            "/usr/local",
+            "/usr/local/sbin",
+            "/etc",
+            "/etc/systemd",
+        ] {
+            p.dir(d, 0o755);
         }
-        for d in &dns {
-            nd.push_str(&format!("DNS={d}\n"));
-        }
-        p.file("/etc/systemd/network/10-banger.network", nd, 0o644);
-        if !dns.is_empty() {
-            let rc: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
-            p.remove.push("/etc/resolv.conf".into());
-            p.file("/etc/resolv.conf", rc, 0o644);
-        }
+        p.dir("/etc/systemd/system", 0o755);
+        p.dir("/etc/systemd/system/sysinit.target.wants", 0o755);
+        p.file(AGENT_PATH, bin.clone(), 0o755);
+        p.file(UNIT_PATH, unit(), 0o644);
+        p.links
+            .push((UNIT_WANTS.into(), "../banger-agent.service".into()));
     }
     p
 }
@@ -273,6 +285,12 @@ pub fn script(p: &Plan, local: &[String]) -> String {
         let src = local.get(i).map(String::as_str).unwrap_or("/dev/null");
         s.push_str(&format!("cd {parent}\nwrite {src} {base}\n"));
         meta(&mut s, &f.path, 0o100000 | f.mode);
+    }
+    for (path, target) in &p.links {
+        let (parent, base) = split(path);
+        s.push_str(&format!(
+            "cd {parent}\nrm {base}\nsymlink {base} {target}\nsif {path} uid 0\nsif {path} gid 0\n"
+        ));
     }
     s
 }
@@ -434,6 +452,7 @@ mod tests {
             ssh_pubkey: Some("ssh-ed25519 AAAA x@y".into()),
             host_keys: true,
             net: Some(net()),
+            agent: None,
         };
         assert!(validate(&ok, "10.200.0.0/24").is_ok());
         assert!(validate(&ok, "10.201.0.0/24").is_err());
@@ -455,6 +474,7 @@ mod tests {
             ssh_pubkey: Some("ssh-ed25519 AAAA me".into()),
             host_keys: true,
             net: Some(net()),
+            agent: None,
         };
         let p = plan(&c);
         let paths: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
@@ -477,6 +497,32 @@ mod tests {
         let rm = s.find("cd /etc\nrm hostname").unwrap();
         let wr = s.find("write /tmp/x/f0 hostname").unwrap();
         assert!(rm < wr);
+    }
+
+    #[test]
+    fn the_agent_and_its_start() {
+        let c = Custom {
+            agent: Some(b"\x7fELF...".to_vec()),
+            ..Default::default()
+        };
+        let p = plan(&c);
+        let f = p
+            .files
+            .iter()
+            .find(|f| f.path == "/usr/local/sbin/banger-agent")
+            .unwrap();
+        assert_eq!((f.mode, f.content.as_slice()), (0o755, &b"\x7fELF..."[..]));
+        assert!(p
+            .files
+            .iter()
+            .any(|f| f.path == "/etc/systemd/system/banger-agent.service"));
+        let local: Vec<String> = (0..p.files.len()).map(|i| format!("/dev/fd/{i}")).collect();
+        let s = script(&p, &local);
+        assert!(s.contains("cd /usr/local\nmkdir sbin\n"));
+        assert!(s.contains(
+            "cd /etc/systemd/system/sysinit.target.wants\nrm banger-agent.service\nsymlink banger-agent.service ../banger-agent.service\n"
+        ));
+        assert!(Custom::default().is_empty() && !c.is_empty());
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct CreateReq {
     pub custom: Custom,
 }
 
+/// `agent` in the answer when banger wrote the agent: it starts as the kernel's init=.
+pub const AGENT_INIT_HOOK: &str = "init-hook";
+
 /// The result: the record's `snap` section, plus warnings for the user's stderr.
 #[derive(Debug, Clone)]
 pub struct Created {
@@ -51,6 +54,8 @@ pub struct Created {
     pub size_bytes: u64,
     pub host_keys: BTreeMap<String, String>,
     pub customized: bool,
+    /// `init-hook` when the agent was written into the disk.
+    pub agent: Option<String>,
     pub warnings: Vec<String>,
     /// True when an earlier, complete disk was adopted rather than made now.
     pub adopted: bool,
@@ -65,6 +70,7 @@ impl Created {
             "size_bytes": self.size_bytes,
             "host_keys": self.host_keys,
             "customized": self.customized,
+            "agent": self.agent,
             "warnings": self.warnings,
             "adopted": self.adopted,
         })
@@ -285,6 +291,7 @@ fn adopt(ctx: &Ctx, e: &Entry, req: &CreateReq) -> Result<Option<Created>, SnapE
             size_bytes: e.data["size_bytes"].as_u64().unwrap_or(0),
             host_keys,
             customized: e.data["customized"].as_bool().unwrap_or(false),
+            agent: e.data["agent"].as_str().map(String::from),
             warnings: Vec::new(),
             adopted: true,
         }));
@@ -340,6 +347,11 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
     fail_point("snap.create:grow")?;
     let mut host_keys = BTreeMap::new();
     let customized = !req.custom.is_empty();
+    let agent = req
+        .custom
+        .agent
+        .is_some()
+        .then(|| AGENT_INIT_HOOK.to_string());
     if customized {
         host_keys = span("customize", || {
             customize::apply(&disk, &path, &req.vm, &req.custom, ctx.owner.as_ref())
@@ -357,6 +369,7 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
             if let Some(n) = &req.custom.net {
                 m.insert(NET_WRITTEN.into(), json!(n));
             }
+            m.insert("agent".into(), json!(agent));
         }
         ctx.ledger.add(Entry { data, ..e })?;
     }
@@ -368,6 +381,7 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
         size_bytes: size,
         host_keys,
         customized,
+        agent,
         warnings,
         adopted: false,
     })
@@ -599,7 +613,8 @@ pub fn customize(ctx: &Ctx, vm: &str, c: &Custom) -> Result<Customized, SnapErro
     let _g = lock(ctx, vm)?;
     let e = disk_entry(&ctx.ledger, vm)?.ok_or_else(|| SnapError::NoDisk { vm: vm.into() })?;
     let path_of = |e: &Entry| e.data["path"].as_str().unwrap_or(&e.id).to_string();
-    let net_only = c.hostname.is_none() && c.ssh_pubkey.is_none() && !c.host_keys;
+    let net_only =
+        c.hostname.is_none() && c.ssh_pubkey.is_none() && !c.host_keys && c.agent.is_none();
     if let (true, Some(n)) = (net_only, &c.net) {
         if e.data.get(NET_WRITTEN) == Some(&json!(n)) {
             return Ok(Customized {
@@ -611,7 +626,7 @@ pub fn customize(ctx: &Ctx, vm: &str, c: &Custom) -> Result<Customized, SnapErro
     }
     let (path, disk) = open_ledger_disk(ctx, &e)?;
     let keys = customize::apply(&disk, &path, vm, c, ctx.owner.as_ref())?;
-    if c.host_keys || c.net.is_some() {
+    if c.host_keys || c.net.is_some() || c.agent.is_some() {
         let mut data = e.data.clone();
         if let Some(m) = data.as_object_mut() {
             if c.host_keys {
@@ -619,6 +634,9 @@ pub fn customize(ctx: &Ctx, vm: &str, c: &Custom) -> Result<Customized, SnapErro
             }
             if let Some(n) = &c.net {
                 m.insert(NET_WRITTEN.into(), json!(n));
+            }
+            if c.agent.is_some() {
+                m.insert("agent".into(), AGENT_INIT_HOOK.into());
             }
         }
         ctx.ledger.add(Entry { data, ..e })?;

@@ -1,9 +1,11 @@
 //! `banger-image build NAME --debian SUITE`: the default image from the host's distribution
 //! packages alone. debootstrap (minbase) into a staging tree with openssh-server, iproute2,
 //! a static busybox and the distribution's kernel package; banger's init
-//! (`/sbin/banger-init`); the kernel's bzImage turned into an ELF vmlinux; an initrd (with
-//! the virtio and ext4 modules) when the kernel has them as modules; then `mkfs.ext4 -d`.
-//! Needs root (debootstrap chroots and sets ownership).
+//! (`/sbin/banger-init`); the guest agent (`/usr/local/sbin/banger-agent`, started by
+//! banger-init, with a systemd unit for images booted with systemd) unless `--no-agent`; the
+//! kernel's bzImage turned into an ELF vmlinux; an initrd (with the virtio and ext4 modules)
+//! when the kernel has them as modules; then `mkfs.ext4 -d`. Needs root (debootstrap chroots
+//! and sets ownership).
 
 use crate::check;
 use crate::import::{mkfs_from_dir, owner, ImageError};
@@ -21,10 +23,13 @@ pub struct DebianArgs<'a> {
     pub mirror: Option<&'a str>,
     pub size: Option<u64>,
     pub boot_args: Option<&'a str>,
+    /// Install the guest agent (when this host has a usable one).
+    pub agent: bool,
 }
 
 /// banger's guest init: mounts, hostname, modules, network (the kernel's `ip=` when it set
-/// an address, else `/etc/banger/net.env` written by banger-snap), sshd, then reaps.
+/// an address, else `/etc/banger/net.env` written by banger-snap), sshd, the guest agent
+/// (after sshd, so a guest whose agent answers also takes SSH), then reaps.
 pub const INIT: &str = r#"#!/bin/sh
 # banger-init: PID 1 for banger guests (written by banger-image build --debian).
 # Network: an address the kernel set from ip= wins; else /etc/banger/net.env (banger-snap).
@@ -61,6 +66,7 @@ if ! ip -4 addr show dev "$DEV" 2>/dev/null | grep -q inet; then
 fi
 ip link set "$DEV" up 2>/dev/null
 /usr/sbin/sshd
+[ -x /usr/local/sbin/banger-agent ] && /usr/local/sbin/banger-agent &
 echo "BANGER_GUEST_READY" > /dev/console
 shutdown_now() { kill -TERM -1; sleep 0.5; sync; mount -o remount,ro /; $BB reboot -f; }
 trap shutdown_now INT TERM USR1 USR2 PWR
@@ -167,6 +173,50 @@ fn run_long(
     Ok(r?)
 }
 
+/// Installs the guest agent and its systemd unit (enabled) into the tree; banger-init starts
+/// it. Returns image.json's `agent`, or `None` (with a warning) when this host has no agent
+/// a guest can run.
+fn install_agent(cfg: &Config, root: &Path) -> Result<Option<serde_json::Value>, ImageError> {
+    use banger::agent::guest::{unit, AGENT_PATH, UNIT_PATH, UNIT_WANTS};
+    let bin = banger::agent::guest_binary_path(cfg)
+        .ok_or_else(|| "no banger-agent for guests on this host (install it with 'make install', or set \"agent\" in config.json)".to_string())
+        .and_then(|p| {
+            let b = banger::fsx::read_path_capped(&p, 64 << 20)
+                .map_err(|e| format!("{}: {}", p.display(), banger::cli::one_line(&e)))?;
+            banger::agent::check_guest_binary(&b).map_err(|w| format!("{}: {w}", p.display()))?;
+            Ok(b)
+        });
+    let bin = match bin {
+        Ok(b) => b,
+        Err(w) => {
+            eprintln!("{}: warning: {w}; the image gets no agent", crate::BIN);
+            return Ok(None);
+        }
+    };
+    let rel = |p: &str| root.join(p.trim_start_matches('/'));
+    let path = rel(AGENT_PATH);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(io("create", d))?;
+    }
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, &bin).map_err(io("write", &path))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .map_err(io("chmod", &path))?;
+    write(&rel(UNIT_PATH), &unit(), 0o644)?;
+    let wants = rel(UNIT_WANTS);
+    if let Some(d) = wants.parent() {
+        std::fs::create_dir_all(d).map_err(io("create", d))?;
+    }
+    let _ = std::fs::remove_file(&wants);
+    std::os::unix::fs::symlink("../banger-agent.service", &wants).map_err(io("link", &wants))?;
+    Ok(Some(json!({
+        "path": AGENT_PATH,
+        "version": banger::VERSION,
+        "start": "banger-init",
+        "size_bytes": bin.len(),
+    })))
+}
+
 pub fn build(cfg: &Config, a: &DebianArgs) -> Result<Record, ImageError> {
     if !rustix::process::geteuid().is_root() {
         return Err(ImageError::Other(
@@ -225,6 +275,14 @@ pub fn build(cfg: &Config, a: &DebianArgs) -> Result<Record, ImageError> {
         0o644,
     )?;
     std::fs::create_dir_all(root.join("etc/banger")).map_err(io("create", &root))?;
+    let agent = if a.agent {
+        install_agent(cfg, &root)?
+    } else {
+        None
+    };
+    if let Some(v) = agent {
+        st.extra.insert("agent".into(), v);
+    }
     // No two clones may share host keys: the image carries none; banger-snap writes fresh ones.
     if let Ok(rd) = std::fs::read_dir(root.join("etc/ssh")) {
         for e in rd.flatten() {

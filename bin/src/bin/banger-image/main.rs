@@ -84,6 +84,12 @@ const BUILD_FLAGS: &[Flag] = &[
         value: Some("SIZE"),
         help: "the rootfs size (default: the content plus 30% and 64M of headroom)",
     },
+    Flag {
+        long: "no-agent",
+        short: None,
+        value: None,
+        help: "do not install the guest agent in a --debian image",
+    },
     KERNEL,
     INITRD,
     BOOT_ARGS,
@@ -171,6 +177,7 @@ struct Opts {
     sha256: Option<String>,
     table: bool,
     json: bool,
+    no_agent: bool,
 }
 
 struct Args {
@@ -211,6 +218,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 }
             }
             ("build", Long("mirror")) => o.mirror = Some(p.value()?.string()?),
+            ("build", Long("no-agent")) => o.no_agent = true,
             ("build", Long("size")) => {
                 let v = p.value()?.string()?;
                 o.size = Some(cli::parse_size(&v).map_err(|e| format!("--size: {e}"))?);
@@ -415,6 +423,7 @@ fn main() -> ExitCode {
                         mirror: a.o.mirror.as_deref(),
                         size: a.o.size,
                         boot_args: a.o.boot_args.as_deref(),
+                        agent: !a.o.no_agent,
                     },
                 ),
                 a.o.json,

@@ -149,6 +149,8 @@ pub struct Staging {
     name: String,
     files: Map<String, Value>,
     committed: bool,
+    /// More top-level fields for image.json (e.g. `agent`).
+    pub extra: Map<String, Value>,
 }
 
 impl Staging {
@@ -218,6 +220,7 @@ impl Images {
             name: name.into(),
             files: Map::new(),
             committed: false,
+            extra: Map::new(),
         })
     }
 
@@ -235,6 +238,9 @@ impl Images {
         rec.insert("boot_args".into(), boot_args.into());
         rec.insert("source".into(), source);
         rec.insert("files".into(), Value::Object(st.files.clone()));
+        for (k, v) in &st.extra {
+            rec.insert(k.clone(), v.clone());
+        }
         let mut bytes = serde_json::to_vec_pretty(&rec).unwrap_or_default();
         bytes.push(b'\n');
         let meta = st.dir.join("image.json");

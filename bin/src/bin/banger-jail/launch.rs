@@ -66,6 +66,11 @@ pub fn api_sock_path(cfg: &Config, name: &str) -> PathBuf {
     cfg.run_dir.join("vms").join(format!("{name}.sock"))
 }
 
+/// The short link to the VM's vsock socket under the run dir.
+pub fn vsock_sock_path(cfg: &Config, name: &str) -> PathBuf {
+    cfg.run_dir.join("vms").join(format!("{name}.vsock"))
+}
+
 /// Points `link` at `target`, replacing an older symlink, never anything else.
 fn place_symlink(link: &Path, target: &Path) -> Result<(), LaunchError> {
     let len = link.as_os_str().len();
@@ -154,6 +159,13 @@ pub struct JailSection {
     pub initrd: Option<String>,
     pub rootfs: String,
     pub cgroup: Option<PathBuf>,
+    /// The vsock device's socket as Firecracker names it (`uds_path` for `PUT /vsock`,
+    /// sent by `banger-vm start`); Firecracker makes it in the jail's root.
+    #[serde(default)]
+    pub vsock_uds: Option<String>,
+    /// The run dir's link to that socket, for the host side of the guest agent.
+    #[serde(default)]
+    pub vsock_sock: Option<PathBuf>,
     #[serde(default)]
     pub keeper_pid: Option<i32>,
     #[serde(default)]
@@ -166,7 +178,15 @@ pub struct JailSection {
 
 impl JailSection {
     fn from_answer(cfg: &Config, name: &str, a: Answer) -> JailSection {
+        // The jailer's Firecracker sees its chroot as /; the direct one sees host paths.
+        let vsock_uds = match (&a.chroot, &a.root) {
+            (Some(_), _) => Some(format!("/{}", banger::agent::VSOCK_NAME)),
+            (None, Some(root)) => Some(root.join(banger::agent::VSOCK_NAME).display().to_string()),
+            (None, None) => None,
+        };
         JailSection {
+            vsock_sock: vsock_uds.as_ref().map(|_| vsock_sock_path(cfg, name)),
+            vsock_uds,
             launcher: a.launcher,
             id: a.id,
             chroot: a.chroot,
@@ -196,6 +216,26 @@ impl JailSection {
     /// The section from a record, if it has a readable one.
     pub fn of(rec: &Record) -> Option<JailSection> {
         serde_json::from_value(rec.get("jail")?.clone()).ok()
+    }
+
+    /// The vsock socket's real path on the host (in the jail's root).
+    fn vsock_host_path(&self) -> Option<PathBuf> {
+        self.vsock_uds.as_ref()?;
+        Some(
+            self.root
+                .clone()
+                .or_else(|| self.chroot.clone())?
+                .join(banger::agent::VSOCK_NAME),
+        )
+    }
+
+    /// Links the run dir to the API socket and, when there is one, the vsock socket.
+    fn place_links(&self) -> Result<(), LaunchError> {
+        place_symlink(&self.api_sock, &self.socket)?;
+        if let (Some(link), Some(target)) = (&self.vsock_sock, self.vsock_host_path()) {
+            place_symlink(link, &target)?;
+        }
+        Ok(())
     }
 
     fn keeper(&self) -> Option<Keeper> {
@@ -359,8 +399,11 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
         if let Some(mut j) = JailSection::of(rec) {
             j.pid = Some(found.pid);
             j.start_time = Some(found.start_time);
-            place_symlink(&api_sock_path(cfg, &name), &j.socket).map_err(err("symlink"))?;
             j.api_sock = api_sock_path(cfg, &name);
+            if j.vsock_sock.is_some() {
+                j.vsock_sock = Some(vsock_sock_path(cfg, &name));
+            }
+            j.place_links().map_err(err("symlink"))?;
             let deadline = Instant::now() + Duration::from_millis(opts.timeout_ms);
             let started = wait_api(&j, deadline).map_err(err("launch"))?;
             if !started {
@@ -429,7 +472,7 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
             // yet: whatever was adopted, a guest not started yet gets it now.
             use banger::timing::span;
             let mut j = JailSection::from_answer(cfg, &name, a);
-            span("symlink", || place_symlink(&j.api_sock, &j.socket))?;
+            span("symlink", || j.place_links())?;
             // The keeper first: it starts while Firecracker comes up (the FIFO holds what
             // is written before the keeper reads), so neither waits for the other.
             span("keeper", || ensure_keeper(cfg, &mut j))?;

@@ -73,8 +73,16 @@ pub fn one(cfg: &Config, rec: &mut Record, grace_ms: u64) -> Result<Action, Step
         .and_then(Value::as_str)
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::launch::api_sock_path(cfg, &name));
-    if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
-        let _ = std::fs::remove_file(&link);
+    let vsock = jail
+        .as_ref()
+        .and_then(|j| j.get("vsock_sock"))
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::launch::vsock_sock_path(cfg, &name));
+    for l in [&link, &vsock] {
+        if std::fs::symlink_metadata(l).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(l);
+        }
     }
     rec.remove("jail");
     Ok(Action::Save)

@@ -74,6 +74,7 @@ pub const TOOL: Tool = Tool {
 for a person (or for --apply/--gc), 2 for usage. Runs as the owner (or root); what needs\n\
 root goes through the root helper. A disk a record names is never removed. See\n\
 banger-reconcile(8).",
+    internal: false,
 };
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -13,6 +13,18 @@ use std::process::ExitCode;
 pub struct Opts {
     pub method: Option<String>,
     pub disk_size: Option<u64>,
+    /// `--no-agent`: do not write the guest agent into the disk.
+    pub no_agent: bool,
+}
+
+/// Whether the image carries its own agent (`agent` in its image.json, as
+/// `banger-image build --debian` writes it): then its init starts it and nothing is added.
+pub fn image_has_agent(cfg: &Config, image: &str) -> bool {
+    let path = cfg.images_dir().join(image).join("image.json");
+    banger::fsx::read_path_capped(&path, 1 << 20)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|v| v.get("agent").is_some_and(|a| !a.is_null()))
 }
 
 /// The helper client: the socket when one answers, else in process when root.
@@ -56,7 +68,12 @@ fn has_live_disk(h: &Helper, name: &str) -> Result<bool, StepError> {
         .is_some_and(|d| d.iter().any(|x| x["exists"] == true)))
 }
 
-fn create_one(h: &Helper, rec: &mut Record, opts: &Opts) -> Result<Action, StepError> {
+fn create_one(
+    cfg: &Config,
+    h: &Helper,
+    rec: &mut Record,
+    opts: &Opts,
+) -> Result<Action, StepError> {
     let name = record::name(rec).unwrap_or_default().to_string();
     if section::get::<Snap>(rec)?.is_some_and(|s| s.path.is_some()) {
         // Idempotent: the disk exists already; nothing is made twice.
@@ -97,7 +114,16 @@ fn create_one(h: &Helper, rec: &mut Record, opts: &Opts) -> Result<Action, StepE
     if let Some(n) = net_args(rec) {
         args["net"] = n;
     }
+    let own_agent = image_has_agent(cfg, &image);
+    if !opts.no_agent && !own_agent {
+        args["agent"] = true.into();
+    }
     let r = call(h, "snap.create", args)?;
+    let agent = if own_agent {
+        "image"
+    } else {
+        r["agent"].as_str().unwrap_or("none")
+    };
     for w in r["warnings"].as_array().into_iter().flatten() {
         if let Some(w) = w.as_str() {
             eprintln!("{BIN}: warning: {name}: {w}");
@@ -118,6 +144,7 @@ fn create_one(h: &Helper, rec: &mut Record, opts: &Opts) -> Result<Action, StepE
             size_bytes: r["size_bytes"].as_u64(),
             host_keys,
             customized: r["customized"].as_bool(),
+            agent: Some(agent.to_string()),
             created_at: Some(record::now_rfc3339()),
             extra: Default::default(),
         },
@@ -133,7 +160,7 @@ pub fn run(cfg: &Config, store: &Store, input: Input, opts: &Opts) -> ExitCode {
         store,
         owns: &[Snap::KEY],
     };
-    step.run(input, |rec| create_one(&h, rec, opts))
+    step.run(input, |rec| create_one(cfg, &h, rec, opts))
 }
 
 #[cfg(test)]

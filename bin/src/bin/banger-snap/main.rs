@@ -24,6 +24,12 @@ const CREATE_FLAGS: &[Flag] = &[
         value: Some("SIZE"),
         help: "grow the disk and its filesystem to SIZE (e.g. 10G); default: the record's spec.disk_size, else the image's size",
     },
+    Flag {
+        long: "no-agent",
+        short: None,
+        value: None,
+        help: "do not write the guest agent into the disk (an image's own agent still runs)",
+    },
 ];
 
 const LIST_FLAGS: &[Flag] = &[Flag {
@@ -69,6 +75,7 @@ enum Args {
         names: Vec<String>,
         method: Option<String>,
         disk_size: Option<u64>,
+        no_agent: bool,
     },
     Rm {
         names: Vec<String>,
@@ -87,6 +94,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut method = None;
     let mut disk_size = None;
     let mut table = false;
+    let mut no_agent = false;
     while let Some(arg) = p.next()? {
         match (sub.as_str(), arg) {
             (_, Short('h') | Long("help")) => TOOL.exit_help(Some(&sub)),
@@ -103,6 +111,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 disk_size =
                     Some(banger::cli::parse_size(&v).map_err(|e| format!("--disk-size: {e}"))?);
             }
+            ("create", Long("no-agent")) => no_agent = true,
             ("list", Short('t') | Long("table")) => table = true,
             (_, Value(v)) => names.push(v.string()?),
             (_, arg) => return Err(arg.unexpected()),
@@ -113,6 +122,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             names,
             method,
             disk_size,
+            no_agent,
         },
         "rm" => Args::Rm { names },
         _ => Args::List { names, table },
@@ -133,11 +143,16 @@ fn main() -> ExitCode {
             names,
             method,
             disk_size,
+            no_agent,
         } => create::run(
             &cfg,
             &store,
             Input::from_names(names),
-            &create::Opts { method, disk_size },
+            &create::Opts {
+                method,
+                disk_size,
+                no_agent,
+            },
         ),
         Args::Rm { names } => rm::run(&cfg, &store, Input::from_names(names)),
         Args::List { names, table } => list::run(&cfg, &names, table),

@@ -140,12 +140,32 @@ fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>, SourceError> {
     Ok(out)
 }
 
-/// `banger` and `banger-*` executables, not the test stand-ins nor cargo's `.d` files.
+/// `banger` and `banger-*` executables, not the test stand-ins nor cargo's `.d` files, and
+/// not the guest agent (a guest program: see [`AGENT`]).
 fn is_banger_binary(name: &str, path: &Path) -> bool {
     (name == "banger" || name.starts_with("banger-"))
+        && name != "banger-agent"
         && !name.contains('.')
         && !name.contains("standin")
         && std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+/// Where the static guest agent goes under the prefix: banger (the helper) takes it from
+/// `<bin>/../lib/banger/banger-agent` to put into guests.
+pub const AGENT: &str = "lib/banger/banger-agent";
+
+/// The static agent a checkout built with `make agent`.
+const CHECKOUT_AGENT: &str = "target/x86_64-unknown-linux-musl/agent/banger-agent";
+
+/// The guest agent at `src`, when there is one.
+fn agent(src: PathBuf, items: &mut Vec<Item>) {
+    if src.is_file() {
+        items.push(Item {
+            src,
+            rel: PathBuf::from(AGENT),
+            mode: 0o755,
+        });
+    }
 }
 
 fn binaries(dir: &Path, items: &mut Vec<Item>) -> Result<(), SourceError> {
@@ -199,6 +219,7 @@ const FISH: &str = "share/fish/vendor_completions.d";
 fn from_prefix(prefix: &Path) -> Result<Build, SourceError> {
     let mut items = Vec::new();
     binaries(&prefix.join("bin"), &mut items)?;
+    agent(prefix.join(AGENT), &mut items);
     for s in ['1', '7', '8'] {
         let rel = PathBuf::from(format!("share/man/man{s}"));
         docs(
@@ -221,6 +242,7 @@ fn from_prefix(prefix: &Path) -> Result<Build, SourceError> {
 fn from_checkout(bindir: &Path, root: &Path) -> Result<Build, SourceError> {
     let mut items = Vec::new();
     binaries(bindir, &mut items)?;
+    agent(root.join(CHECKOUT_AGENT), &mut items);
     for (name, path) in list(&root.join("man"))? {
         if let (true, Some(s)) = (is_banger(&name), section(&name)) {
             items.push(Item {
@@ -381,6 +403,49 @@ mod tests {
         assert!(b.scratch.is_some());
         drop(b);
         assert!(!scratch.exists(), "the scratch dir goes with the build");
+    }
+
+    #[test]
+    fn the_guest_agent_goes_to_lib_never_to_bin() {
+        let t = tmp("agent");
+        let r = &t.0;
+        for b in ["banger", "banger-helper", "banger-system", "banger-agent"] {
+            file(&r.join("target/release").join(b), 0o755);
+        }
+        file(&r.join("units/banger-helper.service"), 0o644);
+        std::fs::create_dir_all(r.join("man")).unwrap();
+        std::fs::create_dir_all(r.join("completions")).unwrap();
+        let rels = |b: &Build| -> Vec<String> {
+            b.items
+                .iter()
+                .map(|i| i.rel.display().to_string())
+                .collect()
+        };
+        // Without `make agent`: no agent, and the host build of it is not installed.
+        let b = Build::find(&r.join("target/release")).unwrap();
+        assert!(
+            !rels(&b).iter().any(|r| r.contains("banger-agent")),
+            "{:?}",
+            rels(&b)
+        );
+        file(&r.join(CHECKOUT_AGENT), 0o755);
+        let b = Build::find(&r.join("target/release")).unwrap();
+        let agent: Vec<&Item> = b
+            .items
+            .iter()
+            .filter(|i| i.rel == Path::new(AGENT))
+            .collect();
+        assert_eq!(agent.len(), 1);
+        assert_eq!(agent[0].src, r.join(CHECKOUT_AGENT));
+        assert!(!rels(&b).contains(&"bin/banger-agent".to_string()));
+        // A prefix (make install) keeps it in lib/banger/.
+        let p = r.join("prefix");
+        for b in ["banger", "banger-helper", "banger-system"] {
+            file(&p.join("bin").join(b), 0o755);
+        }
+        file(&p.join(AGENT), 0o755);
+        let b = Build::find(&p).unwrap();
+        assert!(rels(&b).contains(&AGENT.to_string()));
     }
 
     #[test]

@@ -54,16 +54,28 @@ const FLAGS: &[Flag] = &[
         help: "public key for root in a new VM's guest (default: banger's own)",
     },
     Flag {
+        long: "no-agent",
+        short: None,
+        value: None,
+        help: "do not write the guest agent into the disk",
+    },
+    Flag {
+        long: "wait",
+        short: None,
+        value: Some("WHAT"),
+        help: "ready when: agent, ssh, console:TEXT or none (default: agent when the VM has one, else ssh)",
+    },
+    Flag {
         long: "wait-console",
         short: None,
         value: Some("TEXT"),
-        help: "ready when a console line contains TEXT (instead of the SSH port)",
+        help: "same as --wait console:TEXT",
     },
     Flag {
         long: "no-wait",
         short: None,
         value: None,
-        help: "return right after InstanceStart",
+        help: "same as --wait none: return right after InstanceStart",
     },
     Flag {
         long: "timeout",
@@ -115,6 +127,7 @@ struct Args {
     image: Option<String>,
     new: Vec<OsString>,
     start: Vec<OsString>,
+    snap: Vec<OsString>,
     launch: Vec<OsString>,
     direct: bool,
     timing: bool,
@@ -131,6 +144,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         image: None,
         new: Vec::new(),
         start: Vec::new(),
+        snap: Vec::new(),
         launch: Vec::new(),
         direct: false,
         timing: false,
@@ -158,9 +172,15 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 a.new.extend([flag.into(), v.clone().into()]);
                 a.given.push((flag, v));
             }
-            Long("wait-console") => {
-                a.start.extend(["--wait-console".into(), p.value()?]);
+            Long(f @ ("wait" | "wait-console")) => {
+                let flag = if f == "wait" {
+                    "--wait"
+                } else {
+                    "--wait-console"
+                };
+                a.start.extend([flag.into(), p.value()?]);
             }
+            Long("no-agent") => a.snap.push("--no-agent".into()),
             Long("timeout") => {
                 a.start.extend(["--timeout".into(), p.value()?]);
             }
@@ -302,7 +322,10 @@ fn main() -> ExitCode {
     let stages = [
         Stage::new("banger-vm", new),
         Stage::new("banger-net", ["up"]),
-        Stage::new("banger-snap", ["create"]),
+        Stage::new(
+            "banger-snap",
+            std::iter::once(OsString::from("create")).chain(a.snap.iter().cloned()),
+        ),
         Stage::new(
             "banger-jail",
             std::iter::once(OsString::from("launch")).chain(a.launch.iter().cloned()),

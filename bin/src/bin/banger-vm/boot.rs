@@ -2,10 +2,11 @@
 //! and wait until the guest is reachable.
 
 use crate::BIN;
+use banger::agent::proto::HelloInfo;
 use banger::config::Config;
 use banger::fc_api::{Client, FcError};
 use banger::record::{self, Record};
-use banger::section::{self, Jail, Net, Spec, Vm};
+use banger::section::{self, Jail, Net, Spec, Vm, VmAgent};
 use banger::step::{Action, StepError};
 use serde_json::Value;
 use std::io::{Read, Seek, SeekFrom};
@@ -14,18 +15,50 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The guest's vsock CID (any from 3 up; each VM has its own device).
+pub const GUEST_CID: u32 = 3;
+
 /// The image's command line when its image.json has none.
 pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 
 /// How to decide the guest is up.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Wait {
+    /// The guest agent answers `hello` on the VM's vsock (default when the VM has one).
+    Agent,
     /// The SSH port answers on the guest's IP (default when the VM has a network).
     Ssh,
     /// A line of the console contains this text.
     Console(String),
     /// Don't wait.
     None,
+}
+
+impl Wait {
+    /// `--wait WHAT`: `agent`, `ssh`, `console:TEXT` or `none`.
+    pub fn parse(s: &str) -> Result<Wait, String> {
+        match s {
+            "agent" => Ok(Wait::Agent),
+            "ssh" => Ok(Wait::Ssh),
+            "none" => Ok(Wait::None),
+            _ => match s.strip_prefix("console:") {
+                Some(t) if !t.is_empty() => Ok(Wait::Console(t.to_string())),
+                _ => Err(format!(
+                    "--wait {s:?}: expected agent, ssh, console:TEXT or none"
+                )),
+            },
+        }
+    }
+
+    /// What `vm.ready` says.
+    pub fn ready(&self) -> &'static str {
+        match self {
+            Wait::Agent => "agent",
+            Wait::Ssh => "ssh",
+            Wait::Console(_) => "console",
+            Wait::None => "not-waited",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -183,20 +216,34 @@ fn console_has(path: &Path, text: &str, offset: &mut u64, carry: &mut String) ->
     false
 }
 
-/// Waits until the guest is up. Returns the wait actually used.
-pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait, StepError> {
+/// Waits until the guest is up. Returns the wait actually used, and the agent's hello when
+/// that was the wait.
+pub fn wait_up(
+    rec: &Record,
+    opts: &WaitOpts,
+    console_from: u64,
+) -> Result<(Wait, Option<HelloInfo>), StepError> {
     let name = record::name(rec).unwrap_or("?").to_string();
     let ip = section::get::<Net>(rec).ok().flatten().and_then(|n| n.ip);
+    let vsock = banger::agent::vsock_sock(rec);
+    let has_agent = vsock.is_some() && banger::agent::snap_agent(rec).is_some();
     let wait = match (&opts.wait, &ip) {
         (Some(w), _) => w.clone(),
+        (None, _) if has_agent => Wait::Agent,
         (None, Some(_)) => Wait::Ssh,
         (None, None) => {
             eprintln!(
-                "{BIN}: {name}: no network to wait on; not waiting (use --wait-console TEXT)"
+                "{BIN}: {name}: no agent or network to wait on; not waiting (use --wait console:TEXT)"
             );
             Wait::None
         }
     };
+    if wait == Wait::Agent && vsock.is_none() {
+        return Err(StepError::new(
+            "no_vsock",
+            &banger::agent::AgentError::NoVsock { name: name.clone() },
+        ));
+    }
     let addr: Option<SocketAddr> = match (&wait, &ip) {
         (Wait::Ssh, Some(ip)) => Some(format!("{ip}:22").parse().map_err(|_| {
             StepError::msg(
@@ -231,16 +278,29 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
     let fc = banger::find_pid::find_for_record(rec)
         .and_then(|f| banger::wait::Pidfd::pin(f.pid, f.start_time));
     let mut pause = SSH_RETRY_MIN;
+    let mut hello = None;
+    let mut last_agent_error = String::from("no answer yet");
     loop {
         let up = match &wait {
             Wait::None => true,
+            Wait::Agent => match vsock.as_deref().map(|p| agent_hello(p, deadline)) {
+                Some(Ok(h)) => {
+                    hello = Some(h);
+                    true
+                }
+                Some(Err(e)) => {
+                    last_agent_error = banger::cli::one_line(&e);
+                    false
+                }
+                None => false,
+            },
             Wait::Ssh => addr.is_some_and(ssh_reachable),
             Wait::Console(text) => console
                 .as_deref()
                 .is_some_and(|p| console_has(p, text, &mut offset, &mut carry)),
         };
         if up {
-            return Ok(wait);
+            return Ok((wait, hello));
         }
         let gone = match &fc {
             Some(p) => p.exited(),
@@ -262,6 +322,7 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
                     "the guest did not come up within {} s ({}); console tail:\n{}",
                     opts.timeout.as_secs(),
                     match &wait {
+                        Wait::Agent => format!("the agent did not answer: {last_agent_error}"),
                         Wait::Ssh => "SSH port closed".to_string(),
                         Wait::Console(t) => format!("no console line with {t:?}"),
                         Wait::None => String::new(),
@@ -303,6 +364,43 @@ pub fn wait_up(rec: &Record, opts: &WaitOpts, console_from: u64) -> Result<Wait,
 /// The first and the longest pause between two tries of the guest's SSH port.
 const SSH_RETRY_MIN: Duration = Duration::from_millis(10);
 const SSH_RETRY_MAX: Duration = Duration::from_millis(250);
+
+/// One `hello` through the VM's vsock socket: the connection taken within at most 2 s (and
+/// never past `deadline`).
+fn agent_hello(sock: &Path, deadline: Instant) -> Result<HelloInfo, banger::agent::AgentError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let t = left.clamp(Duration::from_millis(100), Duration::from_secs(2));
+    banger::agent::hello(sock, t)
+}
+
+/// The part of a hello the record keeps (`vm.agent`).
+pub fn hello_section(h: &HelloInfo) -> VmAgent {
+    VmAgent {
+        version: Some(h.version.clone()),
+        protocol: Some(h.protocol),
+        boot_id: h.boot_id.clone(),
+        kernel: Some(h.kernel.clone()),
+        hostname: Some(h.hostname.clone()),
+        extra: Default::default(),
+    }
+}
+
+/// Makes the VM's vsock socket the owner's alone (Firecracker makes it with its umask).
+/// Through the run dir's link, with the owner's credentials when root runs this step: the
+/// owner controls that link, so root never follows it to chmod something else.
+fn restrict_vsock(cfg: &Config, rec: &Record) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(link) = banger::agent::vsock_sock(rec) else {
+        return;
+    };
+    let owner = cfg
+        .owner_uid
+        .filter(|u| *u != 0)
+        .map(|u| banger::detach::Creds::of_user(u, cfg.owner_gid.unwrap_or(u)));
+    let _ = banger_helper::cred::as_owner(owner.as_ref(), || {
+        let _ = std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o600));
+    });
+}
 
 fn console_len(rec: &Record) -> u64 {
     console_path(rec)
@@ -353,7 +451,12 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
     let initrd = jail.initrd.as_deref();
     let vcpus = u64::from(spec.vcpus.unwrap_or(1));
     let mem = u64::from(spec.mem_mib.unwrap_or(512));
-    let args = boot_args(cfg, rec);
+    let mut args = boot_args(cfg, rec);
+    // banger-snap wrote the agent into a disk whose init it cannot extend: the agent runs
+    // as init= first, then execs the image's init.
+    if banger::agent::snap_agent(rec).as_deref() == Some("init-hook") && jail.vsock_uds.is_some() {
+        args = banger::agent::hook_boot_args(&args);
+    }
 
     span("config", || -> Result<(), StepError> {
         client.machine_config(vcpus, mem).map_err(fc_err)?;
@@ -368,8 +471,9 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         }
         Ok(())
     })?;
-    if let Some(v) = jail.extra.get("vsock").and_then(Value::as_str) {
-        client.vsock(3, v).map_err(fc_err)?;
+    if let Some(v) = &jail.vsock_uds {
+        client.vsock(GUEST_CID, v).map_err(fc_err)?;
+        restrict_vsock(cfg, rec);
     }
     let from = console_len(rec);
     let t0 = Instant::now();
@@ -381,19 +485,14 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         vm.boot_args = Some(args.clone());
         vm.boot_ms = None;
     })?;
-    let used = span("wait", || wait_up(rec, opts, from))?;
+    restrict_vsock(cfg, rec);
+    let (used, hello) = span("wait", || wait_up(rec, opts, from))?;
     let boot_ms = t0.elapsed().as_millis() as u64;
     set_vm(rec, |vm| {
         vm.boot_ms = (used != Wait::None).then_some(boot_ms);
         vm.instance_start_ms = Some((api_ms * 1000.0).round() / 1000.0);
-        vm.ready = Some(
-            match used {
-                Wait::Ssh => "ssh",
-                Wait::Console(_) => "console",
-                Wait::None => "not-waited",
-            }
-            .into(),
-        );
+        vm.ready = Some(used.ready().into());
+        vm.agent = hello.as_ref().map(hello_section);
     })?;
     if used != Wait::None {
         eprintln!("{BIN}: {name}: up in {boot_ms} ms");
@@ -410,7 +509,10 @@ pub fn wait(rec: &mut Record, opts: &WaitOpts) -> Result<Action, StepError> {
             format!("{name} is not running: 'banger up {name}'"),
         ));
     }
-    wait_up(rec, opts, 0)?;
+    let (_, hello) = wait_up(rec, opts, 0)?;
+    if let Some(h) = hello {
+        set_vm(rec, |vm| vm.agent = Some(hello_section(&h)))?;
+    }
     Ok(Action::Emit)
 }
 
@@ -445,6 +547,20 @@ mod tests {
             ip_arg(&r).unwrap(),
             "ip=10.1.0.2::10.1.0.1:255.255.0.0:dev1:eth0:off"
         );
+    }
+
+    #[test]
+    fn wait_choices() {
+        assert_eq!(Wait::parse("agent"), Ok(Wait::Agent));
+        assert_eq!(Wait::parse("ssh"), Ok(Wait::Ssh));
+        assert_eq!(Wait::parse("none"), Ok(Wait::None));
+        assert_eq!(
+            Wait::parse("console:login: "),
+            Ok(Wait::Console("login: ".into()))
+        );
+        assert!(Wait::parse("console:").is_err());
+        assert!(Wait::parse("ping").is_err());
+        assert_eq!(Wait::Agent.ready(), "agent");
     }
 
     #[test]

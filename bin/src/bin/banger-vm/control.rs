@@ -7,6 +7,7 @@ use banger::find_pid::{find_for_record, Found};
 use banger::record::{self, Record};
 use banger::section::Live;
 use banger::step::{Action, StepError};
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// True while the found process is still the same live process.
@@ -131,6 +132,7 @@ pub fn live(rec: &mut Record) -> Result<(), StepError> {
                 pid: None,
                 found_by: None,
                 api_state: None,
+                agent: None,
                 checked_at: Some(record::now_rfc3339()),
                 extra: Default::default(),
             });
@@ -151,12 +153,23 @@ pub fn live(rec: &mut Record) -> Result<(), StepError> {
         (Some(_), Some(Err(FcError::Timeout { .. }))) => ("unresponsive", None),
         (Some(_), _) => ("unreachable", None),
     };
+    // The agent's hello, when the guest runs and is meant to have one.
+    let agent = match (state, banger::agent::vsock_sock(rec)) {
+        ("running", Some(sock)) if banger::agent::snap_agent(rec).is_some() => Some(
+            match banger::agent::hello(&sock, std::time::Duration::from_secs(5)) {
+                Ok(h) => serde_json::to_value(h).unwrap_or(Value::Null),
+                Err(e) => json!({ "error": banger::cli::one_line(&e), "code": e.code() }),
+            },
+        ),
+        _ => None,
+    };
     set_vm(rec, |vm| {
         vm.state = Some(state.into());
         vm.live = Some(Live {
             pid: found.as_ref().map(|f| i64::from(f.pid)),
             found_by: found.as_ref().map(|f| f.how.as_str().to_string()),
             api_state,
+            agent,
             checked_at: Some(record::now_rfc3339()),
             extra: Default::default(),
         });

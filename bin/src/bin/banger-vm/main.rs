@@ -5,6 +5,7 @@ mod boot;
 mod control;
 mod list;
 mod new;
+mod remote;
 mod rm;
 mod snapshot;
 
@@ -84,16 +85,22 @@ const LIST_FLAGS: &[Flag] = &[Flag {
 
 const START_FLAGS: &[Flag] = &[
     Flag {
+        long: "wait",
+        short: None,
+        value: Some("WHAT"),
+        help: "ready when: agent (its hello), ssh (the port answers), console:TEXT, or none (default: agent when the VM has one, else ssh)",
+    },
+    Flag {
         long: "wait-console",
         short: None,
         value: Some("TEXT"),
-        help: "ready when a console line contains TEXT (instead of the SSH port)",
+        help: "same as --wait console:TEXT",
     },
     Flag {
         long: "no-wait",
         short: None,
         value: None,
-        help: "return right after InstanceStart",
+        help: "same as --wait none: return right after InstanceStart",
     },
     Flag {
         long: "timeout",
@@ -105,10 +112,16 @@ const START_FLAGS: &[Flag] = &[
 
 const WAIT_FLAGS: &[Flag] = &[
     Flag {
+        long: "wait",
+        short: None,
+        value: Some("WHAT"),
+        help: "ready when: agent (its hello), ssh (the port answers), console:TEXT, or none (default: agent when the VM has one, else ssh)",
+    },
+    Flag {
         long: "wait-console",
         short: None,
         value: Some("TEXT"),
-        help: "ready when a console line contains TEXT (instead of the SSH port)",
+        help: "same as --wait console:TEXT",
     },
     Flag {
         long: "timeout",
@@ -137,6 +150,54 @@ const CONSOLE_FLAGS: &[Flag] = &[
         short: Some('n'),
         value: Some("N"),
         help: "start with the last N lines only",
+    },
+];
+
+const EXEC_FLAGS: &[Flag] = &[
+    Flag {
+        long: "via",
+        short: None,
+        value: Some("HOW"),
+        help: "agent or ssh (default: the agent when the VM has one and it answers, else ssh)",
+    },
+    Flag {
+        long: "tty",
+        short: Some('t'),
+        value: None,
+        help: "run the command on a terminal (interactive use; agent only)",
+    },
+    Flag {
+        long: "env",
+        short: Some('e'),
+        value: Some("K=V"),
+        help: "set an environment variable for the command (agent only; repeatable)",
+    },
+    Flag {
+        long: "cwd",
+        short: None,
+        value: Some("DIR"),
+        help: "run the command in DIR (agent only; default /root)",
+    },
+    Flag {
+        long: "timeout",
+        short: None,
+        value: Some("SECS"),
+        help: "kill the command after SECS (agent only)",
+    },
+];
+
+const CP_FLAGS: &[Flag] = &[
+    Flag {
+        long: "mode",
+        short: None,
+        value: Some("OCTAL"),
+        help: "the mode of a file copied into the guest (default: the source's)",
+    },
+    Flag {
+        long: "owner",
+        short: None,
+        value: Some("UID[:GID]"),
+        help: "the owner of a file copied into the guest (default root)",
     },
 ];
 
@@ -225,9 +286,15 @@ pub const TOOL: Tool = Tool {
         },
         Command {
             name: "exec",
-            args: "NAME -- CMD...",
-            about: "run one command in the guest over ssh; its exit code is passed through",
-            flags: &[],
+            args: "NAME [OPTIONS] -- CMD...",
+            about: "run one command in the guest (through its agent, else over ssh); its exit code is passed through",
+            flags: EXEC_FLAGS,
+        },
+        Command {
+            name: "cp",
+            args: "SRC DST",
+            about: "copy a file into or out of a guest through its agent (one side NAME:PATH, the other a path or -)",
+            flags: CP_FLAGS,
         },
         Command {
             name: "snapshot",
@@ -306,13 +373,84 @@ enum Args {
     Ssh {
         name: String,
         args: Vec<String>,
-        exec: bool,
+    },
+    Exec {
+        name: String,
+        argv: Vec<String>,
+        opts: remote::ExecOpts,
+    },
+    Cp {
+        src: String,
+        dst: String,
+        opts: remote::CpOpts,
     },
     Snapshot {
         name: String,
         dir: PathBuf,
         restore: bool,
     },
+}
+
+/// One of exec's options (`key` without dashes), its value from `p`.
+fn exec_opt(
+    p: &mut lexopt::Parser,
+    key: &str,
+    o: &mut remote::ExecOpts,
+) -> Result<(), lexopt::Error> {
+    use lexopt::ValueExt;
+    match key {
+        "via" => o.via = Some(remote::Via::parse(&p.value()?.string()?)?),
+        "t" | "tty" => o.tty = true,
+        "e" | "env" => {
+            let v = p.value()?.string()?;
+            match v.split_once('=') {
+                Some((k, val)) if !k.is_empty() => o.env.push((k.into(), val.into())),
+                _ => return Err(format!("--env {v:?}: expected NAME=VALUE").into()),
+            }
+        }
+        "cwd" => o.cwd = Some(p.value()?.string()?),
+        _ => {
+            let v: f64 = p.value()?.parse()?;
+            if !(v > 0.0 && v <= 7.0 * 86400.0) {
+                return Err(format!("--timeout {v}: must be more than 0, at most a week").into());
+            }
+            o.timeout = Some(std::time::Duration::from_secs_f64(v));
+        }
+    }
+    Ok(())
+}
+
+const EXEC_LONGS: &[&str] = &["via", "tty", "env", "cwd", "timeout"];
+
+/// Exec's options between NAME and `--`.
+fn exec_opts_after_name(words: &[String], o: &mut remote::ExecOpts) -> Result<(), lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(words);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short(c) if c == 't' || c == 'e' => exec_opt(&mut p, &c.to_string(), o)?,
+            Long(l) if EXEC_LONGS.contains(&l) => {
+                let k = l.to_string();
+                exec_opt(&mut p, &k, o)?
+            }
+            arg => return Err(arg.unexpected()),
+        }
+    }
+    Ok(())
+}
+
+fn parse_owner(v: &str) -> Result<(u32, Option<u32>), lexopt::Error> {
+    let bad = || format!("--owner {v:?}: expected UID or UID:GID (numbers)");
+    let (u, g) = match v.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (v, None),
+    };
+    let uid = u.parse().map_err(|_| bad())?;
+    let gid = match g {
+        Some(g) => Some(g.parse().map_err(|_| bad())?),
+        None => None,
+    };
+    Ok((uid, gid))
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -334,6 +472,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut follow = false;
     let mut lines = None;
     let mut rest: Vec<String> = Vec::new();
+    let mut exec_opts = remote::ExecOpts::default();
+    let mut cp_opts = remote::CpOpts::default();
     while let Some(arg) = p.next()? {
         match (sub.as_str(), arg) {
             (_, Short('h') | Long("help")) => TOOL.exit_help(Some(&sub)),
@@ -352,11 +492,30 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             ("set", Long("no-autostart")) => autostart = Some(false),
             ("list" | "status", Short('t') | Long("table")) => table = true,
             ("rm", Short('f') | Long("force")) => force = true,
+            ("start" | "wait", Long("wait")) => {
+                wait = Some(boot::Wait::parse(&p.value()?.string()?)?)
+            }
             ("start" | "wait", Long("wait-console")) => {
                 wait = Some(boot::Wait::Console(p.value()?.string()?))
             }
             ("start", Long("no-wait")) => wait = Some(boot::Wait::None),
             ("start" | "wait" | "stop", Long("timeout")) => timeout = Some(p.value()?.parse()?),
+            ("exec", Short(c)) if names.is_empty() && (c == 't' || c == 'e') => {
+                exec_opt(&mut p, &c.to_string(), &mut exec_opts)?
+            }
+            ("exec", Long(l)) if names.is_empty() && EXEC_LONGS.contains(&l) => {
+                let k = l.to_string();
+                exec_opt(&mut p, &k, &mut exec_opts)?
+            }
+            ("cp", Long("mode")) => {
+                let v = p.value()?.string()?;
+                let m = u32::from_str_radix(&v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("--mode {v:?}: expected an octal mode (e.g. 0644)"))?;
+                cp_opts.mode = Some(m);
+            }
+            ("cp", Long("owner")) => cp_opts.owner = Some(parse_owner(&p.value()?.string()?)?),
             ("console", Short('f') | Long("follow")) => follow = true,
             ("console", Short('n') | Long("lines")) => lines = Some(p.value()?.parse()?),
             ("ssh" | "exec", Value(v)) if names.is_empty() => {
@@ -366,8 +525,13 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                     .raw_args()?
                     .map(|a| a.into_string().map_err(lexopt::Error::from))
                     .collect::<Result<_, _>>()?;
-                rest = match raw.first().map(String::as_str) {
-                    Some("--") => raw[1..].to_vec(),
+                rest = match raw.iter().position(|a| a == "--") {
+                    // exec NAME [OPTIONS] -- CMD...
+                    Some(i) if sub == "exec" => {
+                        exec_opts_after_name(&raw[..i], &mut exec_opts)?;
+                        raw[i + 1..].to_vec()
+                    }
+                    Some(0) => raw[1..].to_vec(),
                     _ => raw,
                 };
             }
@@ -442,17 +606,27 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                     follow,
                     lines,
                 }
-            } else {
-                if sub == "exec" && rest.is_empty() {
+            } else if sub == "exec" {
+                if rest.is_empty() {
                     return Err("exec: missing the command (banger-vm exec NAME -- CMD...)".into());
                 }
-                Args::Ssh {
+                Args::Exec {
                     name,
-                    args: rest,
-                    exec: sub == "exec",
+                    argv: rest,
+                    opts: exec_opts,
                 }
+            } else {
+                Args::Ssh { name, args: rest }
             }
         }
+        "cp" => match names.as_slice() {
+            [s, d] => Args::Cp {
+                src: s.clone(),
+                dst: d.clone(),
+                opts: cp_opts,
+            },
+            _ => return Err("cp: takes SRC DST (one of them NAME:PATH)".into()),
+        },
         "snapshot" | "restore" => match names.as_slice() {
             [n, d] => Args::Snapshot {
                 name: n.clone(),
@@ -519,9 +693,93 @@ fn main() -> ExitCode {
             follow,
             lines,
         } => one(&store, &name, |rec| access::console(rec, follow, lines)),
-        Args::Ssh { name, args, exec } => one(&store, &name, |rec| {
-            Err(access::exec_ssh(&cfg, rec, &args, exec))
+        Args::Ssh { name, args } => one(&store, &name, |rec| {
+            Err(access::exec_ssh(&cfg, rec, &args, false))
         }),
+        Args::Exec { name, argv, opts } => exec(&cfg, &store, &name, &argv, &opts),
+        Args::Cp { src, dst, opts } => cp(&store, &src, &dst, &opts),
+    }
+}
+
+fn report(name: &str, e: &banger::step::StepError) {
+    let mut it = e.chain.iter();
+    if let Some(first) = it.next() {
+        eprintln!("{BIN}: error: {name}: {first}");
+    }
+    for c in it {
+        eprintln!("  caused by: {c}");
+    }
+}
+
+/// `exec`: through the agent (exit status passed through; 1 when banger could not run it), or
+/// by replacing this process with ssh.
+fn exec(
+    cfg: &banger::config::Config,
+    store: &banger::store::Store,
+    name: &str,
+    argv: &[String],
+    opts: &remote::ExecOpts,
+) -> ExitCode {
+    let res = store
+        .load(name)
+        .map_err(banger::step::StepError::from)
+        .and_then(|rec| {
+            let via_ssh = || {
+                if opts.tty || !opts.env.is_empty() || opts.cwd.is_some() || opts.timeout.is_some()
+                {
+                    eprintln!(
+                        "{BIN}: {name}: over ssh, --tty, --env, --cwd and --timeout do not apply"
+                    );
+                }
+                Err(access::exec_ssh(cfg, &rec, argv, true))
+            };
+            match remote::agent_for_exec(&rec, opts.via)? {
+                Some(client) => remote::exec(client, argv, opts),
+                None => via_ssh(),
+            }
+        });
+    match res {
+        Ok(status) => ExitCode::from(status),
+        Err(e) => {
+            report(name, &e);
+            ExitCode::from(banger::cli::EXIT_FAILURE)
+        }
+    }
+}
+
+/// `cp SRC DST`: exactly one side in a VM.
+fn cp(store: &banger::store::Store, src: &str, dst: &str, opts: &remote::CpOpts) -> ExitCode {
+    use remote::Side;
+    let (s, d) = (Side::parse(src), Side::parse(dst));
+    // (the VM, its path, true when the file goes into it)
+    let (name, path, up) = match (&s, &d) {
+        (Side::Vm { .. }, Side::Vm { .. }) => {
+            return TOOL.usage_error(&lexopt::Error::from("cp: only one side may be in a VM"))
+        }
+        (_, Side::Vm { name, path }) => (name.clone(), path.clone(), true),
+        (Side::Vm { name, path }, _) => (name.clone(), path.clone(), false),
+        _ => {
+            return TOOL.usage_error(&lexopt::Error::from(
+                "cp: one side must be NAME:PATH (a file in VM NAME)",
+            ))
+        }
+    };
+    let res = store
+        .load(&name)
+        .map_err(banger::step::StepError::from)
+        .and_then(|rec| {
+            if up {
+                remote::upload(&rec, &s, &path, opts)
+            } else {
+                remote::download(&rec, &path, &d)
+            }
+        });
+    match res {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&name, &e);
+            ExitCode::from(banger::cli::EXIT_FAILURE)
+        }
     }
 }
 
@@ -556,13 +814,7 @@ fn one(
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut it = e.chain.iter();
-            if let Some(first) = it.next() {
-                eprintln!("{BIN}: error: {name}: {first}");
-            }
-            for c in it {
-                eprintln!("  caused by: {c}");
-            }
+            report(name, &e);
             ExitCode::from(banger::cli::EXIT_FAILURE)
         }
     }

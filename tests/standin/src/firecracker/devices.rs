@@ -4,11 +4,14 @@
 //! not guest state).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::process::Stdio;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,8 +72,28 @@ pub fn open_tap(name: &str) -> Result<File, String> {
     Ok(tun)
 }
 
-/// Binds the vsock's host-side unix socket. Connections get Firecracker's answer for a guest
-/// port nobody listens on: the `CONNECT <port>` line is read and the connection closed.
+/// The stand-in guest's agent: a program started for each host-initiated vsock connection to
+/// the agent's port once the guest "runs", named on the kernel command line as
+/// `standin.agent=PATH` (a host binary, e.g. banger-agent, run with `--stdio` on the
+/// connection). Without it the stand-in guest has no agent, like the tiny guest.
+static GUEST_AGENT: Mutex<Option<String>> = Mutex::new(None);
+
+/// The agent's vsock port in banger's guests.
+const AGENT_PORT: &str = "1023";
+
+/// At InstanceStart: the guest's agent, if its command line names one.
+pub fn start_guest_agent(cmdline: &str) {
+    let agent = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("standin.agent="))
+        .map(String::from);
+    *GUEST_AGENT.lock().unwrap_or_else(|p| p.into_inner()) = agent;
+}
+
+/// Binds the vsock's host-side unix socket. A connection reads `CONNECT <port>`; for the
+/// agent's port, with a stand-in guest agent, Firecracker's `OK <host port>` is answered and
+/// the agent serves the connection; otherwise it is closed, as Firecracker does for a guest
+/// port nobody listens on.
 pub fn bind_vsock(uds_path: &str) -> Result<(), String> {
     let listener = UnixListener::bind(uds_path).map_err(|e| {
         format!("Cannot create backend for vsock device: Error binding to the host-side Unix socket: {e}")
@@ -79,14 +102,45 @@ pub fn bind_vsock(uds_path: &str) -> Result<(), String> {
         .name("fc_vsock".into())
         .spawn(move || {
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let mut line = String::new();
-                let _ = BufReader::new(&conn).take(64).read_line(&mut line);
+                let Ok(mut conn) = conn else { continue };
+                let mut line = Vec::new();
+                let mut b = [0u8; 1];
+                while line.len() < 64 && matches!(conn.read(&mut b), Ok(1)) && b[0] != b'\n' {
+                    line.push(b[0]);
+                }
+                let port = String::from_utf8_lossy(&line)
+                    .strip_prefix("CONNECT ")
+                    .map(|p| p.trim().to_string());
+                let agent = GUEST_AGENT
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let (Some(AGENT_PORT), Some(agent)) = (port.as_deref(), agent) {
+                    if conn.write_all(b"OK 1073741824\n").is_ok() {
+                        serve_agent(&agent, conn);
+                    }
+                }
             }
         });
     spawned
         .map(|_| ())
         .map_err(|e| format!("Cannot create vsock device: {e}"))
+}
+
+/// Runs the stand-in guest's agent on one connection (its stdin and stdout), reaped by a
+/// thread of its own.
+fn serve_agent(agent: &str, conn: UnixStream) {
+    let (Ok(a), Ok(b)) = (conn.try_clone(), conn.try_clone()) else {
+        return;
+    };
+    let child = std::process::Command::new(agent)
+        .arg("--stdio")
+        .stdin(Stdio::from(OwnedFd::from(a)))
+        .stdout(Stdio::from(OwnedFd::from(b)))
+        .spawn();
+    if let Ok(mut c) = child {
+        std::thread::spawn(move || c.wait());
+    }
 }
 
 /// Where the guest's serial console goes.

@@ -37,6 +37,7 @@ impl Vmm {
             }
         };
         serial.write_line(&format!("STANDIN_GUEST_READY cmdline={cmdline}"));
+        devices::start_guest_agent(&cmdline);
         let exit = if cmdline.contains("standin.exit") || cmdline.contains("tiny.exit") {
             serial.write_line("STANDIN_GUEST_EXIT");
             Some(Exit {
