@@ -526,17 +526,23 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("api.sock");
         let l = UnixListener::bind(&sock).unwrap();
+        // The server holds the connection, silent, until the client has given up (never
+        // for a fixed time: under load a sleep can end before the client's timeout fires).
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let h = std::thread::spawn(move || {
             let (s, _) = l.accept().unwrap();
-            std::thread::sleep(Duration::from_millis(800));
+            let _ = done_rx.recv_timeout(Duration::from_secs(30));
             drop(s);
         });
         let t = std::time::Instant::now();
         let e = Client::with_timeout(&sock, Duration::from_millis(300))
             .instance_info()
             .unwrap_err();
+        let took = t.elapsed();
+        done_tx.send(()).unwrap();
         assert_eq!(e.code(), "api_timeout", "{e}");
-        assert!(t.elapsed() < Duration::from_millis(700));
+        assert!(took >= Duration::from_millis(300), "gave up after {took:?}");
+        assert!(took < Duration::from_secs(20), "the timeout did not fire: {took:?}");
         h.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
