@@ -5,7 +5,7 @@
 # that the echoed input never contains), then Tab and a key that ends the line.
 zmodload zsh/zpty || exit 2
 zpty z zsh -f -i
-zpty -w z "PS1= PROMPT= RPROMPT=; fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D -d /dev/null"
+zpty -w z "PS1= PROMPT= RPROMPT=; fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D -d ${1:h}/.zcompdump"  # never /dev/null: compinit may remove its dump file
 zpty -w z 'compadd () {
   if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\ * ]]; then builtin compadd "$@"; return; fi
   typeset -a __hits; builtin compadd -A __hits "$@"; local r=$?
