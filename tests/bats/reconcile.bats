@@ -342,6 +342,25 @@ teardown() {
     assert_line --regexp "^$n +damaged +none +needs a person"
 }
 
+@test "reconcile (stand-in firecracker): a VM directory holding only the unfinished write of a killed banger-vm new is removed by --gc, and the name is free again" {
+    local n="${CHAOS_TAG}-u"
+    in_world sh -c "mkdir -p '$BANGER_STATE_DIR/vms/$n' && echo '{\"v\":1' >'$BANGER_STATE_DIR/vms/$n/.vm.json.tmp.999999.1' && chown $OWNER_UID:$OWNER_UID '$BANGER_STATE_DIR/vms' && chown -R $OWNER_UID:$OWNER_UID '$BANGER_STATE_DIR/vms/$n'"
+    run --separate-stderr reconcile
+    assert_failure 1
+    finding "$n" '.kind == "unfinished-new" and .action == "remove-unfinished" and .result == "planned"'
+    run --separate-stderr reconcile --apply --gc
+    assert_success
+    finding "$n" '.kind == "unfinished-new" and .result == "done"'
+    in_world test ! -e "$BANGER_STATE_DIR/vms/$n"
+    run --separate-stderr reconcile --apply --gc
+    assert_success
+    assert_output ""
+    up "$n" >/dev/null
+    as_owner banger down --timeout 1 "$n" >/dev/null
+    as_owner banger rm --yes "$n" >/dev/null
+    nothing_left "$n"
+}
+
 @test "reconcile: usage errors exit 2" {
     run --separate-stderr banger-reconcile --frobnicate
     [ "$status" -eq 2 ]

@@ -542,7 +542,10 @@ mod tests {
         done_tx.send(()).unwrap();
         assert_eq!(e.code(), "api_timeout", "{e}");
         assert!(took >= Duration::from_millis(300), "gave up after {took:?}");
-        assert!(took < Duration::from_secs(20), "the timeout did not fire: {took:?}");
+        assert!(
+            took < Duration::from_secs(20),
+            "the timeout did not fire: {took:?}"
+        );
         h.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }

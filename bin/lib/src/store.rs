@@ -321,15 +321,31 @@ impl Store {
         Ok(rec)
     }
 
-    /// What a VM directory without `vm.json` holds, for the damaged message.
-    fn why_no_record(&self, name: &str) -> String {
-        let files: Vec<String> = std::fs::read_dir(self.vm_dir(name))
+    /// The names in a VM directory.
+    fn vm_dir_files(&self, name: &str) -> Vec<String> {
+        std::fs::read_dir(self.vm_dir(name))
             .map(|d| {
                 d.filter_map(Result::ok)
                     .filter_map(|e| e.file_name().into_string().ok())
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Whether NAME's directory holds nothing but an unfinished first write of `vm.json`
+    /// (a `banger-vm new` killed before its rename): no record was ever made, nothing else
+    /// is in it, and removing the directory loses nothing.
+    pub fn only_unfinished_new(&self, name: &str) -> bool {
+        if Self::check_name(name).is_err() {
+            return false;
+        }
+        let files = self.vm_dir_files(name);
+        !files.is_empty() && files.iter().all(|f| temp_owner(f, "vm.json").is_some())
+    }
+
+    /// What a VM directory without `vm.json` holds, for the damaged message.
+    fn why_no_record(&self, name: &str) -> String {
+        let files = self.vm_dir_files(name);
         if files.iter().all(|f| temp_owner(f, "vm.json").is_some()) {
             "there is no vm.json, only an unfinished write (a banger-vm new that was killed)".into()
         } else {

@@ -213,6 +213,13 @@ impl Doer<'_> {
                 }
                 Ok(())
             }
+            Act::RemoveUnfinished => {
+                // Looked at again under the lock: still nothing but the unfinished write.
+                if self.store.only_unfinished_new(name) {
+                    self.store.remove(name)?;
+                }
+                Ok(())
+            }
             Act::Up { direct } => {
                 let mut args = vec!["--no-wait"];
                 if *direct {

@@ -51,6 +51,8 @@ pub enum Act {
     UndoLedger { jail: bool, net: bool, disk: bool },
     /// Removes run dir links of a VM that has no jail.
     RemoveLinks(Vec<PathBuf>),
+    /// Removes a VM directory that holds only the unfinished first write of its record.
+    RemoveUnfinished,
     /// `banger up NAME --no-wait` (autostart at boot).
     Up { direct: bool },
 }
@@ -69,6 +71,7 @@ impl Act {
             Act::AdoptDisk => "adopt-disk",
             Act::UndoJail | Act::UndoDisk | Act::UndoLedger { .. } => "undo",
             Act::RemoveLinks(_) => "remove-links",
+            Act::RemoveUnfinished => "remove-unfinished",
             Act::Up { .. } => "up",
         }
     }
@@ -82,7 +85,7 @@ impl Act {
             Act::ReleaseNet | Act::RepairNet => 4,
             Act::AdoptDisk | Act::UndoDisk => 5,
             Act::UndoLedger { .. } => 6,
-            Act::RemoveLinks(_) => 7,
+            Act::RemoveLinks(_) | Act::RemoveUnfinished => 7,
             Act::Up { .. } => 8,
             Act::Person => 9,
         }
@@ -159,6 +162,21 @@ pub fn judge(v: &View, cx: &Context) -> Vec<Finding> {
                 ),
             )];
             out.extend(drops(v, &[]));
+            out
+        }
+        Rec::Unfinished(why) => {
+            // What the ledger holds for it is a VM's without a record; then the directory.
+            let mut out = judge_missing(v);
+            out.push(
+                Finding::new(
+                    &v.name,
+                    "unfinished-new",
+                    why.clone(),
+                    Act::RemoveUnfinished,
+                    "a banger-vm new was killed before its record was written: nothing else is in the directory",
+                )
+                .gc(),
+            );
             out
         }
         Rec::Missing => judge_missing(v),
@@ -863,5 +881,24 @@ mod tests {
         );
         assert_eq!(acts(&f), ["none"]);
         assert!(f[0].person);
+    }
+
+    #[test]
+    fn an_unfinished_new_is_removed_with_gc_after_its_ledger_entries() {
+        let f = judge(
+            &view(
+                Rec::Unfinished("only an unfinished write".into()),
+                vec![held("tap", "bgr1", "present")],
+                Live::default(),
+            ),
+            &Context::default(),
+        );
+        assert_eq!(acts(&f), ["undo", "remove-unfinished"]);
+        assert!(f.iter().all(|f| !f.person));
+        let f = judge(
+            &view(Rec::Unfinished("x".into()), vec![], Live::default()),
+            &Context::default(),
+        );
+        assert_eq!(acts(&f), ["remove-unfinished"]);
     }
 }

@@ -59,6 +59,9 @@ pub enum Rec {
     Ok(Box<Record>),
     /// Unreadable: why.
     Damaged(String),
+    /// No record, only the unfinished first write of one (a `banger-vm new` that was
+    /// killed): what was found.
+    Unfinished(String),
     /// No VM directory at all.
     Missing,
 }
@@ -194,12 +197,27 @@ fn run_links(cfg: &Config) -> BTreeMap<String, Vec<PathBuf>> {
     out
 }
 
-fn rec_of(listed: Result<Record, StoreError>) -> Result<Rec, StoreError> {
+fn rec_of(
+    store: &Store,
+    name: &str,
+    listed: Result<Record, StoreError>,
+) -> Result<Rec, StoreError> {
     match listed {
         Ok(r) => Ok(Rec::Ok(Box::new(r))),
         Err(StoreError::NotFound { .. }) => Ok(Rec::Missing),
-        Err(e @ StoreError::Damaged { .. }) => Ok(Rec::Damaged(banger::cli::one_line(&e))),
+        Err(e @ StoreError::Damaged { .. }) => Ok(damaged(store, name, &e)),
         Err(e) => Err(e),
+    }
+}
+
+/// A damaged record, or only the unfinished write of a first one.
+fn damaged(store: &Store, name: &str, e: &StoreError) -> Rec {
+    if store.only_unfinished_new(name) {
+        Rec::Unfinished(format!(
+            "{name}'s directory holds no record, only the unfinished write of its first one (a banger-vm new that was killed)"
+        ))
+    } else {
+        Rec::Damaged(banger::cli::one_line(e))
     }
 }
 
@@ -220,7 +238,10 @@ pub fn snapshot(cfg: &Config, store: &Store, helper: &Helper) -> Result<Snapshot
                 let name = banger::record::name(&r).unwrap_or_default().to_string();
                 (name, Rec::Ok(Box::new(r)))
             }
-            Listed::Damaged { name, error } => (name, Rec::Damaged(banger::cli::one_line(&error))),
+            Listed::Damaged { name, error } => {
+                let rec = damaged(store, &name, &error);
+                (name, rec)
+            }
         };
         let mut v = blank(&name);
         if let Rec::Ok(r) = &rec {
@@ -260,7 +281,7 @@ pub fn snapshot(cfg: &Config, store: &Store, helper: &Helper) -> Result<Snapshot
 /// One VM looked at again (under its lock): the stored record, its ledger entries, the
 /// process table, its run dir links.
 pub fn one(cfg: &Config, store: &Store, helper: &Helper, name: &str) -> Result<View, ViewError> {
-    let rec = rec_of(store.load(name))?;
+    let rec = rec_of(store, name, store.load(name))?;
     let held = scan(helper, Some(name))?
         .entries
         .into_iter()
