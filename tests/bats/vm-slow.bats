@@ -177,3 +177,36 @@ now_ms() {
     run --separate-stderr banger down t1 --timeout 60
     assert_success
 }
+
+# boot_id NAME: the guest's boot_id, read over SSH (tens of seconds a command here: retried).
+boot_id_over_ssh() {
+    local i out
+    for i in 1 2 3 4 5; do
+        out=$(in_ns_h banger vm exec --via ssh "$1" -- cat /proc/sys/kernel/random/boot_id 2>/dev/null) &&
+            [ -n "$out" ] && { echo "$out"; return 0; }
+        echo "boot_id attempt $i failed" >&3
+    done
+    return 1
+}
+
+@test "reconcile (real firecracker, real Linux guest): the guest keeps its boot_id over SSH and its Firecracker pid when the helper is killed -9, restarted and reconcile --apply --gc runs" {
+    run --separate-stderr in_ns_h banger up t2 --image slow --vcpus 1 --mem 512 --wait ssh --timeout 900
+    [ "$status" -eq 0 ] || { echo "$stderr" >&2; banger vm console t2 --lines 40 >&2; false; }
+    local pid before after
+    pid=$(banger-vm status t2 | jq -r .jail.pid)
+    before=$(boot_id_over_ssh t2)
+    [[ "$before" =~ ^[0-9a-f-]{36}$ ]]
+    kill -9 "$HELPER_PID"
+    wait "$HELPER_PID" 2>/dev/null || true
+    HELPER_PID=""
+    start_helper_in "$NS_H" --owner "$OWNER_UID"
+    run --separate-stderr banger-reconcile --apply --gc
+    assert_success
+    assert_output ""
+    after=$(boot_id_over_ssh t2)
+    [ "$after" = "$before" ]
+    [ "$(banger-vm status t2 | jq -r .vm.live.pid)" = "$pid" ]
+    echo "# boot_id before and after the helper's restart and reconcile: $before; Firecracker pid $pid" >&3
+    run --separate-stderr banger down t2 --timeout 60
+    assert_success
+}
