@@ -49,6 +49,7 @@ check() {
 }
 
 @test "doctor: a VM launched without the jailer is named as less isolated" {
+    stub_image x
     banger-vm new a --image x >/dev/null
     banger-vm new b --image x >/dev/null
     jq '.jail = {"launcher": "direct"}' "$BANGER_STATE_DIR/vms/b/vm.json" >"$BATS_TEST_TMPDIR/b" \

@@ -278,6 +278,15 @@ nothing_made() {
     [[ "$stderr" == *"t5 exists; ignoring --image other (its spec is kept: 'banger rm t5 --yes', then banger up again, to change it)"* ]]
 }
 
+@test "banger up (stand-in firecracker): a VM directory with only the unfinished write of a first record (a banger-vm new killed, or racing) is a VM not made yet" {
+    mkdir -p "$BANGER_STATE_DIR/vms/t6"
+    echo '{"v":1' >"$BANGER_STATE_DIR/vms/t6/.vm.json.tmp.999999.1"
+    chown "$OWNER_UID:$OWNER_UID" "$BANGER_STATE_DIR/vms" "$BANGER_STATE_DIR/vms/t6" "$BANGER_STATE_DIR/vms/t6/.vm.json.tmp.999999.1"
+    run --separate-stderr banger up t6 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_success
+    echo "$output" | jq -e '.name == "t6" and .vm.state == "running"'
+}
+
 @test "banger up: /dev/kvm that is not the KVM device fails before anything is made (issue 13, item 2)" {
     # In a private mount namespace of this test: a plain file over /dev/kvm.
     touch "$BATS_TEST_TMPDIR/not-kvm"

@@ -291,6 +291,10 @@ fn main() -> ExitCode {
     let existing = match store.load(name) {
         Ok(r) => Some(r),
         Err(StoreError::NotFound { .. }) => None,
+        // Only the unfinished write of a first record: another `banger up` of this name is
+        // making it right now, or one was killed while it did. `banger-vm new --exists-ok`
+        // sorts out which under the VM's lock; to this check it is a VM not made yet.
+        Err(StoreError::Damaged { .. }) if store.only_unfinished_new(name) => None,
         Err(e) => {
             cli::report(BIN, &e);
             eprintln!("{BIN}: nothing was changed; 'banger rm --force {name} --yes' removes a damaged VM and releases what it held");
