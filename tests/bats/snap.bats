@@ -274,8 +274,10 @@ teardown() {
 
 @test "snap create: bad inputs give clear errors" {
     make_image base
-    # Missing image.
+    # An image removed after the VM was made (banger-vm new refuses a missing one).
+    stub_image nope
     banger-vm new a --image nope >/dev/null
+    rm -r "$BANGER_STATE_DIR/images/nope"
     run banger-snap create a
     assert_failure 1
     assert_output --partial 'no image named "nope"'
