@@ -200,3 +200,50 @@ bash_complete() {
         }' "$REPO"/tests/bats/*.bats
     assert_output ""
 }
+
+# readme_commands: the banger commands of the README's code blocks, one per line: continued
+# lines joined, comments dropped, pipelines and && chains split, sudo and a build path taken off.
+readme_commands() {
+    awk '
+        /^    [^ ]/ || /^      / {
+            line = substr($0, 5)
+            if (cont != "") { line = cont " " line; cont = "" }
+            if (line ~ /\\$/) { cont = substr(line, 1, length(line) - 1); next }
+            sub(/ +# .*$/, "", line)
+            n = split(line, parts, /\|\|?|&&/)
+            for (i = 1; i <= n; i++) {
+                c = parts[i]
+                gsub(/^ +| +$/, "", c)
+                sub(/^sudo +/, "", c)
+                sub(/^target\/release\//, "", c)
+                if (c ~ /^banger(-[a-z]+)?( |$)/ && c !~ /^banger(-[a-z]+)?:/) print c
+            }
+            next
+        }
+        { cont = "" }' "$REPO/README.md"
+}
+
+@test "docs: every banger command the README shows exists, with every flag it uses (issue 13)" {
+    local cmd prog sub rest help f n=0 bad=()
+    while IFS= read -r cmd; do
+        n=$((n + 1))
+        read -r prog sub rest <<<"$cmd"
+        if [ "$prog" = banger ] && [ -n "$sub" ] && [ "$sub" != help ] && [ "$sub" != commands ] && [[ "$sub" != -* ]]; then
+            prog="banger-$sub"
+            read -r sub rest <<<"$rest"
+        fi
+        [ -x "$BIN/$prog" ] || { bad+=("$cmd: no program $prog"); continue; }
+        help=$("$BIN/$prog" --help 2>&1) || { bad+=("$cmd: $prog --help failed"); continue; }
+        # A command of the program: its own options too.
+        if [ "$prog" != banger ] && [ -n "$sub" ] && [[ "$sub" != -* ]] && grep -qE "^  $prog $sub( |\$)" <<<"$help"; then
+            help+=$'\n'$("$BIN/$prog" "$sub" --help 2>&1) || { bad+=("$cmd: $prog $sub --help failed"); continue; }
+        fi
+        # The flags up to a lone --, after which the words are the guest's command.
+        for f in $(sed 's/ -- .*//' <<<" $sub $rest " | grep -oE -- '(^| )--?[a-z][a-z0-9-]*' | tr -d ' '); do
+            [ "$f" = "--" ] && continue
+            grep -qE -- "(^|[ ,])$f([ ,=]|\$)" <<<"$help" || bad+=("$cmd: $prog has no $f")
+        done
+    done < <(readme_commands)
+    [ "$n" -ge 15 ] || { echo "only $n commands found in the README: the parser is broken" >&2; false; }
+    [ "${#bad[@]}" -eq 0 ] || { printf '%s\n' "${bad[@]}" >&2; false; }
+}
