@@ -288,6 +288,7 @@ nothing_made() {
 }
 
 @test "banger up: /dev/kvm that is not the KVM device fails before anything is made (issue 13, item 2)" {
+    [ -e /dev/kvm ] || skip "no /dev/kvm on this host to bind a file over"
     # In a private mount namespace of this test: a plain file over /dev/kvm.
     touch "$BATS_TEST_TMPDIR/not-kvm"
     run --separate-stderr unshare -m --propagation private sh -c \
@@ -295,6 +296,14 @@ nothing_made() {
     assert_failure 1
     [[ "$stderr" == *"/dev/kvm is not a character device"* ]]
     [[ "$stderr" == *"nothing was changed on this host"* ]]
+    nothing_made t1
+}
+
+@test "banger up: BANGER_KVM_DEVICE moves the KVM check: a plain file there fails before anything is made" {
+    touch "$BATS_TEST_TMPDIR/not-kvm"
+    BANGER_KVM_DEVICE="$BATS_TEST_TMPDIR/not-kvm" run --separate-stderr banger up t1 --wait-console STANDIN_GUEST_READY --timeout 20
+    assert_failure 1
+    [[ "$stderr" == *"$BATS_TEST_TMPDIR/not-kvm is not a character device"* ]]
     nothing_made t1
 }
 
