@@ -88,6 +88,21 @@ pub fn forward(net: &Net, req: &ForwardReq) -> Result<Vec<Value>, NetError> {
         .collect())
 }
 
+/// Every VM's address as the ledger has it (`[{"vm", "ip"}]`, by name): what the hosts file
+/// of `banger-net` lists. `net.up` and `net.down` send it with their answer, so the step
+/// writes that file without asking `net.list`.
+pub fn hosts(net: &Net) -> Result<Value, NetError> {
+    let all = net.ledger.list()?;
+    let mut by_vm: BTreeMap<&str, &str> = BTreeMap::new();
+    for e in all.iter().filter(|e| e.vm != SHARED && e.kind == KIND_ADDR) {
+        by_vm.insert(&e.vm, &e.id);
+    }
+    Ok(by_vm
+        .into_iter()
+        .map(|(vm, ip)| json!({"vm": vm, "ip": ip}))
+        .collect())
+}
+
 /// Every VM's network as the ledger has it, with whether its tap and the bridge exist.
 pub fn list(net: &Net, only: Option<&str>) -> Result<Value, NetError> {
     let all = net.ledger.list()?;

@@ -24,7 +24,7 @@ pub mod sys;
 pub mod tap;
 mod vm;
 
-pub use forward::{forward, list, ForwardReq};
+pub use forward::{forward, hosts, list, ForwardReq};
 pub use vm::{down, up, DownInfo, UpInfo};
 
 use crate::ledger::{Ledger, LedgerError};

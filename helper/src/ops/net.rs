@@ -57,7 +57,19 @@ fn up(ctx: &Ctx, args: &Value) -> OpResult {
     };
     ctx.check_access(vm)?;
     let info = net::up(&n, vm, want)?;
-    Ok(serde_json::to_value(info).unwrap_or(Value::Null))
+    Ok(with_hosts(
+        &n,
+        serde_json::to_value(info).unwrap_or(Value::Null),
+    ))
+}
+
+/// An answer with every VM's address added (`hosts`), as it is once the op is done: the
+/// step's hosts file is written from it.
+fn with_hosts(n: &Net, mut v: Value) -> Value {
+    if let (Some(m), Ok(h)) = (v.as_object_mut(), net::hosts(n)) {
+        m.insert("hosts".into(), h);
+    }
+    v
 }
 
 #[derive(Deserialize)]
@@ -72,8 +84,12 @@ fn down(ctx: &Ctx, args: &Value) -> OpResult {
     let a: DownArgs = validate::args(args)?;
     let vm = validate::name(&a.vm)?;
     ctx.check_access(vm)?;
-    let info = net::down(&net(ctx)?, vm, a.keep_bridge)?;
-    Ok(serde_json::to_value(info).unwrap_or(Value::Null))
+    let n = net(ctx)?;
+    let info = net::down(&n, vm, a.keep_bridge)?;
+    Ok(with_hosts(
+        &n,
+        serde_json::to_value(info).unwrap_or(Value::Null),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -29,12 +29,30 @@ fn name_of(rec: &Record) -> String {
 
 /// Refreshes the hosts file; a failure is a warning (the network itself is fine).
 fn refresh_hosts(cfg: &Config, helper: &Helper) {
-    if let Err(e) = hosts::refresh(cfg, helper) {
+    hosts_warning(hosts::refresh(cfg, helper));
+}
+
+fn hosts_warning(r: Result<std::path::PathBuf, hosts::HostsError>) {
+    if let Err(e) = r {
         eprintln!(
             "{BIN}: warning: VM names may not resolve: {}",
             banger::cli::one_line(&e)
         );
     }
+}
+
+/// Runs the helper op `op` holding the hosts file's lock, then rewrites that file from the
+/// addresses the answer carries: no `net.list` round trip, and no other writer in between.
+fn call_and_refresh(
+    cfg: &Config,
+    helper: &Helper,
+    op: &str,
+    args: Value,
+) -> Result<Value, StepError> {
+    let held = hosts::lock(cfg);
+    let answer = call(helper, op, args)?;
+    hosts_warning(held.and_then(|l| hosts::refresh_after(cfg, helper, l, &answer)));
+    Ok(answer)
 }
 
 pub fn up(cfg: &Config, store: &Store, input: Input, dns_flag: &[Ipv4Addr]) -> ExitCode {
@@ -66,8 +84,8 @@ fn up_one(
     if let Some(ip) = old.as_ref().and_then(|n| n.ip.as_deref()) {
         args["ip"] = ip.into();
     }
-    let info = call(helper, "net.up", args)?;
-    let made = finish_up(cfg, helper, rec, &name, old.as_ref(), &info, dns_flag);
+    let info = call_and_refresh(cfg, helper, "net.up", args)?;
+    let made = finish_up(helper, rec, &name, old.as_ref(), &info, dns_flag);
     if made.is_err() && old.is_none() {
         // This run allocated the address and tap: give them back rather than leave them
         // held by a VM whose record never got its net section.
@@ -86,10 +104,9 @@ fn up_one(
     made
 }
 
-/// The part of `net up` after the helper's `net.up`: the section, the hosts file, the
+/// The part of `net up` after the helper's `net.up` (and the hosts file): the section, the
 /// guest's config in its disk.
 fn finish_up(
-    cfg: &Config,
     helper: &Helper,
     rec: &mut Record,
     name: &str,
@@ -131,7 +148,6 @@ fn finish_up(
         extra: old.map(|n| n.extra.clone()).unwrap_or_default(),
     };
     section::put(rec, &net);
-    refresh_hosts(cfg, helper);
     // Write into the disk only when what the guest sees changed: a running VM's disk must
     // not be written under it, and an unchanged config needs no write.
     let changed = old.is_none_or(|o| guest_view_differs(o, &net));
@@ -172,13 +188,13 @@ pub fn down(cfg: &Config, store: &Store, input: Input, keep_bridge: bool) -> Exi
     };
     step.run(input, |rec| {
         let name = name_of(rec);
-        call(
+        call_and_refresh(
+            cfg,
             &helper,
             "net.down",
             json!({"vm": name, "keep_bridge": keep_bridge}),
         )?;
         section::remove::<Net>(rec);
-        refresh_hosts(cfg, &helper);
         Ok(Action::Save)
     })
 }
