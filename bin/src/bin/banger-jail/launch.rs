@@ -391,8 +391,50 @@ fn ensure_keeper(cfg: &Config, j: &mut JailSection) -> Result<(), LaunchError> {
     Ok(())
 }
 
+/// The checks made before the helper stages anything (the KVM device, and Firecracker and
+/// the jailer as the helper will launch them, which asks the helper): started in a thread as
+/// the step starts, so in a pipeline they run while the steps before this one work, and
+/// taken when a record first needs a launch. A record that needs none never waits for them.
+pub struct Preflight {
+    pending: std::sync::Mutex<Option<std::thread::JoinHandle<Result<(), String>>>>,
+    done: std::sync::OnceLock<Result<(), String>>,
+}
+
+impl Preflight {
+    pub fn start(cfg: &Config, direct: bool) -> Preflight {
+        let cfg = cfg.clone();
+        let check = move || {
+            banger::preflight::kvm(&cfg, false)
+                .and_then(|()| banger::preflight::binaries(&cfg, direct))
+                .map_err(|p| p.to_string())
+        };
+        Preflight {
+            pending: std::sync::Mutex::new(std::thread::Builder::new().spawn(check).ok()),
+            done: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The checks' outcome (waiting for them the first time).
+    pub fn result(&self) -> Result<(), String> {
+        self.done
+            .get_or_init(|| {
+                let handle = self.pending.lock().ok().and_then(|mut h| h.take());
+                match handle.map(std::thread::JoinHandle::join) {
+                    Some(Ok(r)) => r,
+                    _ => Err("the checks before the launch could not run".into()),
+                }
+            })
+            .clone()
+    }
+}
+
 /// Launches one record's Firecracker (or finds it already running) and writes `jail`.
-pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, StepError> {
+pub fn one(
+    cfg: &Config,
+    rec: &mut Record,
+    opts: &LaunchOpts,
+    pre: &Preflight,
+) -> Result<Action, StepError> {
     let name = record::name(rec).unwrap_or_default().to_string();
     // Already launched and alive: check the symlink, the identity and the keeper.
     if let Some(found) = find_pid::find_for_record(rec) {
@@ -444,12 +486,9 @@ pub fn one(cfg: &Config, rec: &mut Record, opts: &LaunchOpts) -> Result<Action, 
     }
     let initrd = Some(img.join("initrd")).filter(|p| p.is_file());
     // Before the helper stages anything: the KVM device, and Firecracker and the jailer as
-    // the helper will launch them.
-    banger::timing::span("preflight", || {
-        banger::preflight::kvm(cfg, false)?;
-        banger::preflight::binaries(cfg, opts.direct)
-    })
-    .map_err(|p| StepError::msg("preflight", p.to_string()))?;
+    // the helper will launch them (checked since the step started).
+    banger::timing::span("preflight", || pre.result())
+        .map_err(|p| StepError::msg("preflight", p))?;
     let helper = Helper::new(cfg, Some(banger_helper::local));
     let args = json!({
         "name": name,

@@ -157,9 +157,12 @@ fn main() -> ExitCode {
         owns: &["jail"],
     };
     match args {
-        Args::Launch { names, opts } => step.run(Input::from_names(names), |rec| {
-            launch::one(&cfg, rec, &opts)
-        }),
+        Args::Launch { names, opts } => {
+            let pre = launch::Preflight::start(&cfg, opts.direct);
+            step.run(Input::from_names(names), |rec| {
+                launch::one(&cfg, rec, &opts, &pre)
+            })
+        }
         Args::Teardown { names, grace_ms } => step.run(Input::from_names(names), |rec| {
             teardown::one(&cfg, rec, grace_ms)
         }),
