@@ -353,11 +353,11 @@ pub fn write_with(
         }
         f.write_all(bytes)?;
         if durability != Durability::Volatile {
-            f.sync_data()?;
+            crate::timing::span("sync", || f.sync_data())?;
         }
         std::fs::rename(&tmp, path)?;
         if durability == Durability::Durable {
-            File::open(dir)?.sync_all()?;
+            crate::timing::span("dirsync", || File::open(dir)?.sync_all())?;
         }
         Ok(())
     })();

@@ -362,7 +362,16 @@ impl Step<'_> {
             Action::Save => {
                 let new = apply_owned(&stored, &work, self.owns);
                 let out = merge(&new, incoming.as_ref());
-                match crate::timing::span("save", || self.store.save(&new)) {
+                // The store holds this very record already (a step run again that found
+                // everything in place): nothing to write, nothing to sync.
+                let save = || {
+                    if new == stored {
+                        Ok(())
+                    } else {
+                        crate::timing::span("save", || self.store.save(&new))
+                    }
+                };
+                match save() {
                     Ok(()) => Outcome {
                         ok: true,
                         emit: Some(out),
@@ -498,6 +507,39 @@ mod tests {
             stored.get("custom").is_none(),
             "stdin's extra fields are not stored"
         );
+    }
+
+    /// A step that finds its section as the store has it writes nothing (issue 14): the
+    /// record file is the same file, not a new one renamed over it.
+    #[test]
+    fn an_unchanged_record_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let s = store();
+        let _c = with(&s, &["a"]);
+        let path = s.record_path("a");
+        let (code, _) = run(&s, r#"{"v":1,"type":"vm","name":"a"}"#, |r| {
+            r.insert("net".into(), json!({"ip": "10.0.0.2"}));
+            Ok(Action::Save)
+        });
+        assert_eq!(code, ExitCode::from(0));
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let (code, out) = run(&s, r#"{"v":1,"type":"vm","name":"a"}"#, |r| {
+            r.insert("net".into(), json!({"ip": "10.0.0.2"}));
+            Ok(Action::Save)
+        });
+        assert_eq!(code, ExitCode::from(0));
+        assert_eq!(out[0]["net"]["ip"], "10.0.0.2");
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino, "rewritten");
+        let (_, _) = run(&s, r#"{"v":1,"type":"vm","name":"a"}"#, |r| {
+            r.insert("net".into(), json!({"ip": "10.0.0.3"}));
+            Ok(Action::Save)
+        });
+        assert_ne!(
+            std::fs::metadata(&path).unwrap().ino(),
+            ino,
+            "a change is saved"
+        );
+        assert_eq!(s.load("a").unwrap()["net"]["ip"], "10.0.0.3");
     }
 
     /// Item 2 of issue 10: a record on stdin names a VM; its sections never replace the
