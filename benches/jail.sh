@@ -45,9 +45,14 @@ export BANGER_FIRECRACKER=$fc BANGER_JAILER=$jailer BANGER_OWNER_UID=${BANGER_OW
 mkdir -p "$BANGER_STATE_DIR/images/tiny" "$BANGER_STATE_DIR/vms"
 head -c 4M /dev/urandom >"$BANGER_STATE_DIR/images/tiny/vmlinux"
 chmod -R a+rX "$BANGER_STATE_DIR"
+# Each VM's record in the store (steps act only on VMs the store has), with a disk.
 for n in $(seq 1 "$reps"); do
     mkdir -p "$BANGER_STATE_DIR/vms/b$n"
     truncate -s 1G "$BANGER_STATE_DIR/vms/b$n/disk.ext4"
+    chown "$BANGER_OWNER_UID:$BANGER_OWNER_UID" "$BANGER_STATE_DIR/vms/b$n/disk.ext4"
+    jq -n --arg n "b$n" --arg d "$BANGER_STATE_DIR/vms/b$n/disk.ext4" \
+        '{v:1,type:"vm",name:$n,spec:{image:"tiny",vcpus:1,mem_mib:128},snap:{path:$d}}' \
+        >"$BANGER_STATE_DIR/vms/b$n/vm.json"
     chmod 0755 "$BANGER_STATE_DIR/vms/b$n"
 done
 
@@ -58,10 +63,8 @@ echo "banger-jail benchmark: $kind, $reps VMs, 4 MiB kernel, 1 GiB sparse disk, 
 for launcher in jailer direct; do
     launch_t=() down_t=()
     for n in $(seq 1 "$reps"); do
-        rec=$(jq -cn --arg n "b$n" --arg d "$BANGER_STATE_DIR/vms/b$n/disk.ext4" \
-            '{v:1,type:"vm",name:$n,spec:{image:"tiny",vcpus:1,mem_mib:128},snap:{path:$d}}')
         t0=$(now_ms)
-        "$bin/banger-jail" launch --launcher "$launcher" <<<"$rec" >/dev/null
+        "$bin/banger-jail" launch --launcher "$launcher" "b$n" >/dev/null
         t1=$(now_ms)
         "$bin/banger-jail" teardown "b$n" >/dev/null
         t2=$(now_ms)

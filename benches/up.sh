@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: the time banger adds on top of Firecracker. `banger up` up to the answer to
-# InstanceStart, split by step: new | net up | snap create | jail launch | vm start --no-wait,
+# InstanceStart, split by step: new | net up | snap create | jail launch | vm start --no-wait
+# (then the same as one `banger up --no-wait` pipeline),
 # on a loop-mounted XFS (the disks are reflinks; the jails hard-link them), with the bridge
 # made beforehand by a resident VM.
 # With the Firecracker and jailer TEST STAND-INS (whose API answers take microseconds) by
@@ -62,6 +63,8 @@ cleanup() {
     for n in $(seq 1 "$reps"); do
         banger-vm kill "u$n" 2>/dev/null | banger-jail teardown 2>/dev/null | banger-net down >/dev/null 2>&1 || true
         banger-snap rm "u$n" >/dev/null 2>&1 || true
+        banger-vm kill "w$n" 2>/dev/null | banger-jail teardown 2>/dev/null | banger-net down >/dev/null 2>&1 || true
+        banger-snap rm "w$n" >/dev/null 2>&1 || true
     done
     banger-net down keep >/dev/null 2>&1 || true
     [ -n "$helper" ] && kill "$helper" 2>/dev/null
@@ -124,6 +127,30 @@ for n in $(seq 1 "$reps"); do
     own=$(cat "$tmp/e3" "$tmp/e4" | grep -oE '(jailer|pidfile|api-wait|InstanceStart) [0-9.]+' \
         | awk '{ t += $2 } END { print t * 1000 }')
     sum[firecracker]=$(awk -v a="${sum[firecracker]:-0}" -v b="$own" 'BEGIN {print a + b}')
+    {
+        echo "new $((t1 - t0))"
+        echo "net $((t2 - t1))"
+        echo "snap $((t3 - t2))"
+        echo "jail $((t4 - t3))"
+        echo "start $((t5 - t4))"
+        echo "total $((t5 - t0))"
+        echo "firecracker $own"
+        awk -v t="$((t5 - t0))" -v f="$own" 'BEGIN { print "banger", t - f }'
+    } >>"$tmp/samples"
+done
+# The same first up as one `banger up --no-wait` (the steps start together and wait on the
+# pipe, as people run them): its wall time, and what of it is Firecracker's (the same
+# timing lines).
+pipe_total=()
+pipe_own=()
+for n in $(seq 1 "$reps"); do
+    t0=$(now_us)
+    banger up "w$n" --image default --no-wait --timing >/dev/null 2>"$tmp/ep"
+    t1=$(now_us)
+    own=$(grep -oE '(jailer|pidfile|api-wait|InstanceStart) [0-9.]+' "$tmp/ep" \
+        | awk '{ t += $2 } END { print t * 1000 }')
+    pipe_total+=($((t1 - t0)))
+    pipe_own+=("$own")
 done
 # Again after `banger down` (the disk stays; jail and network go): what a restart costs.
 down_sum=0
@@ -137,15 +164,26 @@ for n in $(seq 1 "$reps"); do
     down_sum=$((down_sum + t1 - t0))
     up_sum=$((up_sum + t2 - t1))
 done
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+med_of() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/samples" | median; }
 echo "banger up to InstanceStart, $kind, $reps VMs, 64 MiB image reflinked on XFS, $bin"
+printf '  %-28s %8s    %8s\n' "" mean median
 for s in "${steps[@]}"; do
-    awk -v s="$s" -v t="${sum[$s]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.1f ms\n", s, t / n / 1000}'
+    awk -v s="$s" -v t="${sum[$s]}" -v n="$reps" -v m="$(med_of "$s")" \
+        'BEGIN {printf "  %-28s %8.1f ms %8.1f ms\n", s, t / n / 1000, m / 1000}'
 done
-awk -v t="${sum[total]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.1f ms\n", "total", t / n / 1000}'
+awk -v t="${sum[total]}" -v n="$reps" -v m="$(med_of total)" \
+    'BEGIN {printf "  %-28s %8.1f ms %8.1f ms\n", "total", t / n / 1000, m / 1000}'
 awk -v t="${sum[fc]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.3f ms\n", "(the InstanceStart call)", t / n / 1000}'
-awk -v t="${sum[total]}" -v f="${sum[firecracker]}" -v n="$reps" 'BEGIN {
-    printf "  %-28s %8.1f ms\n", "of which the jailer,", f / n / 1000
+awk -v t="${sum[total]}" -v f="${sum[firecracker]}" -v n="$reps" \
+    -v mf="$(med_of firecracker)" -v mb="$(med_of banger)" 'BEGIN {
+    printf "  %-28s %8.1f ms %8.1f ms\n", "of which the jailer,", f / n / 1000, mf / 1000
     printf "  %-28s\n", "  Firecracker start, InstanceStart"
-    printf "  %-28s %8.1f ms\n", "and banger itself", (t - f) / n / 1000 }'
+    printf "  %-28s %8.1f ms %8.1f ms\n", "and banger itself", (t - f) / n / 1000, mb / 1000 }'
+pt=$(printf '%s\n' "${pipe_total[@]}" | median)
+pb=$(for i in "${!pipe_total[@]}"; do awk -v t="${pipe_total[$i]}" -v f="${pipe_own[$i]}" 'BEGIN { print t - f }'; done | median)
+awk -v t="$pt" -v b="$pb" 'BEGIN {
+    printf "the same as one pipeline, banger up --no-wait (median of the VMs):\n"
+    printf "  %-28s %8.1f ms\n  %-28s %8.1f ms\n", "total", t / 1000, "banger itself", b / 1000 }'
 awk -v d="$down_sum" -v u="$up_sum" -v n="$reps" 'BEGIN {
     printf "then, per VM:\n  %-28s %8.1f ms\n  %-28s %8.1f ms\n", "banger down", d / n / 1000, "banger up again (disk kept)", u / n / 1000 }'
