@@ -15,6 +15,7 @@
 //!   and the checks made before anything on the host changes.
 //! - [`timing`]: the per-step timing lines of `BANGER_TIMING=1`.
 //! - [`wait`]: waiting on a pidfd or an inotify watch instead of sleeping.
+//! - [`warm`]: an image's warm artifacts (a booted snapshot) and their checks.
 
 pub mod agent;
 pub mod atomic;
@@ -38,6 +39,7 @@ pub mod store;
 pub mod timing;
 pub mod tool;
 pub mod wait;
+pub mod warm;
 
 /// The version every binary reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -20,6 +20,7 @@ pub fn dispatch(op: &str, ctx: &Ctx, _caller: &Caller, args: &Value) -> Option<O
         "snap.customize" => customize_op(ctx, args),
         "snap.remove" => remove(ctx, args),
         "snap.list" => list(ctx, args),
+        "snap.export" => export(ctx, args),
         _ => return None,
     })
 }
@@ -47,6 +48,17 @@ struct CreateArgs {
     /// Install the guest agent (the helper's own binary) and its start.
     #[serde(default)]
     agent: bool,
+    /// From the image's warm disk: nothing is written into it (the running guest gets its
+    /// identity from the agent).
+    #[serde(default)]
+    warm: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportArgs {
+    vm: String,
+    image: String,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +155,12 @@ fn create(ctx: &Ctx, args: &Value) -> OpResult {
         agent: None,
     };
     customize::validate(&custom, &ctx.cfg.subnet)?;
+    if a.warm && (!custom.is_empty() || a.agent || a.disk_size.is_some()) {
+        return Err(OpError::new(
+            code::INVALID_ARGS,
+            "a disk from a warm snapshot takes no hostname, ssh_pubkey, host_keys, net, agent or disk_size: the running guest gets its identity from its agent",
+        ));
+    }
     ctx.check_access(&a.vm)?;
     let custom = Custom {
         agent: with_agent(ctx, a.agent, &mut warnings),
@@ -154,6 +172,7 @@ fn create(ctx: &Ctx, args: &Value) -> OpResult {
         method,
         disk_size: a.disk_size,
         custom,
+        warm: a.warm,
     };
     let mut made = disk::create(ctx, &req)?;
     if !made.adopted {
@@ -225,6 +244,32 @@ fn remove(ctx: &Ctx, args: &Value) -> OpResult {
         .map(|e| json!({"kind": e.kind, "id": e.id}))
         .collect();
     Ok(json!({"removed": ids}))
+}
+
+/// `snap.export`: copies a stopped VM's disk into its image's `warm.partial/disk.ext4` (for
+/// `banger-image warm`). The VM must have no jail (no Firecracker writes to the disk).
+fn export(ctx: &Ctx, args: &Value) -> OpResult {
+    let a: ExportArgs = validate::args(args)?;
+    validate::name(&a.vm)?;
+    validate::name(&a.image)?;
+    ctx.check_access(&a.vm)?;
+    let jailed = ctx
+        .ledger
+        .for_vm(&a.vm)
+        .map_err(crate::ops::ledger_err)?
+        .iter()
+        .any(|e| e.kind == "jail");
+    if jailed {
+        return Err(OpError::new(
+            code::CONFLICT,
+            format!(
+                "{} is launched: its disk is in use; tear its jail down first ('banger-jail teardown {}')",
+                a.vm, a.vm
+            ),
+        ));
+    }
+    let done = crate::snap::export::export(ctx, &a.vm, &a.image)?;
+    Ok(json!({"path": done.path, "size_bytes": done.size, "method": done.method}))
 }
 
 fn list(ctx: &Ctx, args: &Value) -> OpResult {

@@ -40,6 +40,21 @@ pub struct CreateReq {
     pub method: Option<Method>,
     pub disk_size: Option<u64>,
     pub custom: Custom,
+    /// From the image's warm disk (`images/IMAGE/warm/disk.ext4`) rather than its rootfs.
+    pub warm: bool,
+}
+
+impl CreateReq {
+    /// The base file, relative to the image store.
+    pub fn base(&self) -> PathBuf {
+        if self.warm {
+            Path::new(&self.image)
+                .join(banger::warm::DIR)
+                .join(banger::warm::DISK)
+        } else {
+            Path::new(&self.image).join("rootfs.ext4")
+        }
+    }
 }
 
 /// `agent` in the answer when banger wrote the agent: it starts as the kernel's init=.
@@ -237,7 +252,7 @@ fn open_sources(ctx: &Ctx, req: &CreateReq) -> Result<Sources, SnapError> {
         let vm_dir = Dir::open(&cfg.vms_dir())
             .and_then(|d| d.open_dir(Path::new(&req.vm)))
             .map_err(missing_vm)?;
-        let rootfs = Path::new(&req.image).join("rootfs.ext4");
+        let rootfs = req.base();
         let (image, st) = Dir::open(&cfg.images_dir())
             .and_then(|d| d.open_file(&rootfs, OFlags::RDONLY))
             .map_err(|e| match e {
@@ -306,6 +321,15 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
     use banger::timing::span;
     let _g = span("lock", || lock(ctx, &req.vm))?;
     if let Some(e) = disk_entry(&ctx.ledger, &req.vm)? {
+        if e.data["warm"].as_bool().unwrap_or(false) != req.warm
+            && e.data["complete"].as_bool() == Some(true)
+        {
+            return Err(SnapError::Exists {
+                vm: req.vm.clone(),
+                path: e.data["path"].as_str().unwrap_or(&e.id).to_string(),
+                method: e.data["method"].as_str().unwrap_or("?").to_string(),
+            });
+        }
         if let Some(c) = span("adopt", || adopt(ctx, &e, req))? {
             return Ok(c);
         }
@@ -370,6 +394,7 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
                 m.insert(NET_WRITTEN.into(), json!(n));
             }
             m.insert("agent".into(), json!(agent));
+            m.insert("warm".into(), req.warm.into());
         }
         ctx.ledger.add(Entry { data, ..e })?;
     }
@@ -418,7 +443,7 @@ fn make_file(
     )?;
     let dst = new_owner_file(ctx, src, DISK).inspect_err(|_| undo.forget_last())?;
     let forced = req.method.is_some();
-    let images = ctx.cfg.images_dir().join(&req.image).join("rootfs.ext4");
+    let images = ctx.cfg.images_dir().join(req.base());
     let used = banger::timing::span("clone", || {
         ctx.as_owner(|| -> Result<Method, SnapError> {
             let used = match method {
@@ -491,7 +516,7 @@ fn make_dm(
         path: PathBuf::from(&cow),
         source,
     })?;
-    let rootfs = ctx.cfg.images_dir().join(&req.image).join("rootfs.ext4");
+    let rootfs = ctx.cfg.images_dir().join(req.base());
     let rootfs = rootfs.display().to_string();
     let loop_data = |file: &str, role: &str, a: &Attached| json!({"file": file, "role": role, "file_dev": a.file_dev, "file_ino": a.file_ino});
     undo.add(
@@ -551,7 +576,7 @@ fn open_mapper(path: &str) -> Result<File, SnapError> {
 
 /// Opens the disk the ledger names for `vm` read-write: a file as the owner (the owner can
 /// only get a disk they could write), or banger's own mapper device.
-fn open_ledger_disk(ctx: &Ctx, e: &Entry) -> Result<(PathBuf, File), SnapError> {
+pub(crate) fn open_ledger_disk(ctx: &Ctx, e: &Entry) -> Result<(PathBuf, File), SnapError> {
     let path = PathBuf::from(e.data["path"].as_str().unwrap_or(&e.id));
     if e.data["method"].as_str() == Some("dm-snapshot") {
         let f = open_mapper(&path.display().to_string())?;

@@ -11,6 +11,7 @@ pub mod clone;
 pub mod customize;
 pub mod disk;
 pub mod dm;
+pub mod export;
 pub mod loopdev;
 
 use crate::ledger::LedgerError;

@@ -5,6 +5,7 @@ mod debian;
 mod import;
 mod pull;
 mod store;
+mod warm;
 
 use banger::cli::{self, Command, Flag, Tool};
 use banger::record::{Record, Writer};
@@ -114,6 +115,35 @@ const PULL_FLAGS: &[Flag] = &[
     JSON,
 ];
 
+const WARM_FLAGS: &[Flag] = &[
+    Flag {
+        long: "vcpus",
+        short: None,
+        value: Some("N"),
+        help: "the warm VM's virtual CPUs, which every VM started from it has (default 1)",
+    },
+    Flag {
+        long: "mem",
+        short: None,
+        value: Some("MIB"),
+        help: "the warm VM's memory in MiB, which every VM started from it has (default 512)",
+    },
+    Flag {
+        long: "timeout",
+        short: None,
+        value: Some("SECS"),
+        help: "give up waiting for the guest's agent after SECS (default 900)",
+    },
+    JSON,
+];
+
+const RM_FLAGS: &[Flag] = &[Flag {
+    long: "warm",
+    short: None,
+    value: None,
+    help: "remove only the images' warm artifacts (their booted snapshots)",
+}];
+
 const LIST_FLAGS: &[Flag] = &[Flag {
     long: "table",
     short: Some('t'),
@@ -144,21 +174,28 @@ pub const TOOL: Tool = Tool {
             flags: PULL_FLAGS,
         },
         Command {
+            name: "warm",
+            args: "IMAGE",
+            about: "boot the image once and keep its booted snapshot: banger up then starts VMs from it",
+            flags: WARM_FLAGS,
+        },
+        Command {
             name: "list",
             args: "",
-            about: "print every image's record (image.json)",
+            about: "print every image's record (image.json), with whether it is warm",
             flags: LIST_FLAGS,
         },
         Command {
             name: "rm",
             args: "IMAGE...",
-            about: "remove images no VM's disk was made from",
-            flags: &[],
+            about: "remove images no VM's disk was made from (--warm: only their warm artifacts)",
+            flags: RM_FLAGS,
         },
     ],
     main: None,
     footer: "Images live in $BANGER_STATE_DIR/images/NAME: rootfs.ext4, vmlinux, initrd (optional), image.json.\n\
 pull takes a tar archive of rootfs.ext4 + vmlinux [+ initrd, image.json], or a bare ext4 image with --kernel.\n\
+warm keeps images/NAME/warm/: vmstate, memory, disk.ext4 and warm.json (sha256s, the Firecracker version).\n\
 Environment: BANGER_STATE_DIR, BANGER_CONFIG_DIR (see banger(7)).",
     internal: false,
 };
@@ -178,6 +215,10 @@ struct Opts {
     table: bool,
     json: bool,
     no_agent: bool,
+    vcpus: Option<u32>,
+    mem: Option<u32>,
+    timeout: Option<u64>,
+    warm: bool,
 }
 
 struct Args {
@@ -225,8 +266,24 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             }
             ("pull", Long("sha256")) => o.sha256 = Some(p.value()?.string()?),
             ("list", Short('t') | Long("table")) => o.table = true,
-            ("import" | "build" | "pull", Long("json")) => o.json = true,
-            ("import" | "build" | "pull" | "rm", Value(v)) => pos.push(v.string()?),
+            ("import" | "build" | "pull" | "warm", Long("json")) => o.json = true,
+            ("warm", Long("vcpus")) => {
+                let n: u32 = p.value()?.parse()?;
+                if !(1..=32).contains(&n) {
+                    return Err(format!("--vcpus {n}: use 1-32").into());
+                }
+                o.vcpus = Some(n);
+            }
+            ("warm", Long("mem")) => {
+                let n: u32 = p.value()?.parse()?;
+                if n < 64 {
+                    return Err(format!("--mem {n}: at least 64 MiB").into());
+                }
+                o.mem = Some(n);
+            }
+            ("warm", Long("timeout")) => o.timeout = Some(p.value()?.parse()?),
+            ("rm", Long("warm")) => o.warm = true,
+            ("import" | "build" | "pull" | "rm" | "warm", Value(v)) => pos.push(v.string()?),
             (_, arg) => return Err(arg.unexpected()),
         }
     }
@@ -279,6 +336,11 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             }
         }
         "rm" if pos.is_empty() => return Err("rm: missing IMAGE".into()),
+        "warm" => match pos.len() {
+            1 => {}
+            0 => return Err("warm: missing IMAGE".into()),
+            _ => return Err("warm: takes one IMAGE".into()),
+        },
         _ => {}
     }
     if let Some(b) = &o.boot_args {
@@ -345,7 +407,7 @@ fn field(r: &Record, path: &[&str]) -> String {
 }
 
 fn table(recs: &[Record]) -> String {
-    let mut rows = vec![["NAME", "SIZE", "INITRD", "SOURCE", "CREATED"]
+    let mut rows = vec![["NAME", "SIZE", "INITRD", "SOURCE", "WARM", "CREATED"]
         .map(String::from)
         .to_vec()];
     for r in recs {
@@ -364,6 +426,10 @@ fn table(recs: &[Record]) -> String {
             size,
             initrd.into(),
             field(r, &["source", "kind"]),
+            r.get("warm")
+                .and_then(|w| w["state"].as_str())
+                .unwrap_or("no")
+                .to_string(),
             field(r, &["created_at"]),
         ]);
     }
@@ -444,7 +510,51 @@ fn main() -> ExitCode {
             ),
             a.o.json,
         ),
-        "list" => match images.list() {
+        "warm" => {
+            let r = warm::warm(
+                &cfg,
+                &images,
+                &vm_store,
+                &warm::WarmArgs {
+                    name: &a.pos[0],
+                    vcpus: a.o.vcpus.unwrap_or(1),
+                    mem_mib: a.o.mem.unwrap_or(512),
+                    timeout: a.o.timeout.unwrap_or(900),
+                },
+            );
+            match r {
+                Ok(rec)
+                    if banger::porcelain::Output::detect(a.o.json)
+                        == banger::porcelain::Output::People =>
+                {
+                    println!(
+                        "image {}: warm (snapshot of a booted guest, Firecracker {}); banger up NAME --image {} starts from it, --cold boots",
+                        a.pos[0],
+                        rec.get("warm")
+                            .and_then(|w| w["firecracker_version"].as_str())
+                            .unwrap_or("?"),
+                        a.pos[0]
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(rec) => emit(&rec),
+                Err(e) => {
+                    cli::report(BIN, &e);
+                    eprintln!("{BIN}: the image's earlier warm artifacts, if any, are unchanged; once fixed, run: banger-image warm {}", a.pos[0]);
+                    ExitCode::from(cli::EXIT_FAILURE)
+                }
+            }
+        }
+        "list" => match images.list().map(|mut recs| {
+            let version = banger::preflight::launchers(&cfg)
+                .ok()
+                .and_then(|l| l.firecracker)
+                .and_then(|p| banger::warm::binary_version(&p).ok());
+            for r in &mut recs {
+                warm::annotate(&cfg, r, version.as_deref());
+            }
+            recs
+        }) {
             Ok(recs) if a.o.table => {
                 print!("{}", table(&recs));
                 ExitCode::SUCCESS
@@ -469,6 +579,18 @@ fn main() -> ExitCode {
             let people =
                 banger::porcelain::Output::detect(false) == banger::porcelain::Output::People;
             for n in &a.pos {
+                if a.o.warm {
+                    match warm::remove(&cfg, &images, n) {
+                        Ok(true) if people => println!("image {n}: warm artifacts removed"),
+                        Ok(false) if people => println!("image {n}: was not warm"),
+                        Ok(_) => {}
+                        Err(e) => {
+                            cli::report(BIN, &e);
+                            failed = true;
+                        }
+                    }
+                    continue;
+                }
                 match images.remove(n, &vm_store) {
                     Ok(()) if people => println!("image {n}: removed"),
                     Ok(()) => {}

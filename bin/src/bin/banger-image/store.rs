@@ -194,6 +194,11 @@ impl Images {
         self.dir.join(name)
     }
 
+    /// The image's lock (held while its warm artifacts change).
+    pub fn lock_image(&self, name: &str) -> Result<Lock, StoreError> {
+        self.lock(name)
+    }
+
     fn lock(&self, name: &str) -> Result<Lock, StoreError> {
         std::fs::create_dir_all(&self.locks).map_err(io("create", &self.locks))?;
         Lock::exclusive(&self.locks.join(format!("image-{name}.lock"))).map_err(StoreError::Lock)
