@@ -20,7 +20,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(what: impl Into<String>, fix: impl Into<String>) -> Problem {
+    pub fn new(what: impl Into<String>, fix: impl Into<String>) -> Problem {
         Problem {
             what: what.into(),
             fix: fix.into(),

@@ -15,6 +15,106 @@ pub struct Opts {
     pub disk_size: Option<u64>,
     /// `--no-agent`: do not write the guest agent into the disk.
     pub no_agent: bool,
+    /// `--cold`: the image's rootfs even when the image is warm.
+    pub cold: bool,
+}
+
+fn warm_err(e: banger::warm::WarmError) -> StepError {
+    StepError::new(e.code(), &e)
+}
+
+/// The disk of a VM started from the image's warm snapshot: a copy-on-write snapshot of the
+/// warm disk with nothing written into it, and fresh host keys for the guest, their private
+/// halves kept in the VM's directory (the owner's alone) until `banger-vm start` gives them to
+/// the guest's agent.
+fn create_warm(
+    cfg: &Config,
+    h: &Helper,
+    rec: &mut Record,
+    opts: &Opts,
+    spec: &Spec,
+    meta: &banger::warm::WarmMeta,
+) -> Result<Action, StepError> {
+    let name = record::name(rec).unwrap_or_default().to_string();
+    banger::warm::check_files(cfg, meta).map_err(warm_err)?;
+    banger::warm::check_shape(meta, spec.vcpus.unwrap_or(1), spec.mem_mib.unwrap_or(512))
+        .map_err(warm_err)?;
+    if opts.disk_size.or(spec.disk_size).is_some() {
+        return Err(StepError::msg(
+            "warm_disk_size",
+            format!(
+                "image {:?} is warm: its disk cannot be grown at start; drop --disk-size, or use --cold",
+                meta.image
+            ),
+        ));
+    }
+    let (public, files) = banger_helper::snap::customize::host_keys(&name)
+        .map_err(|e| StepError::new("host_keys", &e))?;
+    let keys: Vec<Value> = public
+        .iter()
+        .map(|(t, p)| {
+            let private = files
+                .iter()
+                .find(|f| f.path == format!("/etc/ssh/ssh_host_{t}_key"))
+                .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+                .unwrap_or_default();
+            json!({"type": t, "private": private, "public": p})
+        })
+        .collect();
+    let id_path = cfg.vm_dir(&name).join(banger::warm::IDENTITY);
+    let owner = cfg
+        .owner_uid
+        .filter(|_| rustix::process::geteuid().is_root())
+        .map(|u| (u, cfg.owner_gid.unwrap_or(u)));
+    banger::atomic::write_atomic_owned(
+        &id_path,
+        format!("{}\n", json!({"host_keys": keys})).as_bytes(),
+        0o600,
+        owner,
+    )
+    .map_err(|e| {
+        StepError::new(
+            "warm_identity",
+            &std::io::Error::new(e.kind(), format!("write {}: {e}", id_path.display())),
+        )
+    })?;
+    let mut args = json!({"vm": name, "image": meta.image, "warm": true});
+    if let Some(m) = &opts.method {
+        args["method"] = m.as_str().into();
+    }
+    let r = call(h, "snap.create", args).inspect_err(|_| {
+        let _ = std::fs::remove_file(&id_path);
+    })?;
+    for w in r["warnings"].as_array().into_iter().flatten() {
+        if let Some(w) = w.as_str() {
+            eprintln!("{BIN}: warning: {name}: {w}");
+        }
+    }
+    let text = |k: &str| r[k].as_str().map(String::from);
+    let mut extra = Map::new();
+    extra.insert(
+        "warm".into(),
+        json!({
+            "created_at": meta.created_at,
+            "firecracker_version": meta.firecracker_version,
+            "state_sha256": meta.files.get(banger::warm::STATE).map(|f| f.sha256.clone()),
+        }),
+    );
+    section::put(
+        rec,
+        &Snap {
+            method: text("method"),
+            path: text("path"),
+            image: text("image"),
+            size_bytes: r["size_bytes"].as_u64(),
+            host_keys: Some(public),
+            customized: Some(false),
+            agent: Some(meta.agent.clone().unwrap_or_else(|| "none".into())),
+            created_at: Some(record::now_rfc3339()),
+            extra,
+        },
+    );
+    Ok(Action::Save)
 }
 
 /// Whether the image carries its own agent (`agent` in its image.json, as
@@ -95,6 +195,11 @@ fn create_one(
         .image
         .clone()
         .ok_or_else(|| StepError::msg("no_image", format!("{name}'s spec has no image")))?;
+    if !opts.cold {
+        if let Some(meta) = banger::warm::load(cfg, &image).map_err(warm_err)? {
+            return create_warm(cfg, h, rec, opts, &spec, &meta);
+        }
+    }
     let disk_size = opts.disk_size.or(spec.disk_size);
     let mut args = json!({
         "vm": name,

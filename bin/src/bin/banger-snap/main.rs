@@ -30,6 +30,12 @@ const CREATE_FLAGS: &[Flag] = &[
         value: None,
         help: "do not write the guest agent into the disk (an image's own agent still runs)",
     },
+    Flag {
+        long: "cold",
+        short: None,
+        value: None,
+        help: "make the disk from the image's rootfs even when the image is warm (banger-image warm)",
+    },
 ];
 
 const LIST_FLAGS: &[Flag] = &[Flag {
@@ -65,6 +71,8 @@ pub const TOOL: Tool = Tool {
     main: None,
     footer: "Methods, best first: dm-snapshot (device-mapper over a loop device, per-VM COW file),\n\
 reflink (XFS/btrfs block sharing), copy (a sparse copy: O(image size), warned about).\n\
+A warm image (banger-image warm) gives the disk from its warm snapshot's disk, written nothing:\n\
+banger-vm start loads the snapshot and the agent gives the guest its identity (--cold: the rootfs).\n\
 Privileged work goes through banger-helper (in process when run as root without one).\n\
 Environment: BANGER_STATE_DIR, BANGER_HELPER_SOCKET, BANGER_CONFIG_DIR (see banger(7)).",
     internal: false,
@@ -76,6 +84,7 @@ enum Args {
         method: Option<String>,
         disk_size: Option<u64>,
         no_agent: bool,
+        cold: bool,
     },
     Rm {
         names: Vec<String>,
@@ -95,6 +104,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
     let mut disk_size = None;
     let mut table = false;
     let mut no_agent = false;
+    let mut cold = false;
     while let Some(arg) = p.next()? {
         match (sub.as_str(), arg) {
             (_, Short('h') | Long("help")) => TOOL.exit_help(Some(&sub)),
@@ -112,6 +122,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                     Some(banger::cli::parse_size(&v).map_err(|e| format!("--disk-size: {e}"))?);
             }
             ("create", Long("no-agent")) => no_agent = true,
+            ("create", Long("cold")) => cold = true,
             ("list", Short('t') | Long("table")) => table = true,
             (_, Value(v)) => names.push(v.string()?),
             (_, arg) => return Err(arg.unexpected()),
@@ -123,6 +134,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             method,
             disk_size,
             no_agent,
+            cold,
         },
         "rm" => Args::Rm { names },
         _ => Args::List { names, table },
@@ -144,6 +156,7 @@ fn main() -> ExitCode {
             method,
             disk_size,
             no_agent,
+            cold,
         } => create::run(
             &cfg,
             &store,
@@ -152,6 +165,7 @@ fn main() -> ExitCode {
                 method,
                 disk_size,
                 no_agent,
+                cold,
             },
         ),
         Args::Rm { names } => rm::run(&cfg, &store, Input::from_names(names)),

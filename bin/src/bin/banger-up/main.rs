@@ -60,6 +60,12 @@ const FLAGS: &[Flag] = &[
         help: "do not write the guest agent into the disk",
     },
     Flag {
+        long: "cold",
+        short: None,
+        value: None,
+        help: "boot a new VM even when its image is warm (default: start it from the warm snapshot)",
+    },
+    Flag {
         long: "wait",
         short: None,
         value: Some("WHAT"),
@@ -117,6 +123,7 @@ const TOOL: Tool = Tool {
     main: Some(&MAIN),
     footer: "The pipeline it runs (read it, or type it yourself):\n  \
 banger-vm new NAME --exists-ok ... | banger-net up | banger-snap create | banger-jail launch | banger-vm start\n\
+A new VM of a warm image (banger-image warm) starts from its booted snapshot; --cold boots it.\n\
 First it checks the image, /dev/kvm, and Firecracker and the jailer as the root helper will see them.\n\
 On a terminal it prints a summary; piped, or with --json, the record. See banger-up(1).",
     internal: false,
@@ -130,6 +137,7 @@ struct Args {
     snap: Vec<OsString>,
     launch: Vec<OsString>,
     direct: bool,
+    cold: bool,
     timing: bool,
     json: bool,
     /// The spec flags given, for "ignoring" when the VM exists: (flag, value).
@@ -147,6 +155,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         snap: Vec::new(),
         launch: Vec::new(),
         direct: false,
+        cold: false,
         timing: false,
         json: false,
         given: Vec::new(),
@@ -181,6 +190,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 a.start.extend([flag.into(), p.value()?]);
             }
             Long("no-agent") => a.snap.push("--no-agent".into()),
+            Long("cold") => a.cold = true,
             Long("timeout") => {
                 a.start.extend(["--timeout".into(), p.value()?]);
             }
@@ -230,8 +240,59 @@ fn preflight(cfg: &Config, a: &Args, existing: Option<&Record>) -> Result<(), Pr
         .unwrap_or_else(|| "default".into());
     let needs_disk = existing.is_none_or(|r| !r.contains_key("snap"));
     preflight::image(cfg, &image, needs_disk)?;
+    if needs_disk && !a.cold {
+        warm_preflight(cfg, a, &image, existing)?;
+    }
     preflight::kvm(cfg, a.direct)?;
     preflight::binaries(cfg, a.direct)
+}
+
+/// A new VM of a warm image starts from its snapshot: the artifacts must be whole, made by
+/// the Firecracker that will load them, for the machine asked for, with the jailer.
+fn warm_preflight(
+    cfg: &Config,
+    a: &Args,
+    image: &str,
+    existing: Option<&Record>,
+) -> Result<(), Problem> {
+    let next = format!(
+        "banger-image warm {image} (again), or banger up {} --cold",
+        a.name
+    );
+    let problem = |e: banger::warm::WarmError| Problem::new(cli::one_line(&e), next.clone());
+    let Some(meta) = banger::warm::load(cfg, image).map_err(problem)? else {
+        return Ok(());
+    };
+    if a.direct {
+        return Err(Problem::new(
+            format!("image {image:?} is warm, and a warm start needs the jailer (Firecracker reopens the disk where the snapshot had it)"),
+            format!("drop --launcher direct, or boot it with: banger up {} --cold --launcher direct", a.name),
+        ));
+    }
+    banger::warm::check_files(cfg, &meta).map_err(problem)?;
+    if let Some(fc) = preflight::launchers(cfg).ok().and_then(|l| l.firecracker) {
+        let have = banger::warm::binary_version(&fc).map_err(problem)?;
+        banger::warm::check_version(&meta, &have).map_err(problem)?;
+    }
+    let spec = existing
+        .and_then(|r| section::get::<Spec>(r).ok().flatten())
+        .unwrap_or_default();
+    let given = |flag: &str| {
+        a.given
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+    };
+    let vcpus = spec.vcpus.or_else(|| given("--vcpus")).unwrap_or(1);
+    let mem = spec.mem_mib.or_else(|| given("--mem")).unwrap_or(512);
+    banger::warm::check_shape(&meta, vcpus, mem).map_err(problem)?;
+    if a.given.iter().any(|(f, _)| *f == "--disk-size") {
+        return Err(Problem::new(
+            format!("image {image:?} is warm: a VM started from its snapshot keeps the snapshot's disk size"),
+            format!("drop --disk-size, or boot it with: banger up {} --cold --disk-size ...", a.name),
+        ));
+    }
+    Ok(())
 }
 
 /// Says which of the given spec flags an existing VM ignores (its spec is kept).
@@ -313,6 +374,8 @@ fn main() -> ExitCode {
     }
 
     let start = now_us();
+    // For the warm start's boot_ms: banger up to the agent's first answer.
+    std::env::set_var("BANGER_UP_T0_US", start.to_string());
     if a.timing {
         std::env::set_var("BANGER_TIMING", "1");
         std::env::set_var("BANGER_TIMING_T0", start.to_string());
@@ -328,7 +391,9 @@ fn main() -> ExitCode {
         Stage::new("banger-net", ["up"]),
         Stage::new(
             "banger-snap",
-            std::iter::once(OsString::from("create")).chain(a.snap.iter().cloned()),
+            std::iter::once(OsString::from("create"))
+                .chain(a.snap.iter().cloned())
+                .chain(a.cold.then(|| OsString::from("--cold"))),
         ),
         Stage::new(
             "banger-jail",
@@ -369,12 +434,33 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    match ran.records.iter().find_map(porcelain::error_of) {
+    let failed = ran.records.iter().find_map(porcelain::error_of);
+    match &failed {
         Some((step, msg)) => eprintln!("{BIN}: {name} stopped at the {step} step: {msg}"),
         None => eprintln!(
             "{BIN}: {name} stopped: {} failed",
             ran.failed_step().unwrap_or("a step")
         ),
+    }
+    // A VM this run made for a warm start that failed is removed whole: a guest that may
+    // still carry the warm image's identity is never left behind.
+    let warm_failed = ran.records.iter().any(|r| {
+        r.get("error")
+            .and_then(|e| e["code"].as_str())
+            .is_some_and(|c| c.starts_with("warm_"))
+            && section::get::<section::Snap>(r)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.extra.contains_key("warm"))
+    });
+    if warm_failed && existing.is_none() {
+        let rm = [Stage::new("banger-rm", [name, "--yes", "--force"])];
+        let removed =
+            porcelain::run(&rm).is_ok_and(|r| r.statuses.iter().all(|(_, s)| s.success()));
+        if removed {
+            eprintln!("{BIN}: removed {name} (nothing of it is left); next: banger up {name} --cold, or banger-image warm IMAGE again");
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
     }
     next_steps(name, store.exists(name));
     ExitCode::from(cli::EXIT_FAILURE)

@@ -388,7 +388,7 @@ pub fn hello_section(h: &HelloInfo) -> VmAgent {
 /// Makes the VM's vsock socket the owner's alone (Firecracker makes it with its umask).
 /// Through the run dir's link, with the owner's credentials when root runs this step: the
 /// owner controls that link, so root never follows it to chmod something else.
-fn restrict_vsock(cfg: &Config, rec: &Record) {
+pub fn restrict_vsock(cfg: &Config, rec: &Record) {
     use std::os::unix::fs::PermissionsExt;
     let Some(link) = banger::agent::vsock_sock(rec) else {
         return;
@@ -444,6 +444,9 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         }
         _ => {}
     }
+    if crate::warm::pending(cfg, rec) {
+        return crate::warm::start(cfg, rec, opts);
+    }
     let jail = jail_of(rec)?;
     let spec = section::get::<Spec>(rec)?.unwrap_or_default();
     let kernel = need(&jail.kernel, "jail", "kernel")?;
@@ -484,6 +487,8 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         vm.started_at = Some(record::now_rfc3339());
         vm.boot_args = Some(args.clone());
         vm.boot_ms = None;
+        vm.extra.insert("start".into(), "cold".into());
+        vm.extra.remove("warm");
     })?;
     restrict_vsock(cfg, rec);
     let (used, hello) = span("wait", || wait_up(rec, opts, from))?;

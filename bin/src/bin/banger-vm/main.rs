@@ -8,6 +8,7 @@ mod new;
 mod remote;
 mod rm;
 mod snapshot;
+mod warm;
 
 use banger::cli::{Command, Flag, Tool};
 use banger::step::{self, Input};
