@@ -90,6 +90,59 @@ pub fn start_guest_agent(cmdline: &str) {
     *GUEST_AGENT.lock().unwrap_or_else(|p| p.into_inner()) = agent;
 }
 
+/// The stand-in guest's built-in agent (`standin.agent=builtin`): banger's agent library
+/// serving in this process, so it works inside a jail where no host program can run. Its
+/// "guest" is the directory `standin-guest` beside the stand-in (in its jail, its root): the
+/// identity's files are written there; the hostname, the reseeds and the `ip` commands are
+/// recorded in `.standin-hostname`, `.standin-reseeds` (hex, one line per reseed) and
+/// `.standin-ip` (one command per line). Nothing touches the host.
+pub const BUILTIN_AGENT: &str = "builtin";
+
+struct StandinGuest {
+    root: std::path::PathBuf,
+}
+
+impl StandinGuest {
+    fn append(&self, name: &str, line: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(name))?;
+        writeln!(f, "{line}")
+    }
+}
+
+impl banger_agent::server::System for StandinGuest {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+    fn set_hostname(&self, name: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        std::fs::write(self.root.join(".standin-hostname"), format!("{name}\n"))
+    }
+    fn reseed(&self, seed: &[u8]) -> std::io::Result<()> {
+        let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        self.append(".standin-reseeds", &hex)
+    }
+    fn ip(&self, args: &[String]) -> std::io::Result<()> {
+        self.append(".standin-ip", &args.join(" "))
+    }
+    fn shutdown(&self, _force: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn serve_builtin(conn: UnixStream) {
+    let root = std::env::current_dir()
+        .unwrap_or_else(|_| "/".into())
+        .join("standin-guest");
+    std::thread::spawn(move || {
+        let sys = StandinGuest { root };
+        banger_agent::server::serve(banger_agent::conn::Conn::new(OwnedFd::from(conn)), &sys);
+    });
+}
+
 /// Binds the vsock's host-side unix socket. A connection reads `CONNECT <port>`; for the
 /// agent's port, with a stand-in guest agent, Firecracker's `OK <host port>` is answered and
 /// the agent serves the connection; otherwise it is closed, as Firecracker does for a guest
@@ -117,7 +170,11 @@ pub fn bind_vsock(uds_path: &str) -> Result<(), String> {
                     .clone();
                 if let (Some(AGENT_PORT), Some(agent)) = (port.as_deref(), agent) {
                     if conn.write_all(b"OK 1073741824\n").is_ok() {
-                        serve_agent(&agent, conn);
+                        if agent == BUILTIN_AGENT {
+                            serve_builtin(conn);
+                        } else {
+                            serve_agent(&agent, conn);
+                        }
                     }
                 }
             }

@@ -146,6 +146,10 @@ impl Vmm {
             }
         }
         let cfg = snap.config;
+        // The restored guest runs what it ran: its agent too.
+        if let Some(args) = &cfg.boot_source.boot_args {
+            devices::start_guest_agent(args);
+        }
         let mut nets = cfg.network_interfaces;
         for o in &p.network_overrides {
             let Some(n) = nets.iter_mut().find(|n| n.iface_id == o.iface_id) else {
