@@ -210,3 +210,114 @@ boot_id_over_ssh() {
     run --separate-stderr banger down t2 --timeout 60
     assert_success
 }
+
+# fc_pid NAME: the VM's Firecracker pid from its record.
+fc_pid() {
+    banger-vm status "$1" | jq -r .jail.pid
+}
+
+# mem_of PID: "RSS PSS" in KiB of a process.
+mem_of() {
+    local rss pss
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$1/status")
+    pss=$(awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup")
+    echo "$rss $pss"
+}
+
+@test "warm (real firecracker, real Linux guest): banger-image warm once, then five banger ups from the snapshot, each to 'vm exec -- true' through the agent; five identities; memory against a cold guest" {
+    local agent t0 t1 t2 i n out rss pss trss=0 tpss=0
+    agent=$(static_agent) || skip "SLOW REAL-GUEST TIER: WARM TEST SKIPPED LOUDLY: cannot build the static agent (rustup target add x86_64-unknown-linux-musl, or set BANGER_TEST_AGENT)"
+    export BANGER_AGENT="$agent"
+    stop_helper
+    rm -f "$BANGER_HELPER_SOCKET"
+    start_helper_in "$NS_H" --owner "$OWNER_UID"
+    # Warm once, when sshd runs too (fc-init prints its ready line then), so the clones' sshd
+    # is up and reads the host keys the agent gives them.
+    t0=$(now_ms)
+    run --separate-stderr in_ns_h banger-image warm slow --wait console:FC_GUEST_READY --timeout 1200 --json
+    t1=$(now_ms)
+    [ "$status" -eq 0 ] || { echo "$stderr" >&2; false; }
+    echo "$output" | jq -e '.warm.state == "fresh" and .warm.firecracker_version == "1.16.1"'
+    echo "banger-image warm slow: $((t1 - t0)) ms (its cold boot to the guest being ready: $(echo "$output" | jq -r .warm.boot_ms) ms; artifacts $(echo "$output" | jq -r '.warm.bytes / 1048576 | floor') MiB)" >&3
+    # Five VMs from the snapshot, each to a command through the agent.
+    for i in 1 2 3 4 5; do
+        t0=$(now_ms)
+        run --separate-stderr in_ns_h banger up "w$i" --image slow --json
+        t1=$(now_ms)
+        [ "$status" -eq 0 ] || { echo "$stderr" >&2; banger vm console "w$i" --lines 40 >&2; false; }
+        echo "$output" | jq -e '.vm.start == "warm" and .vm.ready == "agent"'
+        out=$output
+        run --separate-stderr banger vm exec "w$i" -- true
+        t2=$(now_ms)
+        assert_success
+        echo "warm w$i: banger up $((t1 - t0)) ms (snapshot/load $(jq -r .vm.warm.load_ms <<<"$out") ms, boot_ms $(jq -r .vm.boot_ms <<<"$out")), then exec true $((t2 - t1)) ms: up to exec done $((t2 - t0)) ms" >&3
+    done
+    # Five identities: MAC, address, host key, hostname, and the RNG.
+    local macs=() addrs=() keys=() rnd=()
+    for i in 1 2 3 4 5; do
+        run --separate-stderr banger vm exec "w$i" -- cat /sys/class/net/eth0/address
+        assert_success
+        assert_output "$(banger-vm status "w$i" | jq -r .net.mac)"
+        macs+=("$output")
+        run --separate-stderr banger vm exec "w$i" -- /bin/busybox ip -4 -o addr show dev eth0
+        assert_success
+        assert_output --partial "inet $(banger-vm status "w$i" | jq -r .net.ip)/"
+        addrs+=("$(echo "$output" | grep -o 'inet [0-9./]*')")
+        run --separate-stderr banger vm exec "w$i" -- cat /etc/ssh/ssh_host_ed25519_key.pub
+        assert_success
+        keys+=("$(echo "$output" | cut -d' ' -f2)")
+        [ "$(echo "$output" | cut -d' ' -f2)" = "$(banger-vm status "w$i" | jq -r .snap.host_keys.ed25519 | cut -d' ' -f2)" ]
+        run --separate-stderr banger vm exec "w$i" -- hostname
+        assert_output "w$i"
+        run --separate-stderr banger vm exec "w$i" -- /bin/busybox od -An -tx1 -N32 /dev/urandom
+        assert_success
+        rnd+=("$(echo "$output" | tr -d ' \n')")
+    done
+    for n in macs addrs keys rnd; do
+        local -n arr=$n
+        [ "$(printf '%s\n' "${arr[@]}" | sort -u | wc -l)" -eq 5 ] || { echo "$n not distinct: ${arr[*]}" >&2; false; }
+        echo "five distinct $n: ${arr[*]}" >&3
+    done
+    # A file written in one is in no other.
+    run banger vm exec w1 -- sh -c 'echo only-w1 > /root/only-w1 && sync'
+    assert_success
+    for i in 2 3 4 5; do
+        run banger vm exec "w$i" -- test -e /root/only-w1
+        assert_failure 1
+    done
+    # SSH to each with its pinned host key (sshd here answers in tens of seconds: retried).
+    for i in 1 2 3 4 5; do
+        for n in 1 2 3; do
+            run --separate-stderr in_ns_h banger vm exec --via ssh "w$i" -- hostname
+            [ "$status" -eq 0 ] && break
+        done
+        assert_success
+        assert_output "w$i"
+    done
+    # Memory: the five clones' Firecrackers (RSS, and PSS, which splits the shared memory
+    # file's page cache between them).
+    for i in 1 2 3 4 5; do
+        read -r rss pss < <(mem_of "$(fc_pid "w$i")")
+        trss=$((trss + rss))
+        tpss=$((tpss + pss))
+        echo "warm w$i firecracker: RSS $((rss / 1024)) MiB, PSS $((pss / 1024)) MiB" >&3
+    done
+    echo "five warm clones: RSS $((trss / 1024)) MiB in all, PSS $((tpss / 1024)) MiB in all" >&3
+    for i in 1 2 3 4 5; do
+        banger rm "w$i" --yes >/dev/null 2>&1
+    done
+    # One cold guest, the same machine, to the same exec (five of them would take the better
+    # part of an hour here): its time and its memory once ready.
+    t0=$(now_ms)
+    run --separate-stderr in_ns_h banger up c1 --image slow --cold --timeout 1200 --json
+    t1=$(now_ms)
+    [ "$status" -eq 0 ] || { echo "$stderr" >&2; false; }
+    echo "$output" | jq -e '.vm.start == "cold"'
+    run --separate-stderr banger vm exec c1 -- true
+    t2=$(now_ms)
+    assert_success
+    read -r rss pss < <(mem_of "$(fc_pid c1)")
+    echo "cold c1: banger up $((t1 - t0)) ms, then exec true $((t2 - t1)) ms: up to exec done $((t2 - t0)) ms; firecracker RSS $((rss / 1024)) MiB, PSS $((pss / 1024)) MiB (five such: about $((5 * rss / 1024)) MiB)" >&3
+    echo "load average during the test: $(cut -d' ' -f1-3 /proc/loadavg)" >&3
+    banger rm c1 --yes >/dev/null 2>&1
+}

@@ -132,7 +132,13 @@ const WARM_FLAGS: &[Flag] = &[
         long: "timeout",
         short: None,
         value: Some("SECS"),
-        help: "give up waiting for the guest's agent after SECS (default 900)",
+        help: "give up waiting for the guest after SECS (default 900)",
+    },
+    Flag {
+        long: "wait",
+        short: None,
+        value: Some("WHAT"),
+        help: "snapshot once this says the guest is up: agent (default), ssh or console:TEXT (for services that start after the agent)",
     },
     JSON,
 ];
@@ -218,6 +224,7 @@ struct Opts {
     vcpus: Option<u32>,
     mem: Option<u32>,
     timeout: Option<u64>,
+    wait: Option<String>,
     warm: bool,
 }
 
@@ -282,6 +289,16 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 o.mem = Some(n);
             }
             ("warm", Long("timeout")) => o.timeout = Some(p.value()?.parse()?),
+            ("warm", Long("wait")) => {
+                let w = p.value()?.string()?;
+                if !(w == "agent"
+                    || w == "ssh"
+                    || w.strip_prefix("console:").is_some_and(|t| !t.is_empty()))
+                {
+                    return Err(format!("--wait {w:?}: expected agent, ssh or console:TEXT").into());
+                }
+                o.wait = Some(w);
+            }
             ("rm", Long("warm")) => o.warm = true,
             ("import" | "build" | "pull" | "rm" | "warm", Value(v)) => pos.push(v.string()?),
             (_, arg) => return Err(arg.unexpected()),
@@ -520,6 +537,7 @@ fn main() -> ExitCode {
                     vcpus: a.o.vcpus.unwrap_or(1),
                     mem_mib: a.o.mem.unwrap_or(512),
                     timeout: a.o.timeout.unwrap_or(900),
+                    wait: a.o.wait.as_deref().unwrap_or("agent"),
                 },
             );
             match r {

@@ -23,6 +23,8 @@ pub struct WarmArgs<'a> {
     pub vcpus: u32,
     pub mem_mib: u32,
     pub timeout: u64,
+    /// What says the guest is up (`banger up --wait`).
+    pub wait: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,7 +198,7 @@ pub fn warm(
             "--mem",
             &mem,
             "--wait",
-            "agent",
+            a.wait,
             "--timeout",
             &timeout,
             "--json",
