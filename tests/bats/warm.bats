@@ -218,3 +218,28 @@ no_vm() {
     assert_failure 1
     [[ "$stderr" == *'no image named "nosuch"'* ]]
 }
+
+@test "warm (stand-in firecracker): a warm guest whose agent takes no identity is removed whole, with the next step" {
+    # A snapshot of a guest without an agent (warmed once its console said it was up).
+    export BANGER_BOOT_ARGS_EXTRA=""
+    run --separate-stderr banger-image warm default --wait console:STANDIN_GUEST_READY --timeout 20 --json
+    [ "$status" -eq 0 ] || { echo "$stderr" >&2; false; }
+    run --separate-stderr banger up t1 --timeout 2
+    assert_failure
+    [[ "$stderr" == *"did not take its identity"* ]]
+    [[ "$stderr" == *"removed t1"*"banger up t1 --cold"* ]]
+    no_vm t1
+}
+
+@test "warm (stand-in firecracker): a warm that fails (no agent answers) leaves no warming VM, no artifacts, and the earlier ones unchanged" {
+    warm_up
+    local before
+    before=$(jq -r .created_at "$WARM/warm.json")
+    export BANGER_BOOT_ARGS_EXTRA=""
+    run --separate-stderr banger-image warm default --timeout 2
+    assert_failure
+    [[ "$stderr" == *"earlier warm artifacts, if any, are unchanged"* ]]
+    no_vm warm-default
+    [ ! -e "$BANGER_STATE_DIR/images/default/warm.partial" ]
+    [ "$(jq -r .created_at "$WARM/warm.json")" = "$before" ]
+}
