@@ -320,10 +320,12 @@ pub struct FileInfo {
     pub mtime: i64,
 }
 
-/// `identity`'s answer: the parts applied, in order.
+/// `identity`'s answer: the parts applied, in order, and how long each took (ms).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IdentityDone {
     pub done: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ms: BTreeMap<String, u64>,
 }
 
 /// A frame after the request: one key per line.

@@ -9,6 +9,7 @@
 mod exec;
 mod files;
 mod identity;
+mod netconf;
 
 use crate::conn::{send, Conn, LineError, LineReader};
 use crate::proto::{
@@ -33,6 +34,18 @@ pub trait System: Send + Sync {
     fn ip(&self, args: &[String]) -> std::io::Result<()>;
     /// Asks PID 1 to shut down (as Ctrl-Alt-Del does), or syncs and reboots at once.
     fn shutdown(&self, force: bool) -> std::io::Result<()>;
+    /// Gives the interface the MAC, address and default route of `n` (default: the `ip`
+    /// commands of [`ip_commands`]).
+    fn net(&self, n: &crate::proto::Net) -> std::io::Result<()> {
+        for c in ip_commands(n) {
+            self.ip(&c)?;
+        }
+        Ok(())
+    }
+    /// Writes what the guest's filesystems hold in memory to their disks.
+    fn sync(&self) {
+        rustix::fs::sync();
+    }
 }
 
 /// `path` (absolute, as the guest names it) below the system's root.

@@ -291,6 +291,7 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         )
     })?;
     let deadline = Instant::now() + opts.timeout;
+    let t_id = Instant::now();
     let done = span("identity", || give_identity(&sock, &id, deadline)).map_err(|e| {
         StepError::msg(
             "warm_identity",
@@ -300,6 +301,7 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
             ),
         )
     })?;
+    let identity_ms = t_id.elapsed().as_millis() as u64;
     let _ = std::fs::remove_file(identity_path(cfg, rec));
     let hello = span("hello", || {
         banger::agent::hello(&sock, Duration::from_secs(10))
@@ -319,10 +321,12 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
             json!({
                 "load_ms": (load_ms * 1000.0).round() / 1000.0,
                 "identity": done.done,
+                "identity_ms": identity_ms,
+                "identity_parts_ms": done.ms,
                 "snapshot_created_at": meta.created_at,
             }),
         );
     })?;
-    eprintln!("{BIN}: {name}: up in {boot_ms} ms (warm: snapshot loaded in {load_ms:.0} ms)");
+    eprintln!("{BIN}: {name}: up in {boot_ms} ms (warm: snapshot loaded in {load_ms:.0} ms, identity given in {identity_ms} ms)");
     Ok(Action::Save)
 }
