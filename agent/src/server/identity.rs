@@ -203,8 +203,8 @@ fn mark(done: &mut IdentityDone, part: &str, t: &mut Instant) {
 }
 
 /// Applies a checked identity; fails at the first part that fails, naming the parts done.
-/// The files are written through temporary files and renames, and synced once at the end
-/// (one `sync` rather than an fsync per file: each costs a journal commit).
+/// The files are written through temporary files and renames; the server syncs them once,
+/// after it answered (one `sync` rather than an fsync per file: each costs a journal commit).
 pub fn apply(sys: &dyn System, id: &Identity) -> Result<IdentityDone, ErrorBody> {
     validate(id)?;
     let mut done = IdentityDone::default();

@@ -125,11 +125,19 @@ pub fn serve(conn: Conn, sys: &dyn System) {
         Request::Put(p) => files::put(sys, p, rd, w),
         Request::Get(g) => files::get(sys, g, w),
         Request::Identity(i) => {
-            let r = match identity::apply(sys, &i) {
-                Ok(done) => Reply::ok(done),
-                Err(e) => Reply::err(e),
+            let (r, wrote) = match identity::apply(sys, &i) {
+                Ok(done) => {
+                    let wrote = done.done.iter().any(|p| p != "entropy");
+                    (Reply::ok(done), wrote)
+                }
+                Err(e) => (Reply::err(e), true),
             };
             let _ = send(&mut w, &r);
+            // The files reach the disk after the answer: the host waits for nothing that a
+            // guest already running needs (its own reads see them at once).
+            if wrote {
+                sys.sync();
+            }
         }
         Request::Shutdown(s) => {
             // Answer first: the guest may be gone a moment later.

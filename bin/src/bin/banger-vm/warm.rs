@@ -9,7 +9,7 @@
 //! a link works. A warm start needs the jailer: Firecracker reopens the disk at the path it
 //! had when the snapshot was taken (`/rootfs` in every jail).
 
-use crate::boot::{client_for, fc_err, hello_section, jail_of, restrict_vsock, set_vm, WaitOpts};
+use crate::boot::{client_for, fc_err, jail_of, restrict_vsock, set_vm, WaitOpts};
 use crate::BIN;
 use banger::agent::proto;
 use banger::config::Config;
@@ -303,10 +303,7 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
     })?;
     let identity_ms = t_id.elapsed().as_millis() as u64;
     let _ = std::fs::remove_file(identity_path(cfg, rec));
-    let hello = span("hello", || {
-        banger::agent::hello(&sock, Duration::from_secs(10))
-    })
-    .ok();
+
     let boot_ms = match up_started() {
         Some(t) if t <= t0_us => ((now_us() - t) / 1000) as u64,
         _ => t0.elapsed().as_millis() as u64,
@@ -315,7 +312,8 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         vm.boot_ms = Some(boot_ms);
         vm.instance_start_ms = None;
         vm.ready = Some("agent".into());
-        vm.agent = hello.as_ref().map(hello_section);
+        // The identity's answer was the agent's first; `vm status` asks for its hello.
+        vm.agent = None;
         vm.extra.insert(
             "warm".into(),
             json!({
