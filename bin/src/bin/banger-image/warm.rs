@@ -112,23 +112,19 @@ fn run(bin: &'static str, args: &[&str], quiet: bool) -> Result<Vec<u8>, WarmSte
 }
 
 /// Removes the warming VM (everything banger made for it) and the partial artifacts.
-struct Cleanup<'a> {
+struct Cleanup {
     vm: String,
     partial: PathBuf,
     started: bool,
-    images: &'a Images,
 }
 
-impl Drop for Cleanup<'_> {
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = self.images;
-        if self.started {
-            if run("banger-rm", &[&self.vm, "--yes", "--force"], true).is_err() {
-                eprintln!(
+        if self.started && run("banger-rm", &[&self.vm, "--yes", "--force"], true).is_err() {
+            eprintln!(
                     "{BIN}: warning: could not remove the warming VM {}: run 'banger rm {} --yes --force'",
                     self.vm, self.vm
-                );
-            }
+            );
         }
         let _ = std::fs::remove_dir_all(&self.partial);
     }
@@ -175,7 +171,6 @@ pub fn warm(
         vm: vm.clone(),
         partial: partial.clone(),
         started: true,
-        images,
     };
     note(&format!(
         "booting {} in the VM {vm} (a real guest can take minutes here)",
