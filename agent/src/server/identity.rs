@@ -293,13 +293,6 @@ pub fn apply(sys: &dyn System, id: &Identity) -> Result<IdentityDone, ErrorBody>
         r.map_err(|e| fail(&done, "net", e))?;
         mark(&mut done, "net", &mut t);
     }
-    if !done.done.iter().all(|p| p == "entropy") {
-        sys.sync();
-        done.ms.insert(
-            "sync".into(),
-            t.elapsed().as_millis().min(u128::from(u64::MAX)) as u64,
-        );
-    }
     Ok(done)
 }
 

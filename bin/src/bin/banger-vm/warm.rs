@@ -93,7 +93,12 @@ fn place(cfg: &Config, name: &str, from: &Path, to: &Path) -> Result<(), StepErr
 fn identity(cfg: &Config, rec: &Record) -> Result<proto::Identity, StepError> {
     let name = record::name(rec).unwrap_or("?").to_string();
     let path = identity_path(cfg, rec);
-    let bytes = banger::fsx::read_path_capped(&path, 1 << 20).map_err(|e| {
+    // The owner's file, read with the owner's credentials when root runs this.
+    let bytes = banger_helper::cred::as_owner(owner(cfg).as_ref(), || {
+        banger::fsx::read_path_capped(&path, 1 << 20)
+    })
+    .map_err(|e| StepError::new("warm_identity", &e))?
+    .map_err(|e| {
         StepError::msg(
             "warm_identity",
             format!("read {}: {}", path.display(), banger::cli::one_line(&e)),
