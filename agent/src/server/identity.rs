@@ -280,6 +280,8 @@ pub fn apply(sys: &dyn System, id: &Identity) -> Result<IdentityDone, ErrorBody>
             Ok(())
         })();
         r.map_err(|e| fail(&done, "host_keys", e))?;
+        // An sshd already running (a restored snapshot's) holds the old keys in memory.
+        sys.reload_sshd();
         mark(&mut done, "host_keys", &mut t);
     }
     if let Some(n) = &id.net {
@@ -294,6 +296,32 @@ pub fn apply(sys: &dyn System, id: &Identity) -> Result<IdentityDone, ErrorBody>
         mark(&mut done, "net", &mut t);
     }
     Ok(done)
+}
+
+/// The pids of the listening sshd processes under `proc`: named `sshd`, with a parent that
+/// is not.
+pub fn sshd_listeners(proc: &Path) -> Vec<i32> {
+    let comm = |pid: &str| {
+        std::fs::read_to_string(proc.join(pid).join("comm"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let ppid = |pid: &str| -> Option<String> {
+        let stat = std::fs::read_to_string(proc.join(pid).join("stat")).ok()?;
+        // "pid (comm) state ppid ...": the comm may hold spaces and parentheses.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_whitespace().nth(1).map(String::from)
+    };
+    let Ok(rd) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|n| comm(n) == "sshd")
+        .filter(|n| ppid(n).is_none_or(|pp| comm(&pp) != "sshd"))
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 /// The guest itself.
@@ -315,6 +343,16 @@ fn ip_program() -> Option<(String, Vec<String>)> {
 impl System for RealSystem {
     fn root(&self) -> &Path {
         Path::new("/")
+    }
+
+    /// SIGHUP to each listening sshd (one whose parent is no sshd): it re-executes itself
+    /// and loads the host keys again, as it does for a changed configuration.
+    fn reload_sshd(&self) {
+        for pid in sshd_listeners(Path::new("/proc")) {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::HUP);
+            }
+        }
     }
 
     /// In process (no program to start), else the `ip` commands.

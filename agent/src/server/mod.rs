@@ -8,7 +8,7 @@
 
 mod exec;
 mod files;
-mod identity;
+pub(crate) mod identity;
 mod netconf;
 
 use crate::conn::{send, Conn, LineError, LineReader};
@@ -42,6 +42,8 @@ pub trait System: Send + Sync {
         }
         Ok(())
     }
+    /// Has a running SSH server load the new host keys (default: nothing to do).
+    fn reload_sshd(&self) {}
     /// Writes what the guest's filesystems hold in memory to their disks.
     fn sync(&self) {
         rustix::fs::sync();

@@ -627,3 +627,25 @@ fn stand_in_guest_shutdown_answers_first() {
     });
     assert!(ok, "{:?}", g.calls());
 }
+
+#[test]
+fn sshd_listeners_are_the_sshds_without_an_sshd_parent() {
+    let d = std::env::temp_dir().join(format!("banger-proc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let proc_ = |pid: u32, comm: &str, ppid: u32| {
+        let p = d.join(pid.to_string());
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("comm"), format!("{comm}\n")).unwrap();
+        std::fs::write(p.join("stat"), format!("{pid} ({comm}) S {ppid} 1 1 0")).unwrap();
+    };
+    proc_(1, "fc-init", 0);
+    proc_(40, "sshd", 1);
+    proc_(41, "sshd", 40);
+    proc_(50, "x) S 40 (sshd", 1);
+    proc_(60, "bash", 41);
+    std::fs::create_dir_all(d.join("self")).unwrap();
+    let mut l = crate::server::identity::sshd_listeners(&d);
+    l.sort();
+    assert_eq!(l, vec![40]);
+    let _ = std::fs::remove_dir_all(&d);
+}
