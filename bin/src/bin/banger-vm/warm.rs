@@ -176,7 +176,8 @@ fn give_identity(
             left.clamp(Duration::from_millis(100), Duration::from_secs(2)),
         )
         .and_then(|c| {
-            c.set_read_timeout(Some(Duration::from_secs(30)))
+            // The guest applies it all before it answers: a slow guest takes long.
+            c.set_read_timeout(Some(left.max(Duration::from_secs(30))))
                 .and_then(|()| banger::agent::Client::new(c))
                 .map_err(|e| banger::agent::AgentError::Client(banger::agent::ClientError::Io(e)))
         })
@@ -301,7 +302,8 @@ pub fn start(cfg: &Config, rec: &mut Record, opts: &WaitOpts) -> Result<Action, 
         StepError::msg(
             "warm_identity",
             format!(
-                "the warm guest's agent did not take its identity: {}; the guest still has the warm image's identity, so it must not be used: 'banger rm {name} --yes', then 'banger up {name} --cold'",
+                "the warm guest's agent did not take its identity (after {} s): {}; the guest still has the warm image's identity, so it must not be used: 'banger rm {name} --yes', then 'banger up {name} --cold'",
+                t_id.elapsed().as_secs(),
                 banger::cli::one_line(&e)
             ),
         )
