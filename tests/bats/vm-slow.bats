@@ -273,7 +273,7 @@ mem_of() {
         t0=$(now_ms)
         run --separate-stderr in_ns_h banger up "w$i" --image slow --timeout 900 --json
         t1=$(now_ms)
-        [ "$status" -eq 0 ] || { echo "$stderr" >&2; banger vm console "w$i" --lines 40 >&2; false; }
+        [ "$status" -eq 0 ] || { echo "status $status: $stderr" >&2; banger vm console "w$i" --lines 40 >&2; false; }
         echo "$output" | jq -e '.vm.start == "warm" and .vm.ready == "agent" and .snap.method == "reflink"'
         out=$output
         run --separate-stderr banger vm exec "w$i" -- true
