@@ -34,8 +34,8 @@ teardown() {
     assert_success
     echo "$output" | jq -e '.name == "base"'
     run banger-image list --table
-    assert_line --index 0 --regexp '^NAME +SIZE +INITRD +SOURCE +CREATED$'
-    assert_line --index 1 --regexp '^base +16M +yes +import '
+    assert_line --index 0 --regexp '^NAME +SIZE +INITRD +SOURCE +WARM +CREATED$'
+    assert_line --index 1 --regexp '^base +16M +yes +import +no '
     # Default boot args.
     run --separate-stderr banger-image import other --rootfs "$BATS_TEST_TMPDIR/r.ext4" --kernel "$BATS_TEST_TMPDIR/vmlinux"
     echo "$output" | jq -e '.boot_args == "console=ttyS0 reboot=k panic=1 pci=off" and (.files | has("initrd") | not)'
