@@ -355,17 +355,6 @@ impl System for RealSystem {
         }
     }
 
-    /// In process (no program to start), else the `ip` commands.
-    fn net(&self, n: &Net) -> std::io::Result<()> {
-        if super::netconf::apply(n).is_ok() {
-            return Ok(());
-        }
-        for c in ip_commands(n) {
-            self.ip(&c)?;
-        }
-        Ok(())
-    }
-
     fn set_hostname(&self, name: &str) -> std::io::Result<()> {
         Ok(rustix::system::sethostname(name.as_bytes())?)
     }

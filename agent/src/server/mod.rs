@@ -9,7 +9,6 @@
 mod exec;
 mod files;
 pub(crate) mod identity;
-mod netconf;
 
 use crate::conn::{send, Conn, LineError, LineReader};
 use crate::proto::{
