@@ -200,21 +200,14 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
     }
     ctx.check_access(&a.vm)?;
     // A launched VM's Firecracker has the disk open: writing under a live guest corrupts it.
-    let jailed = ctx
-        .ledger
-        .for_vm(&a.vm)
-        .map_err(crate::ops::ledger_err)?
-        .iter()
-        .any(|e| e.kind == "jail");
-    if jailed {
-        return Err(OpError::new(
-            code::CONFLICT,
-            format!(
-                "{} is launched: its disk is in use; stop it and tear its jail down first ('banger down {}')",
-                a.vm, a.vm
-            ),
-        ));
-    }
+    refuse_launched(
+        ctx,
+        &a.vm,
+        &format!(
+            "stop it and tear its jail down first ('banger down {}')",
+            a.vm
+        ),
+    )?;
     let mut warnings = Vec::new();
     let custom = Custom {
         agent: with_agent(ctx, a.agent, &mut warnings),
@@ -246,6 +239,23 @@ fn remove(ctx: &Ctx, args: &Value) -> OpResult {
     Ok(json!({"removed": ids}))
 }
 
+/// A conflict when the ledger holds a jail for `vm`: its Firecracker has the disk open.
+fn refuse_launched(ctx: &Ctx, vm: &str, next: &str) -> Result<(), OpError> {
+    let jailed = ctx
+        .ledger
+        .for_vm(vm)
+        .map_err(crate::ops::ledger_err)?
+        .iter()
+        .any(|e| e.kind == "jail");
+    if jailed {
+        return Err(OpError::new(
+            code::CONFLICT,
+            format!("{vm} is launched: its disk is in use; {next}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `snap.export`: copies a stopped VM's disk into its image's `warm.partial/disk.ext4` (for
 /// `banger-image warm`). The VM must have no jail (no Firecracker writes to the disk).
 fn export(ctx: &Ctx, args: &Value) -> OpResult {
@@ -253,21 +263,11 @@ fn export(ctx: &Ctx, args: &Value) -> OpResult {
     validate::name(&a.vm)?;
     validate::name(&a.image)?;
     ctx.check_access(&a.vm)?;
-    let jailed = ctx
-        .ledger
-        .for_vm(&a.vm)
-        .map_err(crate::ops::ledger_err)?
-        .iter()
-        .any(|e| e.kind == "jail");
-    if jailed {
-        return Err(OpError::new(
-            code::CONFLICT,
-            format!(
-                "{} is launched: its disk is in use; tear its jail down first ('banger-jail teardown {}')",
-                a.vm, a.vm
-            ),
-        ));
-    }
+    refuse_launched(
+        ctx,
+        &a.vm,
+        &format!("tear its jail down first ('banger-jail teardown {}')", a.vm),
+    )?;
     let done = crate::snap::export::export(ctx, &a.vm, &a.image)?;
     Ok(json!({"path": done.path, "size_bytes": done.size, "method": done.method}))
 }
