@@ -73,7 +73,7 @@ api_state() {
     assert_success
     jq -s -e 'any(.[]; .name == "r2" and .kind == "firecracker-gone" and .result == "done")' <<<"$output"
     banger-vm status r2 | jq -e '.vm.state == "stopped" and (has("jail") | not) and (has("net") | not)'
-    ! ip -n "$NS_H" link show "$tap" >/dev/null 2>&1
+    run ! ip -n "$NS_H" link show "$tap"
     up r2
     run api_state r2
     [[ "$output" == */Running ]]

@@ -90,11 +90,11 @@ teardown() {
     assert_success
     finding "$n" '.kind == "firecracker-gone" and .result == "done"' 
     stored "$n" | jq -e '.vm.state == "stopped" and .vm.stopped_by == "reconcile" and (.vm.stop_reason | test("no Firecracker")) and (has("jail") | not) and (has("net") | not) and .snap.path'
-    ! ledger_has "$n" jail
-    ! ledger_has "$n" tap
-    ! ledger_has "$n" addr
+    run ! ledger_has "$n" jail
+    run ! ledger_has "$n" tap
+    run ! ledger_has "$n" addr
     ledger_has "$n" disk
-    ! ip -n "$NS_H" link show "$tap" >/dev/null 2>&1
+    run ! ip -n "$NS_H" link show "$tap"
     [ -z "$(find "$BANGER_JAIL_DIR" -mindepth 2 -maxdepth 2 -name "$n")" ]
     in_world test -f "$disk"
     run --separate-stderr reconcile --apply --gc
@@ -117,7 +117,7 @@ teardown() {
     ledger_has "$n" disk
     run --separate-stderr reconcile --apply
     assert_success
-    ! ledger_has "$n" disk
+    run ! ledger_has "$n" disk
     [ "$(jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 0 ]
     run --separate-stderr reconcile --apply --gc
     assert_success
@@ -174,7 +174,7 @@ teardown() {
     assert_success
     finding "$n" '.kind == "no-record" and .result == "done"'
     [ "$(jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 0 ]
-    ! ip -n "$NS_H" link show "$tap" >/dev/null 2>&1
+    run ! ip -n "$NS_H" link show "$tap"
     run --separate-stderr reconcile --apply --gc
     assert_success
     assert_output ""

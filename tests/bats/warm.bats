@@ -107,7 +107,7 @@ warm_up() {
     [ "$(rec t1 | jq -r .net.mac)" != "$(rec t2 | jq -r .net.mac)" ]
     grep -q "address $(rec t1 | jq -r .net.mac)" "$g1/.standin-ip"
     grep -q "address $(rec t2 | jq -r .net.mac)" "$g2/.standin-ip"
-    ! cmp -s "$g1/etc/ssh/ssh_host_ed25519_key" "$g2/etc/ssh/ssh_host_ed25519_key"
+    run ! cmp -s "$g1/etc/ssh/ssh_host_ed25519_key" "$g2/etc/ssh/ssh_host_ed25519_key"
     [ "$(cat "$g1/.standin-reseeds")" != "$(cat "$g2/.standin-reseeds")" ]
     [ "$(rec t1 | jq -r .snap.host_keys.ed25519)" != "$(rec t2 | jq -r .snap.host_keys.ed25519)" ]
     run --separate-stderr banger up t3 --cold --wait-console STANDIN_GUEST_READY --timeout 20 --json
