@@ -229,6 +229,8 @@ fn observe(ctx: &Ctx, host: &mut Host, e: &Entry) -> (Object, Option<(i32, u64)>
                 return (Object::Unknown, None);
             };
             let live = d.find(&base).map(|f| (f.pid, f.start_time));
+            // An lstat of `<jail dir>/<group>/<vm>`: every directory on the way is root's
+            // (the jailer makes `<vm>`; only `<vm>/root` is handed to the owner).
             let dir = jail_dir_ok(&base, &d.dir) && std::fs::symlink_metadata(&d.dir).is_ok();
             return (Object::of(dir || live.is_some()), live);
         }
@@ -248,6 +250,7 @@ struct ScanArgs {
 /// means an unchanged ledger.
 fn ledger_stamp(ctx: &Ctx) -> Option<(u64, u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
+    // The ledger lives in the helper's root-only directory (see `Ctx::root_dir`).
     let m = std::fs::symlink_metadata(ctx.ledger.path()).ok()?;
     Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
 }
