@@ -22,42 +22,14 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${BANGER_BIN:-}
-if [ -z "$bin" ]; then
-    if [ -x "$here/target/release/banger-vm" ]; then bin=$here/target/release; else bin=$here/target/debug; fi
-fi
-for b in banger-vm banger-snap banger-net banger-jail banger-image banger-helper banger-console-keeper; do
-    [ -x "$bin/$b" ] || { echo "up-vs-handrolled.sh: $bin/$b not built (cargo build --release)" >&2; exit 1; }
-done
+# shellcheck source=benches/standin.bash
+. "$here/benches/standin.bash"
+bench_bin up-vs-handrolled.sh banger-vm banger-snap banger-net banger-jail banger-image banger-helper banger-console-keeper
 for t in curl mkfs.xfs mkfs.ext4; do
     command -v "$t" >/dev/null || { echo "up-vs-handrolled.sh: needs $t" >&2; exit 1; }
 done
-standin=1
-if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ]; then
-    fc=$BANGER_TEST_FIRECRACKER
-    jailer=$BANGER_TEST_JAILER
-    standin=0
-else
-    # shellcheck source=benches/standin.bash
-    . "$here/benches/standin.bash"
-    standin_links "$bin" "$here" || exit 1
-fi
-rig=${BANGER_TEST_RIG:-$here/../shared/rig}
-[ "$(id -u)" -eq 0 ] || { echo "up-vs-handrolled.sh: needs root" >&2; exit 1; }
-ns="banger-bench-hr-$$"
-if [ -z "${HR_BENCH_IN_NS:-}" ]; then
-    ip netns add "$ns"
-    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-    ip -n "$ns" link set lo up
-    # A default route for NAT's uplink, inside the namespace only.
-    ip -n "$ns" link add up0 type veth peer name up1
-    ip -n "$ns" addr add 198.51.100.1/24 dev up0
-    ip -n "$ns" link set up0 up
-    ip -n "$ns" link set up1 up
-    ip -n "$ns" route add default via 198.51.100.2
-    HR_BENCH_IN_NS=1 ip netns exec "$ns" unshare -m --propagation private "$0" "$@"
-    exit $?
-fi
+bench_firecracker
+bench_in_netns up-vs-handrolled.sh "$0" "$@"
 reps=${REPS:-10}
 uid=4343
 tmp=$(mktemp -d /tmp/banger-hr-bench.XXXXXX)

@@ -16,39 +16,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${BANGER_BIN:-}
-if [ -z "$bin" ]; then
-    if [ -x "$here/target/release/banger-vm" ]; then bin=$here/target/release; else bin=$here/target/debug; fi
-fi
-for b in banger-vm banger-snap banger-net banger-jail banger-image banger-helper; do
-    [ -x "$bin/$b" ] || { echo "up.sh: $bin/$b not built (cargo build --release)" >&2; exit 1; }
-done
+# shellcheck source=benches/standin.bash
+. "$here/benches/standin.bash"
+bench_bin up.sh banger-vm banger-snap banger-net banger-jail banger-image banger-helper
+bench_firecracker
 kind="TEST STAND-IN firecracker/jailer"
-if [ -n "${BANGER_TEST_FIRECRACKER:-}" ] && [ -n "${BANGER_TEST_JAILER:-}" ]; then
-    fc=$BANGER_TEST_FIRECRACKER
-    jailer=$BANGER_TEST_JAILER
-    kind="real Firecracker/jailer, tiny guest"
-else
-    # shellcheck source=benches/standin.bash
-    . "$here/benches/standin.bash"
-    standin_links "$bin" "$here" || exit 1
-fi
-rig=${BANGER_TEST_RIG:-$here/../shared/rig}
-[ "$(id -u)" -eq 0 ] || { echo "up.sh: needs root" >&2; exit 1; }
-ns="banger-bench-up-$$"
-if [ -z "${UP_BENCH_IN_NS:-}" ]; then
-    ip netns add "$ns"
-    trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-    ip -n "$ns" link set lo up
-    # A default route for NAT's uplink, inside the namespace only.
-    ip -n "$ns" link add up0 type veth peer name up1
-    ip -n "$ns" addr add 198.51.100.1/24 dev up0
-    ip -n "$ns" link set up0 up
-    ip -n "$ns" link set up1 up
-    ip -n "$ns" route add default via 198.51.100.2
-    UP_BENCH_IN_NS=1 ip netns exec "$ns" unshare -m --propagation private "$0" "$@"
-    exit $?
-fi
+[ "$standin" -eq 1 ] || kind="real Firecracker/jailer, tiny guest"
+bench_in_netns up.sh "$0" "$@"
 reps=${REPS:-10}
 tmp=$(mktemp -d /tmp/banger-up-bench.XXXXXX)
 chmod 0755 "$tmp"
