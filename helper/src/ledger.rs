@@ -324,6 +324,29 @@ impl Ledger {
         })
     }
 
+    /// Removes entries (vm, kind, id) and adds others, in one write; returns how many were
+    /// removed.
+    pub fn swap(
+        &self,
+        remove: &[(&str, &str, &str)],
+        add: Vec<Entry>,
+    ) -> Result<usize, LedgerError> {
+        let by = self.by;
+        self.update(|v| {
+            let n = v.len();
+            v.retain(|x| !remove.iter().any(|(vm, kind, id)| x.same(vm, kind, id)));
+            let removed = n - v.len();
+            for mut e in add {
+                if e.by.is_none() {
+                    e.by = by;
+                }
+                v.retain(|x| !x.same(&e.vm, &e.kind, &e.id));
+                v.push(e);
+            }
+            removed
+        })
+    }
+
     /// Removes an entry; returns whether it was there.
     pub fn remove(&self, vm: &str, kind: &str, id: &str) -> Result<bool, LedgerError> {
         self.update(|v| {

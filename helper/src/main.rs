@@ -177,5 +177,9 @@ fn main() -> ExitCode {
         read_timeout: Duration::from_secs(args.read_timeout.max(1)),
     };
     banger_helper::notify::serving(&opts.socket);
-    server::serve(listener, Ctx::new(cfg), opts)
+    let ctx = Ctx::new(cfg);
+    // `down` retires taps from now on; a thread removes them (and what a helper before this
+    // one left).
+    banger_helper::net::retire::start(&ctx);
+    server::serve(listener, ctx, opts)
 }

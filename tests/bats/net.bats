@@ -443,3 +443,85 @@ NFT
     run script -qec "ip netns exec $NS_H banger-net forward a 5353:53/udp --json" /dev/null
     assert_output --partial '"forwards":['
 }
+
+# wait_no_link NS PATTERN: until no link of NS matches PATTERN (5 s at most).
+wait_no_link() {
+    for _ in $(seq 1 250); do
+        ip netns exec "$1" ip -o link show | grep -q "$2" || return 0
+        sleep 0.02
+    done
+    ip netns exec "$1" ip -o link show >&2
+    return 1
+}
+
+@test "net down through the helper: the tap is retired (renamed, off the bridge) and removed after the answer; an up right after makes a fresh one (issue 14)" {
+    before=$(ns_state "$NS_H")
+    start_helper_in "$NS_H"
+    mk_vm a b
+    banger-net up a b >/dev/null
+    tap=$(jq -r .net.tap "$BANGER_STATE_DIR/vms/a/vm.json")
+    [[ "$tap" == bgr* ]]
+    BANGER_TIMING=1 run banger-net down a
+    assert_success
+    assert_output --partial "tap-retire"
+    refute_output --partial "tap-del"
+    # While the retired tap exists, the ledger holds it (as a shared entry, off the bridge).
+    jq -e --arg t "$tap" 'all(.entries[]; .id != $t)' "$BANGER_ROOT_DIR/ledger.json"
+    # The same address again at once: a fresh tap of the same name, on the bridge.
+    banger-net up a >/dev/null
+    [ "$(jq -r .net.tap "$BANGER_STATE_DIR/vms/a/vm.json")" = "$tap" ]
+    in_h ip -j link show dev "$tap" | jq -e '.[0].master == "banger0"'
+    # The retired one goes, and so does its entry.
+    wait_no_link "$NS_H" bgz
+    for _ in $(seq 1 100); do
+        jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' "$BANGER_ROOT_DIR/ledger.json" >/dev/null && break
+        sleep 0.05
+    done
+    jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' "$BANGER_ROOT_DIR/ledger.json"
+    # A retirement that finds its name taken (down, up, down within the kernel's removal,
+    # here an interface of someone else's) removes the tap at once, and never touches theirs.
+    in_h ip tuntap add dev "bgz${tap#bgr}" mode tap
+    BANGER_TIMING=1 run banger-net down a
+    assert_success
+    assert_output --partial "tap-del"
+    in_h ip link show dev "bgz${tap#bgr}" >/dev/null
+    in_h ip link del "bgz${tap#bgr}"
+    banger-net down b >/dev/null
+    wait_no_link "$NS_H" bgz
+    [ "$(ns_state "$NS_H")" = "$before" ]
+    for _ in $(seq 1 100); do
+        jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json" >/dev/null && break
+        sleep 0.05
+    done
+    jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json"
+}
+
+@test "net down: a helper that dies between the ledger write and the retirement leaks nothing: the next helper removes the tap (issue 14)" {
+    before=$(ns_state "$NS_H")
+    BANGER_TEST_CRASH_AT=net.down:retire start_helper_in "$NS_H"
+    mk_vm a b
+    banger-net up a b >/dev/null
+    tap=$(jq -r .net.tap "$BANGER_STATE_DIR/vms/a/vm.json")
+    run banger-net down a
+    assert_failure
+    wait "$HELPER_PID" || true
+    HELPER_PID=""
+    # The ledger names the tap as retired; the tap still has its old name.
+    jq -e --arg t "$tap" 'any(.entries[]; .vm == "-" and .kind == "tap" and .data.retired == $t)' "$BANGER_ROOT_DIR/ledger.json"
+    in_h ip link show dev "$tap" >/dev/null
+    # The next helper removes it (under its old name) and the entry; b's tap stays.
+    start_helper_in "$NS_H"
+    wait_no_link "$NS_H" "$tap"
+    for _ in $(seq 1 100); do
+        jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' "$BANGER_ROOT_DIR/ledger.json" >/dev/null && break
+        sleep 0.05
+    done
+    jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' "$BANGER_ROOT_DIR/ledger.json"
+    grep -q "removed 1 tap(s) an earlier helper had retired" "$BATS_TEST_TMPDIR/helper.log"
+    tap_b=$(jq -r .net.tap "$BANGER_STATE_DIR/vms/b/vm.json")
+    in_h ip link show dev "$tap_b" >/dev/null
+    # a is down as far as the helper knows: its record is put right by a down again.
+    banger-net down a b >/dev/null
+    wait_no_link "$NS_H" bgz
+    [ "$(ns_state "$NS_H")" = "$before" ]
+}

@@ -13,11 +13,14 @@
 //! - `-`, `sysctl`, `net.ipv4.ip_forward`, `{previous}` (only when banger turned it on)
 //! - VM, `addr`, guest IP, `{mac, tap}`: the allocation
 //! - VM, `tap`, tap name, `{bridge, uid, gid}`
+//! - `-`, `tap`, retired tap name (`bgz…`), `{retired, vm}`: a tap `down` retired, until
+//!   the helper's thread has removed it ([`retire`])
 //! - VM, `nft-rule`, `PROTO/HOSTPORT`, `{guest_ip, guest_port, comment}`: a port forward
 
 mod forward;
 pub mod nfnl;
 pub mod nft;
+pub mod retire;
 pub mod rtnl;
 pub mod subnet;
 pub mod sys;

@@ -363,6 +363,29 @@ impl Rtnl {
         self.change(RouteNetlinkMessage::SetLink(m), 0, &what)
     }
 
+    /// Takes `name` down, off its bridge, and renames it `to`: two acknowledged changes
+    /// that cost the kernel no grace period (a removal waits one: 18-28 ms here).
+    pub fn retire(&mut self, name: &str, to: &str) -> Result<(), NetError> {
+        let index = self.index_of(name)?;
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes.push(LinkAttribute::Controller(0));
+        self.change(
+            RouteNetlinkMessage::SetLink(m),
+            0,
+            &format!("take {name} down and off its bridge"),
+        )?;
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(to.into()));
+        self.change(
+            RouteNetlinkMessage::SetLink(m),
+            0,
+            &format!("rename {name} to {to}"),
+        )
+    }
+
     /// Removes the interface `name`.
     pub fn del_link(&mut self, name: &str) -> Result<(), NetError> {
         let index = self.index_of(name)?;

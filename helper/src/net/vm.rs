@@ -1,6 +1,7 @@
 //! `up` and `down`: a VM's address, tap and the shared bridge, NAT table and forwarding.
 
 use super::nft::{self, Forward};
+use super::retire;
 use super::subnet::{bridge_mac, mac_for, tap_for};
 use super::sys::{self, Link, Rtnl};
 use super::{
@@ -379,7 +380,8 @@ fn undo(net: &Net, vm: &str, made: &Made) {
 /// Removes the VM's forwards, tap and address; then the shared pieces when no VM holds an
 /// address any more, unless `keep_bridge`.
 pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError> {
-    let _g = banger::timing::span("lock", || net.lock())?;
+    use banger::timing::span;
+    let _g = span("lock", || net.lock())?;
     let mut removed = Vec::new();
     let entries = net.ledger.for_vm(vm)?;
     for e in entries.iter().filter(|e| e.kind == KIND_RULE) {
@@ -389,13 +391,24 @@ pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError
         net.ledger.remove(vm, KIND_RULE, &e.id)?;
         removed.push(format!("nft-rule {}", e.id));
     }
-    // The taps go first; then their entries and the addresses leave the ledger in one write.
+    // The taps go first (removed, or retired for the helper's reaper to remove: see
+    // [`retire`]); the VM's taps and addresses leave the ledger in one write, in which the
+    // retired taps come in.
     let mut keys: Vec<(&str, &str, &str)> = Vec::new();
+    let mut retiring: Vec<(String, String)> = Vec::new();
+    let reaper = retire::reaper();
     if entries.iter().any(|e| e.kind == KIND_TAP) {
         let links = sys::links()?;
         for e in entries.iter().filter(|e| e.kind == KIND_TAP) {
             if find(&links, &e.id).is_some() {
-                Rtnl::open()?.del_link(&e.id)?;
+                // A name still taken by a tap retired before (down, up, down in a few ms)
+                // is removed now instead.
+                match retire::retired_name(&e.id)
+                    .filter(|r| reaper.is_some() && find(&links, r).is_none())
+                {
+                    Some(r) => retiring.push((e.id.clone(), r)),
+                    None => span("tap-del", || Rtnl::open()?.del_link(&e.id))?,
+                }
             }
             keys.push((vm, KIND_TAP, &e.id));
             removed.push(format!("tap {}", e.id));
@@ -406,7 +419,24 @@ pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError
         removed.push(format!("addr {}", e.id));
     }
     if !keys.is_empty() {
-        net.ledger.remove_all(&keys)?;
+        let add = retiring
+            .iter()
+            .map(|(tap, r)| retire::entry(vm, tap, r))
+            .collect();
+        net.ledger.swap(&keys, add)?;
+    }
+    if !retiring.is_empty() {
+        retire::crash_point("net.down:retire");
+    }
+    for (tap, r) in retiring {
+        let renamed = span("tap-retire", || Rtnl::open()?.retire(&tap, &r));
+        let sent = renamed.is_ok() && reaper.as_ref().is_some_and(|s| s.send(r.clone()).is_ok());
+        if !sent {
+            // Not renamed (or no reaper to take it): removed now, whichever name it has.
+            let name = if renamed.is_ok() { &r } else { &tap };
+            span("tap-del", || Rtnl::open()?.del_link(name))?;
+            net.ledger.remove(SHARED, KIND_TAP, &r)?;
+        }
     }
     let mut bridge_removed = false;
     if !keep_bridge {
@@ -422,9 +452,10 @@ pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError
 /// holds an address or a tap. Returns whether the bridge went.
 fn remove_shared(net: &Net, bridge: bool, table: bool, sysctl: bool) -> Result<bool, NetError> {
     let all = net.ledger.list()?;
+    // A retired tap (off the bridge, on its way out) holds nothing up.
     if all
         .iter()
-        .any(|e| e.kind == KIND_ADDR || e.kind == KIND_TAP)
+        .any(|e| e.kind == KIND_ADDR || (e.kind == KIND_TAP && !retire::is_retired(e)))
     {
         return Ok(false);
     }

@@ -350,7 +350,11 @@ fn host_objects(ctx: &Ctx, host: &mut Host) -> Vec<Seen> {
     };
     let mut out = Vec::new();
     if let Some(links) = host.links().cloned() {
-        for l in links.iter().filter(|l| l.starts_with("bgr")) {
+        // Taps, and taps retired at `down` on their way out (`crate::net::retire`).
+        for l in links
+            .iter()
+            .filter(|l| l.starts_with("bgr") || l.starts_with(crate::net::retire::PREFIX))
+        {
             out.push(seen("tap", l.clone(), None, Value::Null));
         }
         if links.contains(&ctx.cfg.bridge) {

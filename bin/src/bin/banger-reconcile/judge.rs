@@ -600,11 +600,11 @@ fn judge_missing(v: &View) -> Vec<Finding> {
     out
 }
 
-/// Shared entries (`-`): the bridge or the table gone from the host.
+/// Shared entries (`-`): the bridge, the table or a retired tap gone from the host.
 pub fn judge_shared(shared: &[Held]) -> Vec<Finding> {
     shared
         .iter()
-        .filter(|h| h.gone() && matches!(h.kind.as_str(), "bridge" | "nft-table"))
+        .filter(|h| h.gone() && matches!(h.kind.as_str(), "bridge" | "nft-table" | "tap"))
         .map(|h| {
             Finding::new(
                 "-",
@@ -617,7 +617,11 @@ pub fn judge_shared(shared: &[Held]) -> Vec<Finding> {
                     kind: h.kind.clone(),
                     id: h.id.clone(),
                 },
-                "banger-net up makes it again when a VM needs it",
+                if h.kind == "tap" {
+                    "a tap retired at banger down: the helper removes it, then its entry"
+                } else {
+                    "banger-net up makes it again when a VM needs it"
+                },
             )
         })
         .collect()
@@ -900,5 +904,28 @@ mod tests {
             &Context::default(),
         );
         assert_eq!(acts(&f), ["remove-unfinished"]);
+    }
+
+    #[test]
+    fn shared_entries_gone_are_dropped_a_retired_tap_present_is_left_to_the_helper() {
+        let shared = |kind: &str, id: &str, object: &str| Held {
+            vm: "-".into(),
+            ..held(kind, id, object)
+        };
+        let f = judge_shared(&[
+            shared("tap", "bgz0ac80005", "gone"),
+            shared("tap", "bgz0ac80006", "present"),
+            shared("bridge", "banger0", "present"),
+            shared("sysctl", "net.ipv4.ip_forward", "none"),
+        ]);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].observed.contains("tap bgz0ac80005"));
+        assert_eq!(
+            f[0].act,
+            Act::Drop {
+                kind: "tap".into(),
+                id: "bgz0ac80005".into()
+            }
+        );
     }
 }
