@@ -245,6 +245,20 @@ impl Run<'_> {
         } else {
             match self.doer.act(f, lock) {
                 Ok(()) => self.out.emit(f, Outcome::Done, None),
+                // A shared entry (the bridge, the table) that a `banger-net up` made between
+                // the scan and the drop: the helper looked again under the net lock and
+                // found it there. Nothing was wrong by then.
+                Err(e)
+                    if f.name == "-"
+                        && matches!(f.act, Act::Drop { .. })
+                        && e.code() == banger::proto::code::CONFLICT =>
+                {
+                    let f = busy(
+                        "-",
+                        &format!("{} (made meanwhile: {})", f.observed, cli::one_line(&e)),
+                    );
+                    self.out.emit(&f, Outcome::Skipped, None);
+                }
                 Err(e) => {
                     eprintln!("{BIN}: error: {}: {}", f.name, cli::one_line(&e));
                     self.out.emit(f, Outcome::Failed, Some(&e));
