@@ -48,7 +48,7 @@ pub fn one(cfg: &Config, rec: &mut Record, grace_ms: u64) -> Result<Action, Step
     // keeper drains the FIFO and exits at once; wait for that, so the copy of the console
     // kept below has the guest's last lines.
     if let Some(k) = &keeper {
-        if find_pid::find_for_record(rec).is_none() {
+        if banger::timing::span("find", || find_pid::find_for_record(rec)).is_none() {
             banger::timing::span("keeper", || crate::keeper::stop(k));
         }
     }
