@@ -30,7 +30,8 @@ x=$tmp/xfs
 export PATH="$bin:$PATH"
 export BANGER_STATE_DIR=$x/state BANGER_RUN_DIR=$tmp/run BANGER_CONFIG_DIR=$tmp/etc
 export BANGER_ROOT_DIR=$tmp/root BANGER_JAIL_DIR=$x/jail BANGER_HELPER_SOCKET=$tmp/helper.sock
-export BANGER_FIRECRACKER=$fc BANGER_JAILER=$jailer BANGER_OWNER_UID=4343
+# The owner and its group, as `banger system install` records them (no passwd lookup per step).
+export BANGER_FIRECRACKER=$fc BANGER_JAILER=$jailer BANGER_OWNER_UID=4343 BANGER_OWNER_GID=4343
 helper=""
 cleanup() {
     local n
@@ -72,96 +73,96 @@ chmod -R a+rX "$BANGER_STATE_DIR"
 # The resident VM: the bridge and NAT exist before the first measured up.
 banger-vm new keep --image default | banger-net up >/dev/null
 
-now_us() { echo "${EPOCHREALTIME/[.,]/}"; } # bash's own clock: no process in the figures
-declare -A sum
-steps=(new net snap jail start)
-for s in "${steps[@]}" total; do sum[$s]=0; done
-for n in $(seq 1 "$reps"); do
-    t0=$(now_us)
-    banger-vm new "u$n" --image default >"$tmp/r0"
-    t1=$(now_us)
-    banger-net up <"$tmp/r0" >"$tmp/r1"
-    t2=$(now_us)
-    banger-snap create <"$tmp/r1" >"$tmp/r2" 2>/dev/null
-    t3=$(now_us)
-    BANGER_TIMING=1 banger-jail launch <"$tmp/r2" >"$tmp/r3" 2>"$tmp/e3"
-    t4=$(now_us)
-    BANGER_TIMING=1 banger-vm start --no-wait <"$tmp/r3" >"$tmp/r4" 2>"$tmp/e4"
-    t5=$(now_us)
-    sum[new]=$((sum[new] + t1 - t0))
-    sum[net]=$((sum[net] + t2 - t1))
-    sum[snap]=$((sum[snap] + t3 - t2))
-    sum[jail]=$((sum[jail] + t4 - t3))
-    sum[start]=$((sum[start] + t5 - t4))
-    sum[total]=$((sum[total] + t5 - t0))
-    fc_ms=$(jq -r .vm.instance_start_ms "$tmp/r4")
-    sum[fc]=$(awk -v a="${sum[fc]:-0}" -v b="$fc_ms" 'BEGIN {print a + b * 1000}')
-    # Firecracker's own part, from the timing lines: the jailer until its pidfile, Firecracker
-    # until its API answers, and the InstanceStart call. A hand-rolled launch waits for them too.
-    own=$(cat "$tmp/e3" "$tmp/e4" | grep -oE '(jailer|pidfile|api-wait|InstanceStart) [0-9.]+' \
-        | awk '{ t += $2 } END { print t * 1000 }')
-    sum[firecracker]=$(awk -v a="${sum[firecracker]:-0}" -v b="$own" 'BEGIN {print a + b}')
-    {
-        echo "new $((t1 - t0))"
-        echo "net $((t2 - t1))"
-        echo "snap $((t3 - t2))"
-        echo "jail $((t4 - t3))"
-        echo "start $((t5 - t4))"
-        echo "total $((t5 - t0))"
-        echo "firecracker $own"
-        awk -v t="$((t5 - t0))" -v f="$own" 'BEGIN { print "banger", t - f }'
-    } >>"$tmp/samples"
-done
-# The same first up as one `banger up --no-wait` (the steps start together and wait on the
-# pipe, as people run them): its wall time, and what of it is Firecracker's (the same
-# timing lines).
-pipe_total=()
-pipe_own=()
-for n in $(seq 1 "$reps"); do
-    t0=$(now_us)
-    banger up "w$n" --image default --no-wait --timing >/dev/null 2>"$tmp/ep"
-    t1=$(now_us)
-    own=$(grep -oE '(jailer|pidfile|api-wait|InstanceStart) [0-9.]+' "$tmp/ep" \
-        | awk '{ t += $2 } END { print t * 1000 }')
-    pipe_total+=($((t1 - t0)))
-    pipe_own+=("$own")
-done
-# Again after `banger down` (the disk stays; jail and network go): what a restart costs.
+# The owner runs the steps, as people do once `banger system install` made them the owner
+# (root running a step also switches to the owner for the owner's files); the helper does
+# the privileged parts. The owner's state, run dir and a samples dir of its own:
+chown -R 4343:4343 "$BANGER_STATE_DIR" "$BANGER_RUN_DIR"
+mkdir -m 0755 "$tmp/m" && chown 4343:4343 "$tmp/m"
+
+# now_us VAR: the time in microseconds into VAR, from bash's own clock (no process, not even
+# a subshell: $(...) would fork one, 0.8 ms here, into every figure)
+now_us() { printf -v "$1" '%s' "${EPOCHREALTIME/[.,]/}"; }
+# measure: every figure as a line "KEY MICROSECONDS" in $tmp/m/samples (run as the owner).
+measure() {
+    local n t0 t1 t2 t3 t4 t5 own s=$tmp/m
+    for n in $(seq 1 "$reps"); do
+        now_us t0
+        banger-vm new "u$n" --image default >"$s/r0"
+        now_us t1
+        banger-net up <"$s/r0" >"$s/r1"
+        now_us t2
+        banger-snap create <"$s/r1" >"$s/r2" 2>/dev/null
+        now_us t3
+        BANGER_TIMING=1 banger-jail launch <"$s/r2" >"$s/r3" 2>"$s/e3"
+        now_us t4
+        BANGER_TIMING=1 banger-vm start --no-wait <"$s/r3" >"$s/r4" 2>"$s/e4"
+        now_us t5
+        # Firecracker's own part, from the timing lines: the jailer until its pidfile,
+        # Firecracker until its API answers, and the InstanceStart call. A hand-rolled launch
+        # waits for them too.
+        own=$(cat "$s/e3" "$s/e4" | grep -oE '(jailer|pidfile|api-wait|InstanceStart) [0-9.]+' \
+            | awk '{ t += $2 } END { print t * 1000 }')
+        {
+            echo "new $((t1 - t0))"
+            echo "net $((t2 - t1))"
+            echo "snap $((t3 - t2))"
+            echo "jail $((t4 - t3))"
+            echo "start $((t5 - t4))"
+            echo "total $((t5 - t0))"
+            jq -r '"instance_start \(.vm.instance_start_ms * 1000)"' "$s/r4"
+            echo "firecracker $own"
+            awk -v t="$((t5 - t0))" -v f="$own" 'BEGIN { print "banger", t - f }'
+        } >>"$s/samples"
+    done
+    # The same first up as one `banger up --no-wait` (the steps start together and wait on
+    # the pipe, as people run them): its wall time, and what of it is Firecracker's.
+    for n in $(seq 1 "$reps"); do
+        now_us t0
+        banger up "w$n" --image default --no-wait --timing >/dev/null 2>"$s/ep"
+        now_us t1
+        own=$(grep -oE '(jailer|pidfile|api-wait|InstanceStart) [0-9.]+' "$s/ep" \
+            | awk '{ t += $2 } END { print t * 1000 }')
+        echo "pipe_total $((t1 - t0))" >>"$s/samples"
+        awk -v t="$((t1 - t0))" -v f="$own" 'BEGIN { print "pipe_banger", t - f }' >>"$s/samples"
+    done
+    # Again after `banger down` (the disk stays; jail and network go): what a restart costs.
+    for n in $(seq 1 "$reps"); do
+        now_us t0
+        banger down "u$n" --timeout "$down_timeout" >/dev/null 2>&1
+        now_us t1
+        banger up "u$n" --no-wait >/dev/null 2>&1
+        now_us t2
+        echo "down $((t1 - t0))" >>"$s/samples"
+        echo "restart $((t2 - t1))" >>"$s/samples"
+    done
+}
 # The tiny guest ignores Ctrl-Alt-Del: with it, --timeout 0 (Ctrl-Alt-Del, then the kill)
 # rather than a second's wait; the stand-in's guest honours it at once.
 down_timeout=1
 [ "$kind" = "TEST STAND-IN firecracker/jailer" ] || down_timeout=0
-down_sum=0
-up_sum=0
-for n in $(seq 1 "$reps"); do
-    t0=$(now_us)
-    banger down "u$n" --timeout "$down_timeout" >/dev/null 2>&1
-    t1=$(now_us)
-    banger up "u$n" --no-wait >/dev/null 2>&1
-    t2=$(now_us)
-    down_sum=$((down_sum + t1 - t0))
-    up_sum=$((up_sum + t2 - t1))
-done
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-med_of() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/samples" | median; }
+export tmp reps down_timeout
+export -f measure now_us
+setpriv --reuid=4343 --regid=4343 --clear-groups -- bash -c measure
+
+# mean_median KEY: "MEAN MEDIAN" in ms of KEY's samples.
+mean_median() {
+    awk -v k="$1" '$1 == k { print $2 }' "$tmp/m/samples" | sort -n | awk '
+        { v[NR] = $1; t += $1 }
+        END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%8.1f ms %8.1f ms", t / NR / 1000, m / 1000 }'
+}
+row() { printf '  %-28s %s\n' "$1" "$(mean_median "$2")"; }
 echo "banger up to InstanceStart, $kind, $reps VMs, 64 MiB image reflinked on XFS, $bin"
+echo "(the steps run as the owner, uid 4343; the helper as root)"
 printf '  %-28s %8s    %8s\n' "" mean median
-for s in "${steps[@]}"; do
-    awk -v s="$s" -v t="${sum[$s]}" -v n="$reps" -v m="$(med_of "$s")" \
-        'BEGIN {printf "  %-28s %8.1f ms %8.1f ms\n", s, t / n / 1000, m / 1000}'
-done
-awk -v t="${sum[total]}" -v n="$reps" -v m="$(med_of total)" \
-    'BEGIN {printf "  %-28s %8.1f ms %8.1f ms\n", "total", t / n / 1000, m / 1000}'
-awk -v t="${sum[fc]}" -v n="$reps" 'BEGIN {printf "  %-28s %8.3f ms\n", "(the InstanceStart call)", t / n / 1000}'
-awk -v t="${sum[total]}" -v f="${sum[firecracker]}" -v n="$reps" \
-    -v mf="$(med_of firecracker)" -v mb="$(med_of banger)" 'BEGIN {
-    printf "  %-28s %8.1f ms %8.1f ms\n", "of which the jailer,", f / n / 1000, mf / 1000
-    printf "  %-28s\n", "  Firecracker start, InstanceStart"
-    printf "  %-28s %8.1f ms %8.1f ms\n", "and banger itself", (t - f) / n / 1000, mb / 1000 }'
-pt=$(printf '%s\n' "${pipe_total[@]}" | median)
-pb=$(for i in "${!pipe_total[@]}"; do awk -v t="${pipe_total[$i]}" -v f="${pipe_own[$i]}" 'BEGIN { print t - f }'; done | median)
-awk -v t="$pt" -v b="$pb" 'BEGIN {
-    printf "the same as one pipeline, banger up --no-wait (median of the VMs):\n"
-    printf "  %-28s %8.1f ms\n  %-28s %8.1f ms\n", "total", t / 1000, "banger itself", b / 1000 }'
-awk -v d="$down_sum" -v u="$up_sum" -v n="$reps" -v to="$down_timeout" 'BEGIN {
-    printf "then, per VM:\n  %-28s %8.1f ms\n  %-28s %8.1f ms\n", "banger down --timeout " to, d / n / 1000, "banger up again (disk kept)", u / n / 1000 }'
+for s in new net snap jail start total; do row "$s" "$s"; done
+row "(the InstanceStart call)" instance_start
+row "of which the jailer," firecracker
+printf '  %-28s\n' "  Firecracker start, InstanceStart"
+row "and banger itself" banger
+echo "the same as one pipeline, banger up --no-wait:"
+row "total" pipe_total
+row "banger itself" pipe_banger
+echo "then, per VM:"
+row "banger down --timeout $down_timeout" down
+row "banger up again (disk kept)" restart

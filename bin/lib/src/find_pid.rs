@@ -165,8 +165,8 @@ impl Proc {
         // The command line alone first (one read per process, not three): the rest only
         // for the few that match.
         let matches = |p: &i32| {
-            let raw = std::fs::read(self.root.join(p.to_string()).join("cmdline"))
-                .unwrap_or_default();
+            let raw =
+                std::fs::read(self.root.join(p.to_string()).join("cmdline")).unwrap_or_default();
             let words: Vec<&[u8]> = raw.split(|b| *b == 0).filter(|w| !w.is_empty()).collect();
             String::from_utf8_lossy(&words.join(&b' ')).contains(pattern)
         };

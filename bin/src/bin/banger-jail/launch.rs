@@ -356,10 +356,7 @@ fn keeper_stderr(cfg: &Config, j: &JailSection) -> Option<std::fs::File> {
             })
             .ok()
     };
-    let owner = cfg
-        .owner_uid
-        .filter(|u| *u != 0)
-        .map(|u| banger::detach::Creds::of_user(u, cfg.owner_gid.unwrap_or(u)));
+    let owner = cfg.owner_creds();
     banger_helper::cred::as_owner(owner.as_ref(), make)
         .ok()
         .flatten()

@@ -27,10 +27,7 @@ fn keep_console(cfg: &Config, name: &str, console: &Path) {
         std::io::Write::write_all(&mut &f, &bytes).ok()?;
         rustix::fs::renameat(&d, tmp.as_str(), &d, "console.log").ok()
     };
-    let owner = cfg
-        .owner_uid
-        .filter(|u| *u != 0)
-        .map(|u| banger::detach::Creds::of_user(u, cfg.owner_gid.unwrap_or(u)));
+    let owner = cfg.owner_creds();
     let _ = banger_helper::cred::as_owner(owner.as_ref(), copy);
 }
 

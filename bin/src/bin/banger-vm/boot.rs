@@ -393,10 +393,7 @@ pub fn restrict_vsock(cfg: &Config, rec: &Record) {
     let Some(link) = banger::agent::vsock_sock(rec) else {
         return;
     };
-    let owner = cfg
-        .owner_uid
-        .filter(|u| *u != 0)
-        .map(|u| banger::detach::Creds::of_user(u, cfg.owner_gid.unwrap_or(u)));
+    let owner = cfg.owner_creds();
     let _ = banger_helper::cred::as_owner(owner.as_ref(), || {
         let _ = std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o600));
     });

@@ -51,9 +51,7 @@ fn identity_path(cfg: &Config, rec: &Record) -> PathBuf {
 }
 
 fn owner(cfg: &Config) -> Option<banger::detach::Creds> {
-    cfg.owner_uid
-        .filter(|u| *u != 0 && rustix::process::geteuid().is_root())
-        .map(|u| banger::detach::Creds::of_user(u, cfg.owner_gid.unwrap_or(u)))
+    cfg.owner_creds()
 }
 
 /// Puts `from` at `to` for Firecracker: a hard link, else a copy (then the clones do not
