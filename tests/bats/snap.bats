@@ -19,6 +19,8 @@ teardown() {
 
 @test "snap create: by copy where reflink is impossible, with a warning, and the identity written in" {
     make_image base
+    local image_sum
+    image_sum=$(sha256sum "$BANGER_STATE_DIR/images/base/rootfs.ext4")
     banger-vm new a --image base >/dev/null
     run --separate-stderr banger-snap create a
     assert_success
@@ -35,8 +37,9 @@ teardown() {
     run debugfs -R "stat /etc/ssh/ssh_host_rsa_key" "$disk"
     assert_output --partial "File not found"
     debugfs -R "stat /root/.ssh/authorized_keys" "$disk" 2>/dev/null | grep -q "Mode:  0600"
-    # The image itself is untouched.
-    [ "$(guest_cat "$BANGER_STATE_DIR/images/base/rootfs.ext4" /etc/hostname)" = "image" ]
+    # The image itself is untouched, and the disk a clean filesystem.
+    [ "$(sha256sum "$BANGER_STATE_DIR/images/base/rootfs.ext4")" = "$image_sum" ]
+    e2fsck -fn "$disk"
     # Saved, and in the ledger.
     jq -e '.snap.method == "copy"' "$BANGER_STATE_DIR/vms/a/vm.json"
     [ "$(ledger_count a)" -eq 1 ]
@@ -369,4 +372,101 @@ teardown() {
     banger-vm new c --image base >/dev/null
     run --separate-stderr banger-snap rm c
     assert_success
+}
+
+# vm_with_net NAME IP: a VM record with the net section banger-net up would have saved.
+vm_with_net() {
+    banger-vm new "$1" --image base |
+        jq -c --arg ip "$2" '.net = {"ip": ($ip + "/24"), "gateway": "10.200.0.1", "dns": ["10.200.0.1"], "mac": "06:00:0a:c8:00:07", "tap": "bgr-x"}' >"$BATS_TEST_TMPDIR/$1.rec"
+    cp "$BATS_TEST_TMPDIR/$1.rec" "$BANGER_STATE_DIR/vms/$1/vm.json"
+}
+
+@test "snap create: an image prepared at import takes a new VM's identity in its slots, no debugfs: the same files padded with newlines, host keys that load, a clean filesystem (issue 14)" {
+    make_image base
+    vm_with_net a 10.200.0.7
+    BANGER_TIMING=1 run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/a.rec"
+    assert_success
+    [[ "$stderr" == *"slots "* ]]
+    [[ "$stderr" != *debugfs* ]]
+    local disk="$BANGER_STATE_DIR/vms/a/disk.ext4"
+    e2fsck -fn "$disk"
+    [ "$(guest_cat "$disk" /etc/hostname)" = a ]
+    [ "$(guest_cat "$disk" /etc/hostname | wc -c)" -eq 256 ]
+    guest_cat "$disk" /etc/hosts | grep -q $'127.0.1.1\ta'
+    guest_cat "$disk" /etc/banger/net.json | jq -e '.ip == "10.200.0.7"'
+    guest_cat "$disk" /etc/banger/net.env | grep -qx 'BANGER_IP=10.200.0.7'
+    guest_cat "$disk" /etc/systemd/network/10-banger.network | grep -qx 'Address=10.200.0.7/24'
+    guest_cat "$disk" /etc/resolv.conf | grep -qx 'nameserver 10.200.0.1'
+    [ "$(guest_cat "$disk" /root/.ssh/authorized_keys)" = "$(jq -r .spec.ssh_pubkey "$BANGER_STATE_DIR/vms/a/vm.json")" ]
+    debugfs -R "stat /etc/ssh/ssh_host_ed25519_key" "$disk" 2>/dev/null | grep -q "Mode:  0600"
+    [ "$(guest_cat "$disk" /etc/ssh/ssh_host_ed25519_key.pub)" = "$(echo "$output" | jq -r .snap.host_keys.ed25519)" ]
+    # The private keys, newlines after them and all, load (what sshd does with them).
+    if command -v ssh-keygen >/dev/null; then
+        local t
+        for t in ed25519 ecdsa; do
+            guest_cat "$disk" "/etc/ssh/ssh_host_${t}_key" >"$BATS_TEST_TMPDIR/k"
+            chmod 600 "$BATS_TEST_TMPDIR/k"
+            [ "$(ssh-keygen -y -f "$BATS_TEST_TMPDIR/k" | cut -d' ' -f1,2)" = "$(echo "$output" | jq -r ".snap.host_keys.$t" | cut -d' ' -f1,2)" ]
+        done
+    fi
+}
+
+@test "snap create: identity slots that do not serve (a map pointing elsewhere, none, no network asked for, a grown disk) leave it to debugfs; nothing else is touched and no placeholder stays (issue 14)" {
+    make_image base
+    local img="$BANGER_STATE_DIR/images/base" bs motd
+    bs=$(jq .block "$img/slots.json")
+    cp "$img/slots.json" "$BATS_TEST_TMPDIR/slots.good"
+    # The hostname's slot pointed at /etc/motd's block: its marker is not there.
+    motd=$(debugfs -R "blocks /etc/motd" "$img/rootfs.ext4" 2>/dev/null | awk '{ print $1 }')
+    jq --argjson off "$((motd * bs))" --argjson bs "$bs" \
+        '(.slots[] | select(.path == "/etc/hostname") | .extents) = [[$off, $bs]]' \
+        "$BATS_TEST_TMPDIR/slots.good" >"$img/slots.json"
+    vm_with_net a 10.200.0.7
+    BANGER_TIMING=1 run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/a.rec"
+    assert_success
+    [[ "$stderr" == *debugfs* ]]
+    local disk="$BANGER_STATE_DIR/vms/a/disk.ext4"
+    [ "$(guest_cat "$disk" /etc/hostname)" = a ]
+    [ "$(guest_cat "$disk" /etc/motd)" = "a banger test image" ]
+    e2fsck -fn "$disk"
+    # No map at all.
+    rm "$img/slots.json"
+    vm_with_net b 10.200.0.8
+    BANGER_TIMING=1 run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/b.rec"
+    assert_success
+    [[ "$stderr" == *debugfs* ]]
+    disk="$BANGER_STATE_DIR/vms/b/disk.ext4"
+    guest_cat "$disk" /etc/banger/net.env | grep -qx 'BANGER_IP=10.200.0.8'
+    e2fsck -fn "$disk"
+    # No network asked for: its slots are removed, not left holding placeholders.
+    cp "$BATS_TEST_TMPDIR/slots.good" "$img/slots.json"
+    banger-vm new c --image base >/dev/null
+    BANGER_TIMING=1 run --separate-stderr banger-snap create c
+    assert_success
+    [[ "$stderr" == *debugfs* ]]
+    disk="$BANGER_STATE_DIR/vms/c/disk.ext4"
+    [ "$(guest_cat "$disk" /etc/hostname)" = c ]
+    run debugfs -R "stat /etc/banger/net.json" "$disk"
+    assert_output --partial "File not found"
+    run debugfs -R "stat /etc/resolv.conf" "$disk"
+    assert_output --partial "File not found"
+    e2fsck -fn "$disk"
+    # A grown disk (resize2fs may move blocks): debugfs after the resize.
+    vm_with_net d 10.200.0.9
+    BANGER_TIMING=1 run --separate-stderr banger-snap create --disk-size 32M <"$BATS_TEST_TMPDIR/d.rec"
+    assert_success
+    [[ "$stderr" == *debugfs* ]]
+    disk="$BANGER_STATE_DIR/vms/d/disk.ext4"
+    [ "$(guest_cat "$disk" /etc/hostname)" = d ]
+    e2fsck -fn "$disk"
+    # No file of the guest holds a placeholder.
+    local p
+    for disk in "$BANGER_STATE_DIR"/vms/{a,b,c,d}/disk.ext4; do
+        for p in $(jq -r '.slots[].path' "$BATS_TEST_TMPDIR/slots.good"); do
+            if guest_cat "$disk" "$p" | grep -q '#banger-slot'; then
+                echo "$disk: $p holds a placeholder" >&2
+                false
+            fi
+        done
+    done
 }

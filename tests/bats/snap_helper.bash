@@ -29,6 +29,7 @@ tiny_rootfs() {
     d=$(mktemp -d "$BATS_TEST_TMPDIR/tree.XXXXXX")
     mkdir -p "$d/etc/ssh" "$d/root"
     echo image >"$d/etc/hostname"
+    echo "a banger test image" >"$d/etc/motd"
     echo "not a real key" >"$d/etc/ssh/ssh_host_rsa_key"
     mkfs.ext4 -q -F -d "$d" "$1" "${2:-16M}"
     rm -rf "$d"
@@ -39,6 +40,16 @@ make_image() {
     tiny_rootfs "$BATS_TEST_TMPDIR/$1.ext4" "${2:-16M}"
     fake_kernel "$BATS_TEST_TMPDIR/$1.vmlinux"
     banger-image import "$1" --rootfs "$BATS_TEST_TMPDIR/$1.ext4" --kernel "$BATS_TEST_TMPDIR/$1.vmlinux" >/dev/null
+}
+
+# prepared_from STORED ORIGINAL: STORED (an image's rootfs.ext4 in the store) is ORIGINAL
+# with the identity slots put in at import: a clean filesystem, slots.json beside it, the
+# placeholder in /etc/hostname, the rest as it was (/etc/motd).
+prepared_from() {
+    e2fsck -fn "$1" >/dev/null
+    jq -e '.v == 1' "$(dirname "$1")/slots.json" >/dev/null
+    [ "$(guest_cat "$1" /etc/hostname | head -c 13)" = "#banger-slot " ]
+    [ "$(guest_cat "$1" /etc/motd)" = "$(guest_cat "$2" /etc/motd)" ]
 }
 
 # guest_cat DISK PATH: a file from inside an ext4 image, read with debugfs (no mount).

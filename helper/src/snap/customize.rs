@@ -258,16 +258,20 @@ fn split(path: &str) -> (&str, &str) {
 
 /// The `debugfs -w -f` script for a plan whose file contents are at `local[i]` on the host
 /// (`/dev/fd/N`). debugfs resolves `mkdir`/`write`/`rm` names in its current directory, so
-/// every one is preceded by a `cd` to the parent; `sif` takes the full path.
-pub fn script(p: &Plan, local: &[String]) -> String {
+/// every one is preceded by a `cd` to the parent; `sif` takes the full path. A directory
+/// `exists` says is there is not made again: debugfs 1.47's `mkdir` of an existing name
+/// leaves a stray directory inode that e2fsck reports (`Unconnected directory inode`).
+pub fn script(p: &Plan, local: &[String], exists: &[bool]) -> String {
     let mut s = String::new();
     let meta = |s: &mut String, path: &str, mode: u32| {
         s.push_str(&format!("sif {path} mode 0{mode:o}\n"));
         s.push_str(&format!("sif {path} uid 0\nsif {path} gid 0\n"));
     };
-    for (d, mode) in &p.dirs {
-        let (parent, base) = split(d);
-        s.push_str(&format!("cd {parent}\nmkdir {base}\n"));
+    for (i, (d, mode)) in p.dirs.iter().enumerate() {
+        if !exists.get(i).copied().unwrap_or(false) {
+            let (parent, base) = split(d);
+            s.push_str(&format!("cd {parent}\nmkdir {base}\n"));
+        }
         meta(&mut s, d, 0o040000 | mode);
     }
     let mut removes: Vec<&String> = p.remove.iter().collect();
@@ -343,7 +347,7 @@ pub fn host_keys(vm: &str) -> Result<(BTreeMap<String, String>, Vec<GuestFile>),
 }
 
 /// An anonymous in-memory file holding `content`.
-fn memfd(name: &str, content: &[u8]) -> Result<File, SnapError> {
+pub(crate) fn memfd(name: &str, content: &[u8]) -> Result<File, SnapError> {
     use std::os::unix::fs::FileExt;
     let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
         .map_err(|e| io("create a memfd for", Path::new(name))(e.into()))?;
@@ -355,14 +359,19 @@ fn memfd(name: &str, content: &[u8]) -> Result<File, SnapError> {
 
 /// Writes `c` into the ext4 filesystem on the open `disk` (a file or block device the owner
 /// can write; `path` is for messages). Returns the new host public keys by type (empty unless
-/// `c.host_keys`).
+/// `c.host_keys`). With `slots` (the image's [`super::slots::SlotMap`], for a disk cloned
+/// from it a moment before) the files go into their slots when `fast` and the request is
+/// exactly the slots; otherwise debugfs writes them and removes the slots left unfilled.
 pub fn apply(
     disk: &File,
     path: &Path,
     vm: &str,
     c: &Custom,
     owner: Option<&Creds>,
+    slots: Option<&super::slots::SlotMap>,
+    fast: bool,
 ) -> Result<BTreeMap<String, String>, SnapError> {
+    use super::slots::{self, Written};
     let mut p = plan(c);
     let mut public = BTreeMap::new();
     if c.host_keys {
@@ -370,6 +379,74 @@ pub fn apply(
         public = pubs;
         p.files.extend(files);
     }
+    if let Some(map) = slots {
+        // Whatever kept the slots from serving (`Written::No` says) leaves it to debugfs;
+        // `--timing` shows which of the two wrote the identity.
+        if fast
+            && banger::timing::span("slots", || slots::write(disk, path, map, &p.files))?
+                == Written::Done
+        {
+            return Ok(public);
+        }
+        // A placeholder this request does not fill would be left in the guest: removed.
+        for s in &map.slots {
+            if slots::is_slot_path(&s.path) && !p.files.iter().any(|f| f.path == s.path) {
+                p.remove.push(s.path.clone());
+            }
+        }
+    }
+    banger::timing::span("debugfs", || run_plan(disk, path, &p, owner))?;
+    Ok(public)
+}
+
+/// Which of `dirs` the filesystem of `disk` has (as directories): one read-only debugfs
+/// run (`stat` each), as `owner`.
+fn dirs_present(
+    disk: &File,
+    dirs: &[(String, u32)],
+    owner: Option<&Creds>,
+) -> Result<Vec<bool>, SnapError> {
+    if dirs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text: String = dirs.iter().map(|(d, _)| format!("stat {d}\n")).collect();
+    let args = vec!["-f".to_string(), "-".into(), super::fd_arg(disk)];
+    let out = banger::timing::span("probe", || {
+        super::tool(
+            "debugfs",
+            &args,
+            &[disk.as_fd()],
+            Some(text.as_bytes()),
+            owner,
+            "e2fsprogs",
+        )
+    })?;
+    Ok(stat_dirs(&out, dirs))
+}
+
+/// From the output of `stat DIR` per directory: whether each is a directory.
+fn stat_dirs(out: &str, dirs: &[(String, u32)]) -> Vec<bool> {
+    let mut lines = out.lines().peekable();
+    dirs.iter()
+        .map(|(d, _)| {
+            let head = format!("debugfs: stat {d}");
+            while lines.next_if(|l| l.trim_end() != head).is_some() {}
+            lines.next();
+            lines
+                .peek()
+                .is_some_and(|l| l.starts_with("Inode:") && l.contains("Type: directory"))
+        })
+        .collect()
+}
+
+/// Carries out `p` on the ext4 filesystem of `disk` in one `debugfs -w` pass (as `owner`),
+/// and reads every file back in the same run to check it landed.
+pub(crate) fn run_plan(
+    disk: &File,
+    path: &Path,
+    p: &Plan,
+    owner: Option<&Creds>,
+) -> Result<(), SnapError> {
     // Each file's content, and an empty file for each to be dumped back into.
     let mut sources = Vec::new();
     let mut checks = Vec::new();
@@ -378,7 +455,8 @@ pub fn apply(
         checks.push(memfd(&format!("banger-c{i}"), b"")?);
     }
     let local: Vec<String> = sources.iter().map(super::fd_arg).collect();
-    let mut text = script(&p, &local);
+    let exists = dirs_present(disk, &p.dirs, owner)?;
+    let mut text = script(p, &local, &exists);
     for (i, f) in p.files.iter().enumerate() {
         text.push_str(&format!("dump {} {}\n", f.path, super::fd_arg(&checks[i])));
     }
@@ -393,16 +471,14 @@ pub fn apply(
     ];
     // debugfs parses an untrusted filesystem: it runs with the owner's rights, not root's,
     // on the fd the helper opened.
-    banger::timing::span("debugfs", || {
-        super::tool(
-            "debugfs",
-            &args,
-            &fds,
-            Some(text.as_bytes()),
-            owner,
-            "e2fsprogs",
-        )
-    })?;
+    super::tool(
+        "debugfs",
+        &args,
+        &fds,
+        Some(text.as_bytes()),
+        owner,
+        "e2fsprogs",
+    )?;
     super::fail_point("snap.customize")?;
     // Read every file back: debugfs reports per-command errors only on its output.
     for (i, f) in p.files.iter().enumerate() {
@@ -428,7 +504,7 @@ pub fn apply(
             });
         }
     }
-    Ok(public)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -488,7 +564,7 @@ mod tests {
         let env = String::from_utf8_lossy(&env.content);
         assert!(env.contains("BANGER_IP=10.200.0.5\n") && env.contains("BANGER_PREFIX=24\n"));
         let local: Vec<String> = (0..p.files.len()).map(|i| format!("/tmp/x/f{i}")).collect();
-        let s = script(&p, &local);
+        let s = script(&p, &local, &[]);
         assert!(s.contains("cd /root\nmkdir .ssh\nsif /root/.ssh mode 040700\n"));
         assert!(s.contains("cd /etc\nwrite /tmp/x/f0 hostname\nsif /etc/hostname mode 0100644\n"));
         assert!(s.contains("cd /etc/ssh\nrm ssh_host_rsa_key\n"));
@@ -497,6 +573,33 @@ mod tests {
         let rm = s.find("cd /etc\nrm hostname").unwrap();
         let wr = s.find("write /tmp/x/f0 hostname").unwrap();
         assert!(rm < wr);
+    }
+
+    #[test]
+    fn existing_directories_are_not_made_again() {
+        let dirs: Vec<(String, u32)> = ["/etc", "/nope", "/etc/hostname", "/root"]
+            .iter()
+            .map(|d| (d.to_string(), 0o755))
+            .collect();
+        let out = "debugfs 1.47.0 (5-Feb-2023)\n\
+debugfs: stat /etc\n\
+Inode: 12   Type: directory    Mode:  0755   Flags: 0x80000\n\
+Generation: 0    Version: 0x00000000:00000000\n\
+debugfs: stat /nope\n\
+debugfs: stat /etc/hostname\n\
+Inode: 13   Type: regular    Mode:  0644   Flags: 0x80000\n\
+debugfs: stat /root\n\
+Inode: 14   Type: directory    Mode:  0700   Flags: 0x80000\n";
+        let exists = stat_dirs(out, &dirs);
+        assert_eq!(exists, [true, false, false, true]);
+        let p = Plan {
+            dirs,
+            ..Default::default()
+        };
+        let s = script(&p, &[], &exists);
+        assert!(!s.contains("mkdir etc\n") && !s.contains("mkdir root\n"));
+        assert!(s.contains("cd /\nmkdir nope\n") && s.contains("cd /etc\nmkdir hostname\n"));
+        assert!(s.contains("sif /etc mode 040755\n") && s.contains("sif /root mode 040755\n"));
     }
 
     #[test]
@@ -517,7 +620,7 @@ mod tests {
             .iter()
             .any(|f| f.path == "/etc/systemd/system/banger-agent.service"));
         let local: Vec<String> = (0..p.files.len()).map(|i| format!("/dev/fd/{i}")).collect();
-        let s = script(&p, &local);
+        let s = script(&p, &local, &[]);
         assert!(s.contains("cd /usr/local\nmkdir sbin\n"));
         assert!(s.contains(
             "cd /etc/systemd/system/sysinit.target.wants\nrm banger-agent.service\nsymlink banger-agent.service ../banger-agent.service\n"

@@ -271,6 +271,18 @@ fn open_sources(ctx: &Ctx, req: &CreateReq) -> Result<Sources, SnapError> {
     .map_err(op_to_snap)?
 }
 
+/// The image's identity slot map (`images/IMAGE/slots.json`), read as the owner; None when
+/// it has none.
+fn read_slots(ctx: &Ctx, image: &str) -> Option<super::slots::SlotMap> {
+    ctx.as_owner(|| {
+        Dir::open(&ctx.cfg.images_dir())
+            .ok()
+            .and_then(|d| super::slots::read(&d, image))
+    })
+    .ok()
+    .flatten()
+}
+
 /// A disk made earlier for this VM: adopted when complete and still there, cleared away when
 /// it was left half made (or its file is gone). Returns the adopted disk.
 fn adopt(ctx: &Ctx, e: &Entry, req: &CreateReq) -> Result<Option<Created>, SnapError> {
@@ -377,8 +389,24 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
         .is_some()
         .then(|| AGENT_INIT_HOOK.to_string());
     if customized {
+        // A disk cloned from a prepared image gets its identity in the image's slots (not
+        // after a resize: resize2fs may move blocks).
+        let slots = if req.warm {
+            None
+        } else {
+            span("slot-map", || read_slots(ctx, &req.image))
+        };
+        let fast = size == src.image_size;
         host_keys = span("customize", || {
-            customize::apply(&disk, &path, &req.vm, &req.custom, ctx.owner.as_ref())
+            customize::apply(
+                &disk,
+                &path,
+                &req.vm,
+                &req.custom,
+                ctx.owner.as_ref(),
+                slots.as_ref(),
+                fast,
+            )
         })?;
     }
     fail_point("snap.create:customize")?;
@@ -650,7 +678,7 @@ pub fn customize(ctx: &Ctx, vm: &str, c: &Custom) -> Result<Customized, SnapErro
         }
     }
     let (path, disk) = open_ledger_disk(ctx, &e)?;
-    let keys = customize::apply(&disk, &path, vm, c, ctx.owner.as_ref())?;
+    let keys = customize::apply(&disk, &path, vm, c, ctx.owner.as_ref(), None, false)?;
     if c.host_keys || c.net.is_some() || c.agent.is_some() {
         let mut data = e.data.clone();
         if let Some(m) = data.as_object_mut() {

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod dm;
 pub mod export;
 pub mod loopdev;
+pub mod slots;
 
 use crate::ledger::LedgerError;
 use banger::detach::Creds;

@@ -141,6 +141,9 @@ pub fn copy_file(src: &Path, dst: &Path) -> Result<(), StoreError> {
 pub struct Images {
     pub dir: PathBuf,
     locks: PathBuf,
+    /// The owner's credentials when root works on the owner's store: debugfs parses an image
+    /// with them.
+    owner: Option<banger::detach::Creds>,
 }
 
 /// An image being assembled. Removed on drop unless committed.
@@ -151,6 +154,7 @@ pub struct Staging {
     committed: bool,
     /// More top-level fields for image.json (e.g. `agent`).
     pub extra: Map<String, Value>,
+    owner: Option<banger::detach::Creds>,
 }
 
 impl Staging {
@@ -160,8 +164,12 @@ impl Staging {
         copy_file(src, &dst)?;
         self.record(file)
     }
-    /// Records a file already written into the staging dir.
+    /// Records a file already written into the staging dir. The root filesystem is first
+    /// prepared for fast first boots (its identity slots, see `slots.json`).
     pub fn record(&mut self, file: &str) -> Result<(), StoreError> {
+        if file == "rootfs.ext4" {
+            self.prepare_slots();
+        }
         let p = self.dir.join(file);
         let size = std::fs::metadata(&p).map_err(io("stat", &p))?.len();
         let sum = sha256_file(&p)?;
@@ -171,6 +179,53 @@ impl Staging {
     }
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
+    }
+
+    /// Puts the identity slots into the staged `rootfs.ext4` and writes `slots.json` (see
+    /// `banger_helper::snap::slots`): a VM's identity then goes into its new disk without
+    /// debugfs. An image that cannot be prepared is kept as it is, with a warning: its VMs
+    /// get their identity by debugfs, as before.
+    fn prepare_slots(&mut self) {
+        use banger_helper::snap::slots::{self, Prepared};
+        let p = self.dir.join("rootfs.ext4");
+        let warn = |why: String| {
+            eprintln!(
+                "{}: warning: {}: no identity slots ({why}): each new VM's identity is written with debugfs (a few ms more per first up)",
+                crate::BIN,
+                p.display()
+            )
+        };
+        let opened = banger::fsx::Dir::open(&self.dir)
+            .and_then(|d| d.open_file(Path::new("rootfs.ext4"), rustix::fs::OFlags::RDWR));
+        let f = match opened {
+            Ok((f, _)) => f,
+            Err(e) => return warn(banger::cli::one_line(&e)),
+        };
+        // Built by root for the owner: the image is the owner's (as `commit` makes it), and
+        // debugfs, run as the owner, opens it again through /dev/fd.
+        if let Some(o) = &self.owner {
+            let (uid, gid) = (
+                rustix::fs::Uid::from_raw(o.uid),
+                rustix::fs::Gid::from_raw(o.gid),
+            );
+            if let Err(e) = rustix::fs::fchown(&f, Some(uid), Some(gid)) {
+                return warn(format!("cannot give it to uid {}: {e}", o.uid));
+            }
+        }
+        let map = match slots::prepare(&f, &p, self.owner.as_ref()) {
+            Ok(Prepared::Map(m)) => m,
+            Ok(Prepared::Skipped(why)) => return warn(why),
+            Err(e) => return warn(banger::cli::one_line(&e)),
+        };
+        if let Err(e) = f.sync_all() {
+            return warn(format!("cannot sync it: {e}"));
+        }
+        let mut bytes = serde_json::to_vec_pretty(&map).unwrap_or_default();
+        bytes.push(b'\n');
+        let meta = self.dir.join(slots::FILE);
+        if let Err(e) = banger::store::write_atomic(&meta, &bytes, 0o644) {
+            warn(format!("cannot write {}: {e}", meta.display()));
+        }
     }
 }
 
@@ -187,6 +242,7 @@ impl Images {
         Images {
             dir: cfg.images_dir(),
             locks: cfg.locks_dir(),
+            owner: cfg.owner_creds(),
         }
     }
 
@@ -226,6 +282,7 @@ impl Images {
             files: Map::new(),
             committed: false,
             extra: Map::new(),
+            owner: self.owner.clone(),
         })
     }
 
@@ -252,7 +309,14 @@ impl Images {
         banger::store::write_atomic(&meta, &bytes, 0o644).map_err(io("write", &meta))?;
         if let Some((uid, gid)) = owner {
             // Built as root for the owner: the store is the owner's.
-            for f in ["", "rootfs.ext4", "vmlinux", "initrd", "image.json"] {
+            for f in [
+                "",
+                "rootfs.ext4",
+                "vmlinux",
+                "initrd",
+                "image.json",
+                "slots.json",
+            ] {
                 let p = st.dir.join(f);
                 if p.exists() {
                     let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
