@@ -470,3 +470,45 @@ vm_with_net() {
         done
     done
 }
+
+@test "snap create: an image prepared with this host's guest agent: a VM asking for it has it by the slots alone; --no-agent takes it out; another agent is written by debugfs (issue 14)" {
+    fake_kernel "$BATS_TEST_TMPDIR/agent.elf"
+    export BANGER_AGENT="$BATS_TEST_TMPDIR/agent.elf"
+    make_image base
+    local img="$BANGER_STATE_DIR/images/base" disk
+    jq -e --arg s "$(sha256sum "$BANGER_AGENT" | cut -d' ' -f1)" '.agent.sha256 == $s' "$img/slots.json"
+    vm_with_net a 10.200.0.7
+    BANGER_TIMING=1 run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/a.rec"
+    assert_success
+    [[ "$stderr" == *"slots "* ]]
+    [[ "$stderr" != *debugfs* ]]
+    echo "$output" | jq -e '.snap.agent == "init-hook"'
+    disk="$BANGER_STATE_DIR/vms/a/disk.ext4"
+    cmp <(guest_cat "$disk" /usr/local/sbin/banger-agent) "$BANGER_AGENT"
+    guest_cat "$disk" /etc/systemd/system/banger-agent.service | grep -qx "ExecStart=/usr/local/sbin/banger-agent"
+    run debugfs -R "stat /etc/systemd/system/sysinit.target.wants/banger-agent.service" "$disk"
+    assert_output --partial 'Fast link dest: "../banger-agent.service"'
+    # --no-agent: the image's agent, its unit and its enablement go.
+    vm_with_net b 10.200.0.8
+    BANGER_TIMING=1 run --separate-stderr banger-snap create --no-agent <"$BATS_TEST_TMPDIR/b.rec"
+    assert_success
+    [[ "$stderr" == *debugfs* ]]
+    echo "$output" | jq -e '.snap.agent == "none"'
+    disk="$BANGER_STATE_DIR/vms/b/disk.ext4"
+    local f
+    for f in /usr/local/sbin/banger-agent /etc/systemd/system/banger-agent.service /etc/systemd/system/sysinit.target.wants/banger-agent.service; do
+        run debugfs -R "stat $f" "$disk"
+        assert_output --partial "File not found"
+    done
+    [ "$(guest_cat "$disk" /etc/hostname)" = b ]
+    e2fsck -fn "$disk"
+    # The host's agent changed since the import: the new one is written.
+    printf 'a newer build' >>"$BANGER_AGENT"
+    vm_with_net c 10.200.0.9
+    BANGER_TIMING=1 run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/c.rec"
+    assert_success
+    [[ "$stderr" == *debugfs* ]]
+    disk="$BANGER_STATE_DIR/vms/c/disk.ext4"
+    cmp <(guest_cat "$disk" /usr/local/sbin/banger-agent) "$BANGER_AGENT"
+    e2fsck -fn "$disk"
+}

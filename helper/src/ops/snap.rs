@@ -93,24 +93,66 @@ struct ListArgs {
 /// The largest agent binary the helper reads.
 const MAX_AGENT: u64 = 64 << 20;
 
+/// The guest agent the helper installs: its bytes and their sha256.
+#[derive(Clone)]
+pub struct Agent {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+/// A file's identity: device, inode, size, change time (seconds, nanoseconds).
+type FileKey = (u64, u64, i64, i64, i64);
+
+/// The agent last read, by its file's identity: a resident helper reads and hashes its
+/// agent once, not on every create.
+static AGENT: std::sync::Mutex<Option<(FileKey, Agent)>> = std::sync::Mutex::new(None);
+
 /// The guest agent binary from the helper's own configuration (never from a request): read
 /// through root's directories only, and checked to be a static ELF for this host. `Err` is
 /// the reason there is none, for a warning: a VM without the agent still boots.
-fn agent_binary(ctx: &Ctx) -> Result<Vec<u8>, String> {
+fn agent_binary(ctx: &Ctx) -> Result<Agent, String> {
     let path = banger::agent::guest_binary_path(&ctx.cfg).ok_or(
         "no banger-agent for guests on this host (install it with 'make install', or set \"agent\" in the helper's config.json)",
     )?;
     let why = |w: String| format!("the guest agent {}: {w}", path.display());
     let (dir, name) = banger::fsx::split(&path).map_err(|e| why(banger::cli::one_line(&e)))?;
-    let bytes = banger::fsx::Dir::open_trusted(dir)
-        .and_then(|d| d.read_capped(std::path::Path::new(name), MAX_AGENT))
+    let dir = banger::fsx::Dir::open_trusted(dir).map_err(|e| why(banger::cli::one_line(&e)))?;
+    let key = |st: &rustix::fs::Stat| {
+        (
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_ctime,
+            st.st_ctime_nsec as i64,
+        )
+    };
+    let now = dir
+        .stat_at(name)
+        .map_err(|e| why(banger::cli::one_line(&e)))?
+        .map(|st| key(&st));
+    if let (Some(k), Ok(cache)) = (now, AGENT.lock()) {
+        if let Some((ck, a)) = cache.as_ref() {
+            if *ck == k {
+                return Ok(a.clone());
+            }
+        }
+    }
+    let (f, st) = dir
+        .open_file(std::path::Path::new(name), rustix::fs::OFlags::RDONLY)
+        .map_err(|e| why(banger::cli::one_line(&e)))?;
+    let bytes = banger::fsx::read_all_capped(f, &st, &path, MAX_AGENT)
         .map_err(|e| why(banger::cli::one_line(&e)))?;
     banger::agent::check_guest_binary(&bytes).map_err(why)?;
-    Ok(bytes)
+    let sha256 = crate::snap::slots::sha256_hex(&bytes);
+    let a = Agent { bytes, sha256 };
+    if let Ok(mut cache) = AGENT.lock() {
+        *cache = Some((key(&st), a.clone()));
+    }
+    Ok(a)
 }
 
 /// `agent: true` in a request: the binary, or a warning saying why the VM gets none.
-fn with_agent(ctx: &Ctx, want: bool, warnings: &mut Vec<String>) -> Option<Vec<u8>> {
+fn with_agent(ctx: &Ctx, want: bool, warnings: &mut Vec<String>) -> Option<Agent> {
     if !want {
         return None;
     }
@@ -153,6 +195,7 @@ fn create(ctx: &Ctx, args: &Value) -> OpResult {
         host_keys: a.host_keys,
         net: a.net,
         agent: None,
+        agent_sha256: None,
     };
     customize::validate(&custom, &ctx.cfg.subnet)?;
     if a.warm && (!custom.is_empty() || a.agent || a.disk_size.is_some()) {
@@ -162,8 +205,10 @@ fn create(ctx: &Ctx, args: &Value) -> OpResult {
         ));
     }
     ctx.check_access(&a.vm)?;
+    let agent = with_agent(ctx, a.agent, &mut warnings);
     let custom = Custom {
-        agent: with_agent(ctx, a.agent, &mut warnings),
+        agent_sha256: agent.as_ref().map(|a| a.sha256.clone()),
+        agent: agent.map(|a| a.bytes),
         ..custom
     };
     let req = CreateReq {
@@ -190,6 +235,7 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
         host_keys: a.host_keys,
         net: a.net,
         agent: None,
+        agent_sha256: None,
     };
     customize::validate(&custom, &ctx.cfg.subnet)?;
     if custom.is_empty() && !a.agent {
@@ -209,8 +255,10 @@ fn customize_op(ctx: &Ctx, args: &Value) -> OpResult {
         ),
     )?;
     let mut warnings = Vec::new();
+    let agent = with_agent(ctx, a.agent, &mut warnings);
     let custom = Custom {
-        agent: with_agent(ctx, a.agent, &mut warnings),
+        agent_sha256: agent.as_ref().map(|a| a.sha256.clone()),
+        agent: agent.map(|a| a.bytes),
         ..custom
     };
     if custom.is_empty() {

@@ -70,6 +70,8 @@ pub struct Custom {
     pub net: Option<Net>,
     /// The agent binary to install (already checked: a static ELF for this host).
     pub agent: Option<Vec<u8>>,
+    /// Its sha256: an image prepared with the same agent has it already.
+    pub agent_sha256: Option<String>,
 }
 
 impl Custom {
@@ -380,9 +382,29 @@ pub fn apply(
         p.files.extend(files);
     }
     if let Some(map) = slots {
+        let mut fast = fast;
+        match (&c.agent_sha256, &map.agent) {
+            // The image has this very agent: nothing of it to write.
+            (Some(want), Some(have)) if *want == have.sha256 => {
+                use banger::agent::guest::{AGENT_PATH, UNIT_PATH, UNIT_WANTS};
+                p.files
+                    .retain(|f| f.path != AGENT_PATH && f.path != UNIT_PATH);
+                p.links.retain(|(l, _)| l != UNIT_WANTS);
+            }
+            // An image prepared with an agent, for a VM that is to have none: it goes.
+            (None, Some(_)) => {
+                use banger::agent::guest::{AGENT_PATH, UNIT_PATH, UNIT_WANTS};
+                for r in [AGENT_PATH, UNIT_PATH, UNIT_WANTS] {
+                    p.remove.push(r.into());
+                }
+                fast = false;
+            }
+            _ => {}
+        }
         // Whatever kept the slots from serving (`Written::No` says) leaves it to debugfs;
         // `--timing` shows which of the two wrote the identity.
         if fast
+            && p.links.is_empty()
             && banger::timing::span("slots", || slots::write(disk, path, map, &p.files))?
                 == Written::Done
         {
@@ -529,6 +551,7 @@ mod tests {
             host_keys: true,
             net: Some(net()),
             agent: None,
+            agent_sha256: None,
         };
         assert!(validate(&ok, "10.200.0.0/24").is_ok());
         assert!(validate(&ok, "10.201.0.0/24").is_err());
@@ -551,6 +574,7 @@ mod tests {
             host_keys: true,
             net: Some(net()),
             agent: None,
+            agent_sha256: None,
         };
         let p = plan(&c);
         let paths: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();

@@ -51,6 +51,27 @@ pub struct SlotMap {
     /// Random per image; part of every placeholder block's marker.
     pub nonce: String,
     pub slots: Vec<Slot>,
+    /// The guest agent put into the image with the slots (its files as `snap.create` installs
+    /// them): a VM that asks for the same agent has it already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentInImage>,
+}
+
+/// The agent an image was prepared with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInImage {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One file of the guest kept for the identity.
@@ -134,6 +155,7 @@ fn full_plan(with_ssh_key: bool) -> Plan {
         host_keys: true,
         net: Some(net),
         agent: None,
+        agent_sha256: None,
     };
     let mut p = customize::plan(&c);
     for t in customize::HOST_KEY_TYPES {
@@ -421,9 +443,15 @@ fn has_file(disk: &File, path: &str, owner: Option<&Creds>) -> Result<bool, Snap
 }
 
 /// Prepares the ext4 image open read-write as `disk` (`path` for messages): the slots'
-/// placeholders written in one debugfs pass, their blocks looked up and checked. Run as
-/// `owner` when given (debugfs parses the image).
-pub fn prepare(disk: &File, path: &Path, owner: Option<&Creds>) -> Result<Prepared, SnapError> {
+/// placeholders written in one debugfs pass (with `agent`, the guest agent installed as
+/// `snap.create` installs it), their blocks looked up and checked. Run as `owner` when given
+/// (debugfs parses the image).
+pub fn prepare(
+    disk: &File,
+    path: &Path,
+    owner: Option<&Creds>,
+    agent: Option<&[u8]>,
+) -> Result<Prepared, SnapError> {
     let block = match superblock(disk, path)? {
         Ok(b) => b,
         Err(why) => return Ok(Prepared::Skipped(why)),
@@ -434,11 +462,25 @@ pub fn prepare(disk: &File, path: &Path, owner: Option<&Creds>) -> Result<Prepar
     for f in &mut plan.files {
         f.content = placeholder(&nonce, &f.path, slot_size(&f.path), block);
     }
+    let slot_files = plan.files.clone();
+    if let Some(bin) = agent {
+        let a = customize::plan(&Custom {
+            agent: Some(bin.to_vec()),
+            ..Default::default()
+        });
+        for (d, m) in a.dirs {
+            if !plan.dirs.iter().any(|(x, _)| *x == d) {
+                plan.dirs.push((d, m));
+            }
+        }
+        plan.files.extend(a.files);
+        plan.links.extend(a.links);
+    }
     customize::run_plan(disk, path, &plan, owner)?;
-    let paths: Vec<String> = plan.files.iter().map(|f| f.path.clone()).collect();
+    let paths: Vec<String> = slot_files.iter().map(|f| f.path.clone()).collect();
     let found = blocks_of(disk, &paths, owner)?;
     let mut slots = Vec::new();
-    for (f, b) in plan.files.iter().zip(found) {
+    for (f, b) in slot_files.iter().zip(found) {
         if b.is_empty() {
             return Ok(Prepared::Skipped(format!(
                 "{} has no blocks of its own (inline data?)",
@@ -458,6 +500,10 @@ pub fn prepare(disk: &File, path: &Path, owner: Option<&Creds>) -> Result<Prepar
         block,
         nonce: nonce.clone(),
         slots,
+        agent: agent.map(|b| AgentInImage {
+            sha256: sha256_hex(b),
+            size: b.len() as u64,
+        }),
     };
     if let Err(why) = map.check(size) {
         return Err(SnapError::Verify {
@@ -506,6 +552,7 @@ mod tests {
                     extents: vec![(8192, 8192), (65536, 12288)],
                 },
             ],
+            agent: None,
         }
     }
 

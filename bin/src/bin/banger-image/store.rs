@@ -144,6 +144,8 @@ pub struct Images {
     /// The owner's credentials when root works on the owner's store: debugfs parses an image
     /// with them.
     owner: Option<banger::detach::Creds>,
+    /// The guest agent this host installs (the configuration's, else the installed one).
+    agent: Option<PathBuf>,
 }
 
 /// An image being assembled. Removed on drop unless committed.
@@ -155,6 +157,7 @@ pub struct Staging {
     /// More top-level fields for image.json (e.g. `agent`).
     pub extra: Map<String, Value>,
     owner: Option<banger::detach::Creds>,
+    agent: Option<PathBuf>,
 }
 
 impl Staging {
@@ -212,7 +215,14 @@ impl Staging {
                 return warn(format!("cannot give it to uid {}: {e}", o.uid));
             }
         }
-        let map = match slots::prepare(&f, &p, self.owner.as_ref()) {
+        // The guest agent goes in too when this host has one, as snap.create would install
+        // it: a VM asking for the same agent then needs no write of it.
+        let agent = self.agent.as_ref().and_then(|a| {
+            let b = banger::fsx::read_path_capped(a, 64 << 20).ok()?;
+            banger::agent::check_guest_binary(&b).ok()?;
+            Some(b)
+        });
+        let map = match slots::prepare(&f, &p, self.owner.as_ref(), agent.as_deref()) {
             Ok(Prepared::Map(m)) => m,
             Ok(Prepared::Skipped(why)) => return warn(why),
             Err(e) => return warn(banger::cli::one_line(&e)),
@@ -243,6 +253,7 @@ impl Images {
             dir: cfg.images_dir(),
             locks: cfg.locks_dir(),
             owner: cfg.owner_creds(),
+            agent: banger::agent::guest_binary_path(cfg),
         }
     }
 
@@ -283,6 +294,7 @@ impl Images {
             committed: false,
             extra: Map::new(),
             owner: self.owner.clone(),
+            agent: self.agent.clone(),
         })
     }
 
