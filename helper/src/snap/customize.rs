@@ -421,44 +421,63 @@ pub fn apply(
     Ok(public)
 }
 
-/// Which of `dirs` the filesystem of `disk` has (as directories): one read-only debugfs
-/// run (`stat` each), as `owner`.
+/// Runs the read-only debugfs command `cmd` on each of `paths` in one run (as `owner`) and
+/// returns, for each, the first line it printed, if any (its errors go to stderr).
+pub(crate) fn debugfs_each(
+    disk: &File,
+    cmd: &str,
+    paths: &[String],
+    owner: Option<&Creds>,
+) -> Result<Vec<Option<String>>, SnapError> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text: String = paths.iter().map(|p| format!("{cmd} {p}\n")).collect();
+    let args = vec!["-f".to_string(), "-".into(), super::fd_arg(disk)];
+    let out = super::tool(
+        "debugfs",
+        &args,
+        &[disk.as_fd()],
+        Some(text.as_bytes()),
+        owner,
+        "e2fsprogs",
+    )?;
+    Ok(first_lines(&out, cmd, paths))
+}
+
+/// From debugfs' output for `CMD PATH` per path (each echoed as `debugfs: CMD PATH`): the
+/// line after each echo, unless it is the next echo.
+fn first_lines(out: &str, cmd: &str, paths: &[String]) -> Vec<Option<String>> {
+    let mut lines = out.lines().peekable();
+    paths
+        .iter()
+        .map(|p| {
+            let head = format!("debugfs: {cmd} {p}");
+            while lines.next_if(|l| l.trim_end() != head).is_some() {}
+            lines.next();
+            lines
+                .peek()
+                .filter(|l| !l.starts_with("debugfs: "))
+                .map(|l| l.to_string())
+        })
+        .collect()
+}
+
+/// Which of `dirs` the filesystem of `disk` has (as directories): `stat` each in one
+/// read-only debugfs run, as `owner`.
 fn dirs_present(
     disk: &File,
     dirs: &[(String, u32)],
     owner: Option<&Creds>,
 ) -> Result<Vec<bool>, SnapError> {
-    if dirs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let text: String = dirs.iter().map(|(d, _)| format!("stat {d}\n")).collect();
-    let args = vec!["-f".to_string(), "-".into(), super::fd_arg(disk)];
-    let out = banger::timing::span("probe", || {
-        super::tool(
-            "debugfs",
-            &args,
-            &[disk.as_fd()],
-            Some(text.as_bytes()),
-            owner,
-            "e2fsprogs",
-        )
-    })?;
-    Ok(stat_dirs(&out, dirs))
+    let paths: Vec<String> = dirs.iter().map(|(d, _)| d.clone()).collect();
+    let first = banger::timing::span("probe", || debugfs_each(disk, "stat", &paths, owner))?;
+    Ok(first.iter().map(|l| is_dir_stat(l.as_deref())).collect())
 }
 
-/// From the output of `stat DIR` per directory: whether each is a directory.
-fn stat_dirs(out: &str, dirs: &[(String, u32)]) -> Vec<bool> {
-    let mut lines = out.lines().peekable();
-    dirs.iter()
-        .map(|(d, _)| {
-            let head = format!("debugfs: stat {d}");
-            while lines.next_if(|l| l.trim_end() != head).is_some() {}
-            lines.next();
-            lines
-                .peek()
-                .is_some_and(|l| l.starts_with("Inode:") && l.contains("Type: directory"))
-        })
-        .collect()
+/// Whether `stat`'s first line is a directory's.
+fn is_dir_stat(line: Option<&str>) -> bool {
+    line.is_some_and(|l| l.starts_with("Inode:") && l.contains("Type: directory"))
 }
 
 /// Carries out `p` on the ext4 filesystem of `disk` in one `debugfs -w` pass (as `owner`),
@@ -614,7 +633,11 @@ debugfs: stat /etc/hostname\n\
 Inode: 13   Type: regular    Mode:  0644   Flags: 0x80000\n\
 debugfs: stat /root\n\
 Inode: 14   Type: directory    Mode:  0700   Flags: 0x80000\n";
-        let exists = stat_dirs(out, &dirs);
+        let paths: Vec<String> = dirs.iter().map(|(d, _)| d.clone()).collect();
+        let exists: Vec<bool> = first_lines(out, "stat", &paths)
+            .iter()
+            .map(|l| is_dir_stat(l.as_deref()))
+            .collect();
         assert_eq!(exists, [true, false, false, true]);
         let p = Plan {
             dirs,

@@ -382,34 +382,20 @@ fn blocks_of(
     paths: &[String],
     owner: Option<&Creds>,
 ) -> Result<Vec<Vec<u64>>, SnapError> {
-    use std::os::fd::AsFd;
-    let script: String = paths.iter().map(|p| format!("blocks {p}\n")).collect();
-    let args = vec!["-f".to_string(), "-".into(), super::fd_arg(disk)];
-    let out = super::tool(
-        "debugfs",
-        &args,
-        &[disk.as_fd()],
-        Some(script.as_bytes()),
-        owner,
-        "e2fsprogs",
-    )?;
-    let mut lines = out.lines().peekable();
-    let mut res = Vec::new();
-    for p in paths {
-        let head = format!("debugfs: blocks {p}");
-        while lines.next_if(|l| l.trim_end() != head).is_some() {}
-        lines.next();
-        let nums = match lines.peek() {
-            Some(l) if l.trim_start().starts_with(|c: char| c.is_ascii_digit()) => l
-                .split_whitespace()
-                .map(str::parse)
-                .collect::<Result<Vec<u64>, _>>()
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        res.push(nums);
-    }
-    Ok(res)
+    let first = customize::debugfs_each(disk, "blocks", paths, owner)?;
+    Ok(first
+        .into_iter()
+        .map(|l| {
+            l.filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .map(str::parse)
+                        .collect::<Result<Vec<u64>, _>>()
+                        .ok()
+                })
+                .unwrap_or_default()
+        })
+        .collect())
 }
 
 /// Block numbers as byte extents of `block` bytes, neighbours merged.
