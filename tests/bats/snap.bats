@@ -512,3 +512,38 @@ vm_with_net() {
     cmp <(guest_cat "$disk" /usr/local/sbin/banger-agent) "$BANGER_AGENT"
     e2fsck -fn "$disk"
 }
+
+@test "snap create: an image's own authorized_keys stays in its slot: a VM with the owner's key gets that key, one without keeps the image's (issue 14)" {
+    local d
+    d=$(mktemp -d "$BATS_TEST_TMPDIR/tree.XXXXXX")
+    mkdir -p "$d/etc/ssh" "$d/root/.ssh"
+    echo image >"$d/etc/hostname"
+    echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImageOwnKey image@build" >"$d/root/.ssh/authorized_keys"
+    mkfs.ext4 -q -F -d "$d" "$BATS_TEST_TMPDIR/own.ext4" 16M
+    fake_kernel "$BATS_TEST_TMPDIR/own.vmlinux"
+    banger-image import base --rootfs "$BATS_TEST_TMPDIR/own.ext4" --kernel "$BATS_TEST_TMPDIR/own.vmlinux" >/dev/null
+    jq -e '.slots[] | select(.path == "/root/.ssh/authorized_keys") | .keep == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImageOwnKey image@build\n"' \
+        "$BANGER_STATE_DIR/images/base/slots.json"
+    vm_with_net a 10.200.0.7
+    BANGER_TIMING=1 run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/a.rec"
+    assert_success
+    [[ "$stderr" == *"slots "* && "$stderr" != *debugfs* ]]
+    [ "$(guest_cat "$BANGER_STATE_DIR/vms/a/disk.ext4" /root/.ssh/authorized_keys)" = "$(jq -r .spec.ssh_pubkey "$BANGER_STATE_DIR/vms/a/vm.json")" ]
+    # No key of the owner's: the image's own, by the slots too.
+    vm_with_net b 10.200.0.8
+    jq -c 'del(.spec.ssh_pubkey)' "$BATS_TEST_TMPDIR/b.rec" >"$BATS_TEST_TMPDIR/b2.rec"
+    cp "$BATS_TEST_TMPDIR/b2.rec" "$BANGER_STATE_DIR/vms/b/vm.json"
+    BANGER_TIMING=1 run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/b2.rec"
+    assert_success
+    [[ "$stderr" == *"slots "* && "$stderr" != *debugfs* ]]
+    [ "$(guest_cat "$BANGER_STATE_DIR/vms/b/disk.ext4" /root/.ssh/authorized_keys)" = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImageOwnKey image@build" ]
+    # And by debugfs when the slots do not serve (no network): the image's own again.
+    banger-vm new c --image base | jq -c 'del(.spec.ssh_pubkey)' >"$BATS_TEST_TMPDIR/c.rec"
+    cp "$BATS_TEST_TMPDIR/c.rec" "$BANGER_STATE_DIR/vms/c/vm.json"
+    BANGER_TIMING=1 run --separate-stderr banger-snap create <"$BATS_TEST_TMPDIR/c.rec"
+    assert_success
+    [[ "$stderr" == *debugfs* ]]
+    [ "$(guest_cat "$BANGER_STATE_DIR/vms/c/disk.ext4" /root/.ssh/authorized_keys)" = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImageOwnKey image@build" ]
+    debugfs -R "stat /root/.ssh/authorized_keys" "$BANGER_STATE_DIR/vms/c/disk.ext4" 2>/dev/null | grep -q "Mode:  0600"
+    e2fsck -fn "$BANGER_STATE_DIR/vms/c/disk.ext4"
+}

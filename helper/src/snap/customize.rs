@@ -410,10 +410,18 @@ pub fn apply(
         {
             return Ok(public);
         }
-        // A placeholder this request does not fill would be left in the guest: removed.
+        // A placeholder this request does not fill would be left in the guest: what the
+        // image had there is put back, else it is removed.
         for s in &map.slots {
             if slots::is_slot_path(&s.path) && !p.files.iter().any(|f| f.path == s.path) {
-                p.remove.push(s.path.clone());
+                match &s.keep {
+                    Some(k) if k.len() as u64 <= s.size => p.files.push(GuestFile {
+                        path: s.path.clone(),
+                        content: k.clone().into_bytes(),
+                        mode: slots::slot_mode(&s.path),
+                    }),
+                    _ => p.remove.push(s.path.clone()),
+                }
             }
         }
     }

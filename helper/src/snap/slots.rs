@@ -84,6 +84,10 @@ pub struct Slot {
     pub size: u64,
     /// Byte ranges of the image (offset, length) holding the file, in the file's order.
     pub extents: Vec<(u64, u64)>,
+    /// What the image had there (its own `authorized_keys`): written when a request leaves
+    /// the slot out, as a disk made without slots would keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<String>,
 }
 
 /// A slot's size: room for the largest content banger writes there.
@@ -110,6 +114,15 @@ pub fn placeholder(nonce: &str, path: &str, size: u64, block: u64) -> Vec<u8> {
     }
     out.truncate(size as usize);
     out
+}
+
+/// The mode a customization gives `path` (0644 for a path it does not write).
+pub fn slot_mode(path: &str) -> u32 {
+    full_plan(true)
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .map_or(0o644, |f| f.mode)
 }
 
 /// Whether `path` is one a slot may hold.
@@ -224,6 +237,9 @@ impl SlotMap {
                 ranges.push((off, end));
                 covered = covered.saturating_add(len);
             }
+            if s.keep.as_ref().is_some_and(|k| k.len() as u64 > s.size) {
+                return Err(format!("slot {}: what it keeps does not fit", s.path));
+            }
             if covered < s.size {
                 return Err(format!(
                     "slot {}: extents cover {covered} of {} bytes",
@@ -305,20 +321,22 @@ pub fn write(
     if let Err(why) = map.check(size) {
         return Ok(Written::No(format!("the slot map does not fit: {why}")));
     }
-    let mut want: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-    let mut have: Vec<&str> = map.slots.iter().map(|s| s.path.as_str()).collect();
-    want.sort_unstable();
-    have.sort_unstable();
-    if want != have {
-        return Ok(Written::No("the request is not the image's slots".into()));
+    if let Some(f) = files
+        .iter()
+        .find(|f| !map.slots.iter().any(|s| s.path == f.path))
+    {
+        return Ok(Written::No(format!("{} has no slot", f.path)));
     }
     let block = map.block;
     let mut plan = Vec::new();
     for s in &map.slots {
-        let Some(f) = files.iter().find(|f| f.path == s.path) else {
-            return Ok(Written::No(format!("nothing for {}", s.path)));
+        // The request's content, else what the image had there.
+        let content = match (files.iter().find(|f| f.path == s.path), &s.keep) {
+            (Some(f), _) => f.content.as_slice(),
+            (None, Some(k)) => k.as_bytes(),
+            (None, None) => return Ok(Written::No(format!("nothing for {}", s.path))),
         };
-        if f.content.len() as u64 > s.size {
+        if content.len() as u64 > s.size {
             return Ok(Written::No(format!("{} does not fit its slot", s.path)));
         }
         if !marked(disk, s, &map.nonce, block) {
@@ -327,7 +345,7 @@ pub fn write(
                 s.path
             )));
         }
-        let mut bytes = f.content.clone();
+        let mut bytes = content.to_vec();
         bytes.resize(s.size as usize, b'\n');
         plan.push((s, bytes));
     }
@@ -411,8 +429,15 @@ pub fn extents(blocks: &[u64], block: u64) -> Vec<(u64, u64)> {
     out
 }
 
-/// Whether the image holds `path` (a file with content): dumped into a memfd by debugfs.
-fn has_file(disk: &File, path: &str, owner: Option<&Creds>) -> Result<bool, SnapError> {
+/// The image's file `path` (dumped into a memfd by debugfs): None when it has none, or an
+/// empty one; at most `cap` bytes are read (`Some` of more than `cap` bytes says it is larger).
+fn image_file(
+    disk: &File,
+    path: &str,
+    cap: u64,
+    owner: Option<&Creds>,
+) -> Result<Option<Vec<u8>>, SnapError> {
+    use std::io::Read;
     use std::os::fd::AsFd;
     let dump = customize::memfd("banger-probe", b"")?;
     let script = format!("dump {path} {}\n", super::fd_arg(&dump));
@@ -425,7 +450,12 @@ fn has_file(disk: &File, path: &str, owner: Option<&Creds>) -> Result<bool, Snap
         owner,
         "e2fsprogs",
     )?;
-    Ok(dump.metadata().map(|m| m.len() > 0).unwrap_or(false))
+    let mut got = Vec::new();
+    (&dump)
+        .take(cap + 1)
+        .read_to_end(&mut got)
+        .map_err(io("read back", Path::new(path)))?;
+    Ok((!got.is_empty()).then_some(got))
 }
 
 /// Prepares the ext4 image open read-write as `disk` (`path` for messages): the slots'
@@ -442,8 +472,30 @@ pub fn prepare(
         Ok(b) => b,
         Err(why) => return Ok(Prepared::Skipped(why)),
     };
-    let keep_keys = has_file(disk, "/root/.ssh/authorized_keys", owner)?;
-    let mut plan = full_plan(!keep_keys);
+    // The image's own authorized_keys is kept in its slot (written back when a VM brings
+    // no key); one too large for the slot, or not text, stays a file of the image.
+    const KEYS: &str = "/root/.ssh/authorized_keys";
+    let own_keys = image_file(disk, KEYS, slot_size(KEYS), owner)?;
+    let keep_keys = match own_keys {
+        None => None,
+        Some(k) => match String::from_utf8(k) {
+            Ok(k) if k.len() as u64 <= slot_size(KEYS) => Some(k),
+            _ => return prepare_plan(disk, path, owner, agent, block, full_plan(false), None),
+        },
+    };
+    prepare_plan(disk, path, owner, agent, block, full_plan(true), keep_keys)
+}
+
+/// [`prepare`] with the plan of slots decided (and what the keys' slot keeps).
+fn prepare_plan(
+    disk: &File,
+    path: &Path,
+    owner: Option<&Creds>,
+    agent: Option<&[u8]>,
+    block: u64,
+    mut plan: Plan,
+    keep_keys: Option<String>,
+) -> Result<Prepared, SnapError> {
     let nonce = nonce();
     for f in &mut plan.files {
         f.content = placeholder(&nonce, &f.path, slot_size(&f.path), block);
@@ -477,6 +529,9 @@ pub fn prepare(
             path: f.path.clone(),
             size: f.content.len() as u64,
             extents: extents(&b, block),
+            keep: (f.path == "/root/.ssh/authorized_keys")
+                .then(|| keep_keys.clone())
+                .flatten(),
         });
     }
     let size = disk.metadata().map_err(io("stat", path))?.len();
@@ -531,11 +586,13 @@ mod tests {
                     path: "/etc/hostname".into(),
                     size: 256,
                     extents: vec![(4096, 4096)],
+                    keep: None,
                 },
                 Slot {
                     path: "/root/.ssh/authorized_keys".into(),
                     size: 16 * 1024 + 64,
                     extents: vec![(8192, 8192), (65536, 12288)],
+                    keep: Some("ssh-ed25519 AAAA the-image's-own\n".into()),
                 },
             ],
             agent: None,
@@ -573,6 +630,9 @@ mod tests {
         let mut m = map();
         m.block = 3000;
         assert!(m.check(1 << 20).unwrap_err().contains("block"));
+        let mut m = map();
+        m.slots[1].keep = Some("k".repeat(20000));
+        assert!(m.check(1 << 20).unwrap_err().contains("keeps"));
         let mut m = map();
         m.v = 2;
         assert!(m.check(1 << 20).is_err());
@@ -669,13 +729,30 @@ mod tests {
                 },
             ]
         };
-        // Not exactly the slots: nothing written.
-        let one = &files("dev1")[..1];
-        assert!(matches!(
-            write(&disk, &path, &m, one).unwrap(),
-            Written::No(_)
-        ));
+        // A file without a slot: nothing written.
+        let mut extra = files("dev1");
+        extra.push(GuestFile {
+            path: "/etc/banger/net.env".into(),
+            content: b"BANGER_IP=10.0.0.2\n".to_vec(),
+            mode: 0o644,
+        });
+        let no = write(&disk, &path, &m, &extra).unwrap();
+        assert!(matches!(no, Written::No(w) if w.contains("no slot")));
         assert_eq!(std::fs::read(&path).unwrap(), img);
+        // A slot the request leaves out that keeps nothing: nothing written either.
+        let mut no_host = m.clone();
+        no_host.slots[1].keep = None;
+        let no = write(&disk, &path, &no_host, &files("dev1")[..1]).unwrap();
+        assert!(matches!(no, Written::No(w) if w.contains("nothing for")));
+        assert_eq!(std::fs::read(&path).unwrap(), img);
+        // The keys' slot left out keeps what the image had.
+        assert_eq!(
+            write(&disk, &path, &m, &files("dev0")[..1]).unwrap(),
+            Written::Done
+        );
+        let got = std::fs::read(&path).unwrap();
+        assert!(got[8192..].starts_with(b"ssh-ed25519 AAAA the-image's-own\n\n"));
+        std::fs::write(&path, &img).unwrap();
         assert_eq!(
             write(&disk, &path, &m, &files("dev1")).unwrap(),
             Written::Done

@@ -509,10 +509,23 @@ pub fn one(
             use banger::timing::span;
             let mut j = JailSection::from_answer(cfg, &name, a);
             span("symlink", || j.place_links())?;
-            // The keeper first: it starts while Firecracker comes up (the FIFO holds what
-            // is written before the keeper reads), so neither waits for the other.
-            span("keeper", || ensure_keeper(cfg, &mut j))?;
-            let started = span("api-wait", || wait_api(&j, deadline))?;
+            // The keeper starts in a thread while this one waits for Firecracker's API (the
+            // FIFO holds what is written before the keeper reads): neither waits for the
+            // other. `keeper` is what is left of its start once the API answers.
+            let (kept, started) = std::thread::scope(|s| {
+                let mut jk = j.clone();
+                let keeper = s.spawn(move || {
+                    ensure_keeper(cfg, &mut jk).map(|()| (jk.keeper_pid, jk.keeper_start_time))
+                });
+                let started = span("api-wait", || wait_api(&j, deadline));
+                let kept = span("keeper", || keeper.join());
+                (kept, started)
+            });
+            let (pid, start_time) =
+                kept.map_err(|_| LaunchError::Answer("a console keeper (its start panicked)"))??;
+            j.keeper_pid = pid;
+            j.keeper_start_time = start_time;
+            let started = started?;
             if !started {
                 span("serial", || put_serial(&j))?;
             }
