@@ -154,11 +154,28 @@ consistent() {
     fi
 }
 
+# retired_gone: waits (5 s at most) until the helper has removed the taps `banger down`
+# retired (it answers first and removes them a few ms later, see banger-net(1)): no `bgz`
+# interface left in H, no retired entry in the ledger.
+retired_gone() {
+    local _
+    for _ in $(seq 1 250); do
+        if ! ip -n "$NS_H" -o link show | grep -q ': bgz' &&
+            ! jq -e 'any(.entries[]; .data.retired != null)' "$BANGER_ROOT_DIR/ledger.json" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.02
+    done
+    echo "retired taps still there after 5 s" >&2
+    return 1
+}
+
 # nothing_left NAME...: after down + rm, nothing of these VMs (or of the test) is left:
 # records, lock files, temp files, taps, bridges, nft rules, mounts, loop devices,
 # Firecrackers, console keepers, jail files, ledger entries.
 nothing_left() {
     local n bad="" left
+    retired_gone || bad+=" retired-taps"
     for n in "$@"; do
         in_world test -e "$BANGER_STATE_DIR/vms/$n" && bad+=" record-dir:$n"
         in_world test -e "$BANGER_STATE_DIR/locks/$n.lock" && bad+=" lock:$n"

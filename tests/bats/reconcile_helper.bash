@@ -19,6 +19,7 @@ fc_pid() {
 # world_state: what a read-only run must not change: the records and every file in the VM
 # directories, the ledger, the links and ruleset of H, the jail dir, this test's Firecrackers.
 world_state() {
+    retired_gone
     in_world find "$BANGER_STATE_DIR/vms" "$BANGER_RUN_DIR" "$BANGER_JAIL_DIR" -printf '%p %s %T@\n' 2>/dev/null | sort
     cat "$BANGER_ROOT_DIR/ledger.json" 2>/dev/null
     ip -n "$NS_H" -o link show | awk -F': ' '{print $2}'

@@ -24,7 +24,7 @@ pub struct ForwardReq {
 pub fn forward(net: &Net, req: &ForwardReq) -> Result<Vec<Value>, NetError> {
     let _g = net.lock()?;
     let vm = req.vm.as_str();
-    let all = net.ledger.list()?;
+    let all = net.ledger.snapshot()?;
     let ip: Ipv4Addr = all
         .iter()
         .filter(|e| e.vm == vm && e.kind == KIND_ADDR)
@@ -92,7 +92,7 @@ pub fn forward(net: &Net, req: &ForwardReq) -> Result<Vec<Value>, NetError> {
 /// of `banger-net` lists. `net.up` and `net.down` send it with their answer, so the step
 /// writes that file without asking `net.list`.
 pub fn hosts(net: &Net) -> Result<Value, NetError> {
-    let all = net.ledger.list()?;
+    let all = net.ledger.snapshot()?;
     let mut by_vm: BTreeMap<&str, &str> = BTreeMap::new();
     for e in all.iter().filter(|e| e.vm != SHARED && e.kind == KIND_ADDR) {
         by_vm.insert(&e.vm, &e.id);
@@ -105,7 +105,7 @@ pub fn hosts(net: &Net) -> Result<Value, NetError> {
 
 /// Every VM's network as the ledger has it, with whether its tap and the bridge exist.
 pub fn list(net: &Net, only: Option<&str>) -> Result<Value, NetError> {
-    let all = net.ledger.list()?;
+    let all = net.ledger.snapshot()?;
     let links = sys::links()?;
     let live = |name: &str| links.iter().find(|l| l.ifname == name);
     let mut vms: BTreeMap<String, Value> = BTreeMap::new();

@@ -225,17 +225,16 @@ impl Rtnl {
         Ok(self.links()?.into_iter().find(|l| l.ifname == name))
     }
 
+    /// The index of the interface `name`: one ioctl (`if_nametoindex`), not a dump of every
+    /// interface (1-2 ms with 50 taps, twice in a tap's `set_up`).
     fn index_of(&mut self, name: &str) -> Result<u32, NetError> {
-        self.link(name)?.map(|l| l.index).ok_or_else(|| {
-            nl_err(format!("find interface {name}"))(std::io::Error::from_raw_os_error(
-                rustix::io::Errno::NODEV.raw_os_error(),
-            ))
-        })
+        nix::net::if_::if_nametoindex(name)
+            .map_err(|e| nl_err(format!("find interface {name}"))(std::io::Error::from(e)))
     }
 
     /// Every IPv4 address, by interface name.
     pub fn addrs(&mut self) -> Result<Vec<Addr>, NetError> {
-        let links = self.links()?;
+        let mut names = Names::default();
         let mut req = AddressMessage::default();
         req.header.family = AddressFamily::Inet;
         let msgs = self.dump(RouteNetlinkMessage::GetAddress(req), "list the addresses")?;
@@ -258,11 +257,7 @@ impl Rtnl {
             let Some(ip) = local.or(address) else {
                 continue;
             };
-            let ifname = links
-                .iter()
-                .find(|l| l.index == a.header.index)
-                .map(|l| l.ifname.clone())
-                .unwrap_or_default();
+            let ifname = names.of(a.header.index).unwrap_or_default();
             out.push(Addr {
                 ifname,
                 local: ip,
@@ -274,7 +269,7 @@ impl Rtnl {
 
     /// Every IPv4 route of every table.
     pub fn routes(&mut self) -> Result<Vec<Route>, NetError> {
-        let links = self.links()?;
+        let mut names = Names::default();
         let mut req = RouteMessage::default();
         req.header.address_family = AddressFamily::Inet;
         let msgs = self.dump(RouteNetlinkMessage::GetRoute(req), "list the routes")?;
@@ -295,12 +290,7 @@ impl Rtnl {
             for a in &r.attributes {
                 match a {
                     RouteAttribute::Destination(RouteAddress::Inet(d)) => route.dst = *d,
-                    RouteAttribute::Oif(i) => {
-                        route.dev = links
-                            .iter()
-                            .find(|l| l.index == *i)
-                            .map(|l| l.ifname.clone())
-                    }
+                    RouteAttribute::Oif(i) => route.dev = names.of(*i),
                     RouteAttribute::Table(t) => route.table = *t,
                     _ => {}
                 }
@@ -396,6 +386,25 @@ impl Rtnl {
             0,
             &format!("remove {name}"),
         )
+    }
+}
+
+/// Interface names by index, looked up one at a time (`if_indextoname`) as addresses and
+/// routes name them: a dump of every interface costs 1-2 ms with 50 taps, and taps have
+/// neither.
+#[derive(Default)]
+struct Names(Vec<(u32, Option<String>)>);
+
+impl Names {
+    fn of(&mut self, index: u32) -> Option<String> {
+        if let Some((_, n)) = self.0.iter().find(|(i, _)| *i == index) {
+            return n.clone();
+        }
+        let n = nix::net::if_::if_indextoname(index)
+            .ok()
+            .map(|c| c.to_string_lossy().into_owned());
+        self.0.push((index, n.clone()));
+        n
     }
 }
 

@@ -11,7 +11,7 @@ use super::{
 use crate::ledger::Entry;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 /// What `up` made or found, for the record's `net` section.
@@ -53,7 +53,7 @@ struct Made {
 pub fn up(net: &Net, vm: &str, want: Option<Ipv4Addr>) -> Result<UpInfo, NetError> {
     use banger::timing::span;
     let _g = span("lock", || net.lock())?;
-    let entries = net.ledger.list()?;
+    let entries = net.ledger.snapshot()?;
     let links = span("links", sys::links)?;
     let mut made = Made::default();
     let (ip, fresh) = span("claim", || claim(net, &entries, &links, vm, want))?;
@@ -135,24 +135,60 @@ fn tap_entry(net: &Net, vm: &str, tap: &str) -> Entry {
 /// holds them, even if the ledger lost them. The records are the owner's: they are read with
 /// the owner's credentials, without following a symlink, never blocking on a FIFO, at most
 /// 1 MiB each.
+///
+/// A record is read again only when its file changed (each save is a new file): the addresses
+/// are kept by the file's identity, so a resident helper allocating the 50th address reads one
+/// record, not 49.
 fn held_by_records(net: &Net, except: &str) -> Vec<Ipv4Addr> {
+    type Key = (u64, u64, i64, i64, i64);
+    static SEEN: std::sync::Mutex<BTreeMap<std::path::PathBuf, (Key, Option<Ipv4Addr>)>> =
+        std::sync::Mutex::new(BTreeMap::new());
     let vms_dir = net.vms_dir.clone();
     let read = || -> Vec<Ipv4Addr> {
         let Ok(dir) = banger::fsx::Dir::open(&vms_dir) else {
             return Vec::new();
         };
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
         let names = dir.names().unwrap_or_default();
-        names
-            .iter()
-            .filter_map(|n| n.to_str())
-            .filter(|n| *n != except && banger::store::valid_name(n))
-            .filter_map(|n| {
-                let rel = std::path::Path::new(n).join("vm.json");
-                let bytes = dir.read_capped(&rel, 1 << 20).ok()?;
-                let v: Value = serde_json::from_slice(&bytes).ok()?;
-                v.get("net")?.get("ip")?.as_str()?.parse().ok()
-            })
-            .collect()
+        let mut out = Vec::new();
+        let mut present = BTreeSet::new();
+        for n in names.iter().filter_map(|n| n.to_str()) {
+            if n == except || !banger::store::valid_name(n) {
+                continue;
+            }
+            let rel = std::path::Path::new(n).join("vm.json");
+            let Ok(Some(st)) = dir
+                .open_dir(std::path::Path::new(n))
+                .and_then(|d| d.stat_at("vm.json"))
+            else {
+                continue;
+            };
+            let key = (
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime,
+                st.st_mtime_nsec as i64,
+            );
+            let path = vms_dir.join(&rel);
+            present.insert(path.clone());
+            let ip = match seen.get(&path) {
+                Some((k, ip)) if *k == key => *ip,
+                _ => {
+                    let ip = dir.read_capped(&rel, 1 << 20).ok().and_then(|bytes| {
+                        let v: Value = serde_json::from_slice(&bytes).ok()?;
+                        v.get("net")?.get("ip")?.as_str()?.parse().ok()
+                    });
+                    seen.insert(path, (key, ip));
+                    ip
+                }
+            };
+            out.extend(ip);
+        }
+        seen.retain(|p, _| {
+            p.parent().and_then(|d| d.parent()) != Some(&vms_dir) || present.contains(p)
+        });
+        out
     };
     net.ctx.as_owner(read).unwrap_or_default()
 }
@@ -451,7 +487,7 @@ pub fn down(net: &Net, vm: &str, keep_bridge: bool) -> Result<DownInfo, NetError
 /// Removes the shared pieces (those selected, and only those in the ledger) when no VM
 /// holds an address or a tap. Returns whether the bridge went.
 fn remove_shared(net: &Net, bridge: bool, table: bool, sysctl: bool) -> Result<bool, NetError> {
-    let all = net.ledger.list()?;
+    let all = net.ledger.snapshot()?;
     // A retired tap (off the bridge, on its way out) holds nothing up.
     if all
         .iter()

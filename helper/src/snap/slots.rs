@@ -429,16 +429,53 @@ pub fn extents(blocks: &[u64], block: u64) -> Vec<(u64, u64)> {
     out
 }
 
-/// The image's file `path` (dumped into a memfd by debugfs): None when it has none, or an
-/// empty one; at most `cap` bytes are read (`Some` of more than `cap` bytes says it is larger).
+/// What the image has at `path`: nothing, a regular file (its content, when at most `cap`
+/// bytes), or something else or larger.
+#[derive(Debug, PartialEq)]
+enum Found {
+    Nothing,
+    File(Vec<u8>),
+    Other,
+}
+
+/// The `Type:` and `Size:` debugfs' `stat` shows.
+fn stat_type_size(out: &str) -> Option<(&str, u64)> {
+    let kind = out.split("Type: ").nth(1)?.split_whitespace().next()?;
+    let size = out
+        .split("Size: ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((kind, size))
+}
+
+/// The image's file `path`: looked at with `stat` first, so that only a regular file of at
+/// most `cap` bytes is read (dumped into a memfd by debugfs).
 fn image_file(
     disk: &File,
     path: &str,
     cap: u64,
     owner: Option<&Creds>,
-) -> Result<Option<Vec<u8>>, SnapError> {
+) -> Result<Found, SnapError> {
     use std::io::Read;
     use std::os::fd::AsFd;
+    let args = vec!["-f".to_string(), "-".into(), super::fd_arg(disk)];
+    let out = super::tool(
+        "debugfs",
+        &args,
+        &[disk.as_fd()],
+        Some(format!("stat {path}\n").as_bytes()),
+        owner,
+        "e2fsprogs",
+    )?;
+    match stat_type_size(&out) {
+        None => return Ok(Found::Nothing),
+        Some(("regular", 0)) => return Ok(Found::Nothing),
+        Some(("regular", n)) if n <= cap => {}
+        Some(_) => return Ok(Found::Other),
+    }
     let dump = customize::memfd("banger-probe", b"")?;
     let script = format!("dump {path} {}\n", super::fd_arg(&dump));
     let args = vec!["-f".to_string(), "-".into(), super::fd_arg(disk)];
@@ -455,7 +492,11 @@ fn image_file(
         .take(cap + 1)
         .read_to_end(&mut got)
         .map_err(io("read back", Path::new(path)))?;
-    Ok((!got.is_empty()).then_some(got))
+    Ok(match got.len() as u64 {
+        0 => Found::Nothing,
+        n if n > cap => Found::Other,
+        _ => Found::File(got),
+    })
 }
 
 /// Prepares the ext4 image open read-write as `disk` (`path` for messages): the slots'
@@ -475,13 +516,15 @@ pub fn prepare(
     // The image's own authorized_keys is kept in its slot (written back when a VM brings
     // no key); one too large for the slot, or not text, stays a file of the image.
     const KEYS: &str = "/root/.ssh/authorized_keys";
-    let own_keys = image_file(disk, KEYS, slot_size(KEYS), owner)?;
-    let keep_keys = match own_keys {
-        None => None,
-        Some(k) => match String::from_utf8(k) {
-            Ok(k) if k.len() as u64 <= slot_size(KEYS) => Some(k),
-            _ => return prepare_plan(disk, path, owner, agent, block, full_plan(false), None),
+    let keep_keys = match image_file(disk, KEYS, slot_size(KEYS), owner)? {
+        Found::Nothing => None,
+        Found::File(k) => match String::from_utf8(k) {
+            Ok(k) => Some(k),
+            Err(_) => return prepare_plan(disk, path, owner, agent, block, full_plan(false), None),
         },
+        Found::Other => {
+            return prepare_plan(disk, path, owner, agent, block, full_plan(false), None)
+        }
     };
     prepare_plan(disk, path, owner, agent, block, full_plan(true), keep_keys)
 }
@@ -646,6 +689,18 @@ mod tests {
         assert!(p[1024..].starts_with(b"#banger-slot abcd /etc/hosts 1\n"));
         assert!(p[2048..].starts_with(b"#banger-slot abcd /etc/hosts 2\n"));
         assert_eq!(placeholder("abcd", "/etc/hosts", 2500, 1024), p);
+    }
+
+    #[test]
+    fn stat_says_type_and_size() {
+        let out = "debugfs: stat /root/.ssh/authorized_keys\n\
+Inode: 220   Type: regular    Mode:  0600   Flags: 0x80000\n\
+Generation: 0    Version: 0x00000000:00000000\n\
+User:     0   Group:     0   Project:     0   Size: 88\n";
+        assert_eq!(stat_type_size(out), Some(("regular", 88)));
+        assert_eq!(stat_type_size("debugfs: stat /x\n"), None);
+        let link = "Inode: 9   Type: symlink    Mode:  0777\nUser: 0 Group: 0 Size: 12\n";
+        assert_eq!(stat_type_size(link), Some(("symlink", 12)));
     }
 
     #[test]
