@@ -295,3 +295,23 @@ SH
     [[ "$stderr" == *"banger-image: checksumming $BANGER_STATE_DIR/images/"*"rootfs.ext4 (80 MiB)"* ]]
     [[ "$stderr" == *"done after"* ]]
 }
+
+@test "image import as root for the owner: an owner who swaps the staging directory for a symlink gets nothing of root's handed over through it" {
+    require_root
+    tiny_rootfs "$BATS_TEST_TMPDIR/r.ext4"
+    fake_kernel "$BATS_TEST_TMPDIR/vmlinux"
+    local victim="$BATS_TEST_TMPDIR/victim" f
+    mkdir -m 0755 "$victim"
+    echo secret >"$victim/keep"
+    # The owner's move, played by a test hook the moment the staging directory exists: it
+    # goes aside and a symlink to root's directory takes its name.
+    # shellcheck disable=SC2016 # $1 is the hook's own argument
+    BANGER_OWNER_UID=4343 BANGER_OWNER_GID=4343 \
+        BANGER_TEST_STAGED_HOOK='mv "$1" "$1.away" && ln -s '"$victim"' "$1"' \
+        run --separate-stderr banger-image import base --rootfs "$BATS_TEST_TMPDIR/r.ext4" --kernel "$BATS_TEST_TMPDIR/vmlinux"
+    # Whatever became of the import, root's directory and all in it are still root's.
+    [ "$(stat -c %u:%g "$victim")" = 0:0 ]
+    for f in "$victim"/*; do
+        [ "$(stat -c %u "$f")" -eq 0 ] || { echo "$f was handed over" >&2; false; }
+    done
+}

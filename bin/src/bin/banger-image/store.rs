@@ -6,6 +6,7 @@
 use banger::config::Config;
 use banger::record::{self, Record};
 use banger::store::{valid_name, Lock};
+use rustix::fs::FileType;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -158,6 +159,11 @@ pub struct Staging {
     pub extra: Map<String, Value>,
     owner: Option<banger::detach::Creds>,
     agent: Option<PathBuf>,
+    /// The staging directory as made: root's, in the owner's image store. The owner cannot
+    /// touch its entries but can rename it away and put something else at its path, so what
+    /// root does to it after it is made (giving the files to the owner, preparing the
+    /// rootfs) goes through this fd, never through the path.
+    fd: banger::fsx::Dir,
 }
 
 impl Staging {
@@ -198,10 +204,12 @@ impl Staging {
                 p.display()
             )
         };
-        let opened = banger::fsx::Dir::open(&self.dir)
-            .and_then(|d| d.open_file(Path::new("rootfs.ext4"), rustix::fs::OFlags::RDWR));
-        let f = match opened {
-            Ok((f, _)) => f,
+        let f = match self
+            .fd
+            .open_file(Path::new("rootfs.ext4"), rustix::fs::OFlags::RDWR)
+        {
+            Ok((f, st)) if st.st_nlink == 1 => f,
+            Ok(_) => return warn("it has more than one link".into()),
             Err(e) => return warn(banger::cli::one_line(&e)),
         };
         // Built by root for the owner: the image is the owner's (as `commit` makes it), and
@@ -287,7 +295,23 @@ impl Images {
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir(&dir).map_err(io("create", &dir))?;
+        let fd = banger::fsx::Dir::open(&dir).map_err(|e| StoreError::Io {
+            what: "open",
+            path: dir.clone(),
+            source: std::io::Error::other(banger::cli::one_line(&e)),
+        })?;
+        // Test builds only: `BANGER_TEST_STAGED_HOOK` runs (with the staging dir's path as
+        // $1) once it exists, so the tests can play an owner who swaps it for a symlink.
+        if cfg!(debug_assertions) {
+            if let Ok(hook) = std::env::var("BANGER_TEST_STAGED_HOOK") {
+                let _ = std::process::Command::new("sh")
+                    .args(["-c", &hook, "hook"])
+                    .arg(&dir)
+                    .status();
+            }
+        }
         Ok(Staging {
+            fd,
             dir,
             name: name.into(),
             files: Map::new(),
@@ -320,20 +344,29 @@ impl Images {
         let meta = st.dir.join("image.json");
         banger::store::write_atomic(&meta, &bytes, 0o644).map_err(io("write", &meta))?;
         if let Some((uid, gid)) = owner {
-            // Built as root for the owner: the store is the owner's.
+            // Built as root for the owner: the store is the owner's. Through the staging
+            // dir's fd (its entries are root's to name: no symlink followed, no hard link
+            // given away), never its path, which the owner could point elsewhere.
             for f in [
-                "",
                 "rootfs.ext4",
                 "vmlinux",
                 "initrd",
                 "image.json",
                 "slots.json",
             ] {
-                let p = st.dir.join(f);
-                if p.exists() {
-                    let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
+                if let Ok(Some(meta)) = st.fd.stat_at(f) {
+                    if FileType::from_raw_mode(meta.st_mode) == FileType::RegularFile
+                        && meta.st_nlink == 1
+                    {
+                        let _ = st.fd.chown_at(f, uid, gid);
+                    }
                 }
             }
+            let _ = rustix::fs::fchown(
+                &st.fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            );
         }
         let _g = self.lock(&st.name)?;
         let target = self.image_dir(&st.name);
