@@ -73,9 +73,8 @@ fn progress_for(what: String, len: u64) -> Option<banger::progress::Progress> {
     })
 }
 
-/// SHA-256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
-    let mut f = File::open(path).map_err(io("read", path))?;
+/// SHA-256 of an opened file, streamed (`path` names it in messages).
+fn sha256_of(mut f: File, path: &Path) -> Result<String, StoreError> {
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut p = progress_for(format!("checksumming {}", path.display()), len);
     let mut h = Sha256::new();
@@ -98,16 +97,11 @@ pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
     Ok(hex(&h.finalize()))
 }
 
-/// Copies `src` to the new file `dst`: a reflink when the filesystem shares blocks, else an
-/// ordinary copy (copy_file_range in 64 MiB steps, which keeps holes on most filesystems,
-/// with its progress on stderr for a large file).
-pub fn copy_file(src: &Path, dst: &Path) -> Result<(), StoreError> {
+/// Copies `src` into `d`, a new file already made (`dst` names it in messages): a reflink
+/// when the filesystem shares blocks, else an ordinary copy (copy_file_range in 64 MiB steps,
+/// which keeps holes on most filesystems, with its progress on stderr for a large file).
+fn copy_into(src: &Path, d: File, dst: &Path) -> Result<(), StoreError> {
     let s = File::open(src).map_err(io("read", src))?;
-    let d = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dst)
-        .map_err(io("create", dst))?;
     if rustix::fs::ioctl_ficlone(d.as_fd(), s.as_fd()).is_err() {
         let len = s.metadata().map_err(io("stat", src))?.len();
         let mut p = progress_for(format!("copying {} (no reflink here)", src.display()), len);
@@ -170,7 +164,13 @@ impl Staging {
     /// Copies `src` in as `file` (rootfs.ext4, vmlinux, initrd) and records its sha256.
     pub fn add(&mut self, file: &str, src: &Path) -> Result<(), StoreError> {
         let dst = self.dir.join(file);
-        copy_file(src, &dst)?;
+        // Made through the staging dir's fd: root never writes where a swapped path points.
+        let d = self.fd.create(file, 0o644).map_err(|e| StoreError::Io {
+            what: "create",
+            path: dst.clone(),
+            source: std::io::Error::other(banger::cli::one_line(&e)),
+        })?;
+        copy_into(src, d, &dst)?;
         self.record(file)
     }
     /// Records a file already written into the staging dir. The root filesystem is first
@@ -180,8 +180,17 @@ impl Staging {
             self.prepare_slots();
         }
         let p = self.dir.join(file);
-        let size = std::fs::metadata(&p).map_err(io("stat", &p))?.len();
-        let sum = sha256_file(&p)?;
+        // Through the staging dir's fd, as everything root does in it.
+        let (f, st) = self
+            .fd
+            .open_file(Path::new(file), rustix::fs::OFlags::RDONLY)
+            .map_err(|e| StoreError::Io {
+                what: "read",
+                path: p.clone(),
+                source: std::io::Error::other(banger::cli::one_line(&e)),
+            })?;
+        let size = st.st_size as u64;
+        let sum = sha256_of(f, &p)?;
         self.files
             .insert(file.into(), json!({"size": size, "sha256": sum}));
         Ok(())
