@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # The guest agent as a user meets it: banger-snap writing it into a disk, banger up waiting
 # on it, banger vm exec / cp / status through it. With the Firecracker TEST STAND-IN (tests/
 # standin, not Firecracker) launched directly (no chroot, so it can start host programs): its
@@ -36,6 +37,7 @@ teardown() {
 
 # up [SNAP-FLAG] [START-FLAGS...]: the pipeline without a network (the direct launcher's
 # Firecracker runs as the owner, who may not open /dev/net/tun here; the agent needs none).
+# shellcheck disable=SC2120 # called with flags through bats' run, which shellcheck does not follow
 up() {
     local snap=()
     [ "${1:-}" = --no-agent ] && { snap=(--no-agent); shift; }

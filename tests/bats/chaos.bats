@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # Chaos with the Firecracker and jailer TEST STAND-INS (tests/standin, not Firecracker):
 # pipelines SIGKILLed at random points, a root helper killed -9 in the middle of parallel
 # ups, `banger up` racing `banger down`, parallel ups of one name. Afterwards the records

@@ -111,6 +111,7 @@ generate() {
 # the one being completed), after sourcing the generated completions of banger and banger-vm.
 bash_complete() {
     local b
+    # shellcheck source=/dev/null # generated at test time
     for b in banger banger-vm; do source "$(generate bash "$b")"; done
     COMP_WORDS=("$@")
     COMP_CWORD=$((${#COMP_WORDS[@]} - 1))

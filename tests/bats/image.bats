@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # banger-image as a user runs it: import's checks, build --from-dir, pull (verified before
 # it becomes visible), list, rm (refused while a VM's disk depends on the image), and
 # build --debian behind its own switch.

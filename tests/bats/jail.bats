@@ -21,6 +21,7 @@ teardown() {
     jail_teardown
 }
 
+# shellcheck disable=SC2120 # called with flags through bats' run, which shellcheck does not follow
 launch() {
     vm_record "$VM" | in_ns banger-jail launch "$@"
 }

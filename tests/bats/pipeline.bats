@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # The whole pipeline as a user runs it: `banger up` / `banger down` / `banger rm`, with the
 # Firecracker and jailer TEST STAND-INS (tests/standin, not Firecracker), a real helper inside
 # a network namespace of the test's own (bridge, tap and nft table live there), real disks,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # banger-reconcile with the Firecracker and jailer TEST STAND-INS (tests/standin, not
 # Firecracker): a helper killed and restarted, a Firecracker killed from outside, pipelines
 # killed at random points, a VM directory removed by hand, reconcile racing pipelines, a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # banger-system under a REAL systemd: a Debian tree debootstrapped once for this file, booted
 # with systemd-nspawn (--private-network: the container has its own network namespace, so
 # the bridge, taps and nft table it makes never touch the host's) and driven with nsenter.

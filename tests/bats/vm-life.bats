@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 bats_require_minimum_version 1.5.0
 # banger-vm's VM life against the Firecracker TEST STAND-IN (tests/standin, not Firecracker),
 # launched here by hand with a hand-written jail section, so these tests exercise banger-vm

@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # The VM's whole life on the REAL Firecracker and jailer, with the tiny guest of
 # ../shared/rig (tiny-guest.S, built here with as + ld; it prints TINY_GUEST_READY and stays
 # up). Runs only when BANGER_TEST_FIRECRACKER and BANGER_TEST_JAILER name the binaries; skips

@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # The slow tier: a REAL Linux guest on the REAL Firecracker and jailer, reached over SSH.
 # On these hosts a real guest kernel runs interpreted: about 200 s from InstanceStart to
 # userspace and 25-60 s per SSH command, so this tier has its own switch and generous

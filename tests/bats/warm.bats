@@ -1,4 +1,5 @@
 #!/usr/bin/env bats
+# shellcheck disable=SC2154 # $stderr is set by bats' run --separate-stderr
 # Warm start (issue 16): `banger-image warm` keeps an image's booted snapshot, and `banger up`
 # starts new VMs from it. With the Firecracker and jailer TEST STAND-INS (tests/standin, not
 # Firecracker): the stand-in's snapshots are JSON, and its guest's agent is banger's agent
