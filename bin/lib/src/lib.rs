@@ -24,6 +24,7 @@ pub mod client;
 pub mod complete;
 pub mod config;
 pub mod detach;
+pub mod digest;
 pub mod fc_api;
 pub mod find_pid;
 pub mod fsx;

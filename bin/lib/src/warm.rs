@@ -13,9 +13,7 @@
 use crate::config::Config;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -176,17 +174,8 @@ pub fn load_in(images: &Path, image: &str) -> Result<Option<WarmMeta>, WarmError
 
 /// The sha256 of a file, lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String, WarmError> {
-    let mut f = std::fs::File::open(path).map_err(io("read", path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io("read", path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    let f = std::fs::File::open(path).map_err(io("read", path))?;
+    crate::digest::sha256_read(f, |_| {}).map_err(io("read", path))
 }
 
 /// A file's [`FileMeta`]: its sha256 and fingerprint now.

@@ -65,14 +65,7 @@ pub struct AgentInImage {
     pub size: u64,
 }
 
-/// Lowercase hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use banger::digest::sha256_hex;
 
 /// One file of the guest kept for the identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,9 +8,7 @@ use banger::record::{self, Record};
 use banger::store::{valid_name, Lock};
 use rustix::fs::FileType;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -57,10 +55,7 @@ pub fn io<'a>(
     }
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use banger::digest::hex;
 
 /// Files from this size on show their progress (copy, checksum) on stderr.
 const LARGE: u64 = 64 << 20;
@@ -74,27 +69,18 @@ fn progress_for(what: String, len: u64) -> Option<banger::progress::Progress> {
 }
 
 /// SHA-256 of an opened file, streamed (`path` names it in messages).
-fn sha256_of(mut f: File, path: &Path) -> Result<String, StoreError> {
+fn sha256_of(f: File, path: &Path) -> Result<String, StoreError> {
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut p = progress_for(format!("checksumming {}", path.display()), len);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io("read", path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        done += n as u64;
+    let sum = banger::digest::sha256_read(f, |done| {
         if let Some(p) = p.as_mut() {
             p.bytes(done, len);
         }
-    }
+    });
     if let Some(p) = p {
-        p.finish(true);
+        p.finish(sum.is_ok());
     }
-    Ok(hex(&h.finalize()))
+    sum.map_err(io("read", path))
 }
 
 /// Copies `src` into `d`, a new file already made (`dst` names it in messages): a reflink

@@ -167,18 +167,8 @@ pub fn remove(path: &Path) -> Result<(), FileError> {
 
 /// The sha256 of a file, hex.
 pub fn sha256(path: &Path) -> Result<String, FileError> {
-    use sha2::Digest;
-    let mut f = File::open(path).map_err(io("open", path))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(io("read", path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    let f = File::open(path).map_err(io("open", path))?;
+    banger::digest::sha256_read(f, |_| {}).map_err(io("read", path))
 }
 
 #[cfg(test)]
