@@ -45,6 +45,11 @@ pub fn links() -> Result<Vec<Link>, NetError> {
     Rtnl::open()?.links()
 }
 
+/// Whether an interface named `name` exists (one ioctl).
+pub fn exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}
+
 /// The interface of the default route in the main table, if there is one.
 pub fn uplink() -> Result<Option<String>, NetError> {
     Ok(super::rtnl::default_dev(&Rtnl::open()?.routes()?))

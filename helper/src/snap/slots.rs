@@ -124,10 +124,13 @@ pub fn is_slot_path(path: &str) -> bool {
 }
 
 /// Every path [`customize::plan`] can put into a guest that a slot may hold.
-fn slot_paths() -> Vec<String> {
-    let mut p: Vec<String> = full_plan(true).files.into_iter().map(|f| f.path).collect();
-    p.sort();
-    p
+fn slot_paths() -> &'static [String] {
+    static PATHS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut p: Vec<String> = full_plan(true).files.into_iter().map(|f| f.path).collect();
+        p.sort();
+        p
+    })
 }
 
 /// The plan of the fullest first customization: hostname, the owner's key, host keys, a
