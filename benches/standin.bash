@@ -23,6 +23,8 @@ bench_bin() {
     if [ -z "$bin" ]; then
         if [ -x "$here/target/release/banger-vm" ]; then bin=$here/target/release; else bin=$here/target/debug; fi
     fi
+    # Absolute: the helper (another process, another directory) runs the stand-ins from here.
+    bin=$(cd "$bin" && pwd) || { echo "$name: no directory $bin" >&2; exit 1; }
     for b in "$@"; do
         [ -x "$bin/$b" ] || { echo "$name: $bin/$b not built (cargo build --release)" >&2; exit 1; }
     done

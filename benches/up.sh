@@ -142,7 +142,7 @@ down_timeout=1
 [ "$kind" = "TEST STAND-IN firecracker/jailer" ] || down_timeout=0
 export tmp reps down_timeout
 export -f measure now_us
-setpriv --reuid=4343 --regid=4343 --clear-groups -- bash -c measure
+setpriv --reuid=4343 --regid=4343 --clear-groups -- bash -c 'set -euo pipefail; measure'
 
 # mean_median KEY: "MEAN MEDIAN" in ms of KEY's samples.
 mean_median() {
