@@ -92,9 +92,7 @@ fn remove(ctx: &Ctx, name: &str) {
         Ok(()) => true,
         Err(e) => {
             // Already gone is fine; anything else stays in the ledger for the next helper.
-            let present = sys::links()
-                .map(|l| l.iter().any(|l| l.ifname == name))
-                .unwrap_or(true);
+            let present = sys::exists(name);
             if present {
                 log(format_args!(
                     "cannot remove the retired tap {name}: {}",
@@ -112,7 +110,7 @@ fn remove(ctx: &Ctx, name: &str) {
 fn forget(ctx: &Ctx, name: &str) -> Result<(), NetError> {
     let net = Net::new(ctx)?;
     let _g = net.lock()?;
-    if !sys::links()?.iter().any(|l| l.ifname == name) {
+    if !sys::exists(name) {
         net.ledger.remove(SHARED, KIND_TAP, name)?;
     }
     Ok(())

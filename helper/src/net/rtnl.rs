@@ -184,29 +184,7 @@ impl Rtnl {
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
             "list the interfaces",
         )?;
-        let mut raw: Vec<(Link, Option<u32>)> = Vec::new();
-        for m in msgs {
-            let RouteNetlinkMessage::NewLink(l) = m else {
-                continue;
-            };
-            let mut link = Link {
-                index: l.header.index,
-                ifname: String::new(),
-                up: l.header.flags.contains(LinkFlags::Up),
-                master: None,
-                address: None,
-            };
-            let mut master = None;
-            for a in &l.attributes {
-                match a {
-                    LinkAttribute::IfName(n) => link.ifname = n.clone(),
-                    LinkAttribute::Controller(i) => master = Some(*i),
-                    LinkAttribute::Address(b) => link.address = Some(mac_text(b)),
-                    _ => {}
-                }
-            }
-            raw.push((link, master));
-        }
+        let raw: Vec<(Link, Option<u32>)> = msgs.iter().filter_map(parse_link).collect();
         let names: Vec<(u32, String)> = raw
             .iter()
             .map(|(l, _)| (l.index, l.ifname.clone()))
@@ -220,9 +198,37 @@ impl Rtnl {
             .collect())
     }
 
-    /// The interface named `name`, if there is one.
+    /// The interface named `name`, if there is one: its index by one ioctl and the one link
+    /// asked for by it, not a dump of every interface (1.3 ms with 50 VMs' taps).
     pub fn link(&mut self, name: &str) -> Result<Option<Link>, NetError> {
-        Ok(self.links()?.into_iter().find(|l| l.ifname == name))
+        let Ok(index) = nix::net::if_::if_nametoindex(name) else {
+            return Ok(None);
+        };
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let msgs = match self.request(
+            RouteNetlinkMessage::GetLink(msg),
+            NLM_F_ACK,
+            true,
+            &format!("look up the interface {name}"),
+        ) {
+            Ok(m) => m,
+            // Gone between the two looks.
+            Err(_) if nix::net::if_::if_nametoindex(name).is_err() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(msgs
+            .iter()
+            .filter_map(parse_link)
+            .find(|(l, _)| l.ifname == name)
+            .map(|(mut l, m)| {
+                l.master = m.and_then(|i| {
+                    nix::net::if_::if_indextoname(i)
+                        .ok()
+                        .map(|n| n.to_string_lossy().into_owned())
+                });
+                l
+            }))
     }
 
     /// The index of the interface `name`: one ioctl (`if_nametoindex`), not a dump of every
@@ -406,6 +412,30 @@ impl Names {
         self.0.push((index, n.clone()));
         n
     }
+}
+
+/// A link message's interface, and its bridge's index.
+fn parse_link(m: &RouteNetlinkMessage) -> Option<(Link, Option<u32>)> {
+    let RouteNetlinkMessage::NewLink(l) = m else {
+        return None;
+    };
+    let mut link = Link {
+        index: l.header.index,
+        ifname: String::new(),
+        up: l.header.flags.contains(LinkFlags::Up),
+        master: None,
+        address: None,
+    };
+    let mut master = None;
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.ifname = n.clone(),
+            LinkAttribute::Controller(i) => master = Some(*i),
+            LinkAttribute::Address(b) => link.address = Some(mac_text(b)),
+            _ => {}
+        }
+    }
+    Some((link, master))
 }
 
 /// A default route's (`0.0.0.0/0`) device in the main table.

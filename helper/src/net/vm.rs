@@ -54,14 +54,13 @@ pub fn up(net: &Net, vm: &str, want: Option<Ipv4Addr>) -> Result<UpInfo, NetErro
     use banger::timing::span;
     let _g = span("lock", || net.lock())?;
     let entries = net.ledger.snapshot()?;
-    let links = span("links", sys::links)?;
     let mut made = Made::default();
-    let (ip, fresh) = span("claim", || claim(net, &entries, &links, vm, want))?;
+    let (ip, fresh) = span("claim", || claim(net, &entries, vm, want))?;
     if fresh {
         made.addr = Some(ip);
         made.tap_entry = Some(tap_for(ip));
     }
-    match build(net, vm, ip, &links, &mut made) {
+    match build(net, vm, ip, &mut made) {
         Ok(mut info) => {
             info.allocated = fresh;
             Ok(info)
@@ -79,7 +78,6 @@ pub fn up(net: &Net, vm: &str, want: Option<Ipv4Addr>) -> Result<UpInfo, NetErro
 fn claim(
     net: &Net,
     entries: &[Entry],
-    links: &[Link],
     vm: &str,
     want: Option<Ipv4Addr>,
 ) -> Result<(Ipv4Addr, bool), NetError> {
@@ -107,7 +105,7 @@ fn claim(
             })?,
     };
     let tap = tap_for(ip);
-    if find(links, &tap).is_some() {
+    if sys::exists(&tap) {
         return Err(NetError::Collision { name: tap });
     }
     net.ledger.add_all(vec![
@@ -193,24 +191,14 @@ fn held_by_records(net: &Net, except: &str) -> Vec<Ipv4Addr> {
     net.ctx.as_owner(read).unwrap_or_default()
 }
 
-fn find<'l>(links: &'l [Link], name: &str) -> Option<&'l Link> {
-    links.iter().find(|l| l.ifname == name)
-}
-
-fn build(
-    net: &Net,
-    vm: &str,
-    ip: Ipv4Addr,
-    links: &[Link],
-    made: &mut Made,
-) -> Result<UpInfo, NetError> {
+fn build(net: &Net, vm: &str, ip: Ipv4Addr, made: &mut Made) -> Result<UpInfo, NetError> {
     use banger::timing::span;
-    made.bridge = span("bridge", || ensure_bridge(net, links))?;
+    made.bridge = span("bridge", || ensure_bridge(net))?;
     let uplink = span("uplink", sys::uplink)?;
     made.table = span("nat", || ensure_nat(net, uplink.as_deref()))?;
     made.sysctl = span("forwarding", || ensure_forwarding(net))?;
     let tap = tap_for(ip);
-    if find(links, &tap).is_none() {
+    if !sys::exists(&tap) {
         // Made now (a new address recorded it with the tap), or put back (gone behind
         // banger's back, or its entry lost): in the ledger before it exists.
         if made.tap_entry.is_none() && net.ledger.get(vm, KIND_TAP, &tap)?.is_none() {
@@ -239,10 +227,10 @@ fn build(
 }
 
 /// The bridge, with the gateway address, up. Returns whether it was created now.
-fn ensure_bridge(net: &Net, links: &[Link]) -> Result<bool, NetError> {
+fn ensure_bridge(net: &Net) -> Result<bool, NetError> {
     let b = &net.bridge;
     let entry = net.ledger.get(SHARED, KIND_BRIDGE, b)?;
-    let exists = find(links, b);
+    let exists = Rtnl::open()?.link(b)?;
     let subnet = net.subnet.to_string();
     if let Some(e) = &entry {
         let old = e.data["subnet"].as_str().unwrap_or_default();
@@ -256,7 +244,7 @@ fn ensure_bridge(net: &Net, links: &[Link]) -> Result<bool, NetError> {
     }
     let gw = net.subnet.gateway();
     let prefix = net.subnet.prefix;
-    let created = match (exists, &entry) {
+    let created = match (&exists, &entry) {
         (Some(_), None) => return Err(NetError::ForeignBridge { name: b.clone() }),
         (Some(_), Some(_)) => false,
         (None, _) => {
@@ -283,7 +271,7 @@ fn ensure_bridge(net: &Net, links: &[Link]) -> Result<bool, NetError> {
     if created || !sys::has_addr(b, gw, prefix)? {
         Rtnl::open()?.replace_addr(b, gw, prefix)?;
     }
-    if created || !exists.is_some_and(Link::is_up) {
+    if created || !exists.as_ref().is_some_and(Link::is_up) {
         Rtnl::open()?.set_up(b, None)?;
     }
     Ok(created)
@@ -323,7 +311,7 @@ fn ensure_nat(net: &Net, uplink: Option<&str>) -> Result<bool, NetError> {
     }
     res?;
     let mut e = entry.unwrap_or_else(|| Entry::new(SHARED, KIND_TABLE, nft::TABLE_ID, Value::Null));
-    e.data = data;
+    e.data = std::sync::Arc::new(data);
     net.ledger.add(e)?;
     Ok(!exists)
 }
@@ -504,7 +492,7 @@ fn remove_shared(net: &Net, bridge: bool, table: bool, sysctl: bool) -> Result<b
     let mut gone = false;
     if bridge {
         for e in all.iter().filter(|e| e.kind == KIND_BRIDGE) {
-            if sys::links()?.iter().any(|l| l.ifname == e.id) {
+            if sys::exists(&e.id) {
                 Rtnl::open()?.del_link(&e.id)?;
             }
             net.ledger.remove(SHARED, KIND_BRIDGE, &e.id)?;
