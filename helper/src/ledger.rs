@@ -57,8 +57,10 @@ pub struct Entry {
     pub kind: String,
     /// The resource's own name: interface name, device path, file path, rule handle.
     pub id: String,
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub data: Value,
+    /// Shared, so that copying the ledger for an update copies no data (compared by pointer
+    /// first, too).
+    #[serde(default, skip_serializing_if = "no_data")]
+    pub data: std::sync::Arc<Value>,
     #[serde(default)]
     pub created_at: String,
     /// The uid of the caller that made it (root's entries are out of the owner's reach).
@@ -72,7 +74,7 @@ impl Entry {
             vm: vm.into(),
             kind: kind.into(),
             id: id.into(),
-            data,
+            data: std::sync::Arc::new(data),
             created_at: banger::record::now_rfc3339(),
             by: None,
         }
@@ -82,16 +84,26 @@ impl Entry {
     }
 }
 
+fn no_data(v: &std::sync::Arc<Value>) -> bool {
+    v.is_null()
+}
+
 /// Kinds whose resource survives a reboot: adding one is written durably.
 pub const DURABLE_KINDS: &[&str] = &["disk", "jail"];
 
 /// How a change from `before` to `after` is written: durably when it adds an entry of a
 /// [`DURABLE_KINDS`] kind, else consistently.
 fn durability(before: &[Entry], after: &[Entry]) -> Durability {
-    let added_durable = after.iter().any(|e| {
-        DURABLE_KINDS.contains(&e.kind.as_str())
-            && !before.iter().any(|b| b.same(&e.vm, &e.kind, &e.id))
-    });
+    let durable = |e: &&Entry| DURABLE_KINDS.contains(&e.kind.as_str());
+    let had: std::collections::HashSet<(&str, &str, &str)> = before
+        .iter()
+        .filter(durable)
+        .map(|e| (e.vm.as_str(), e.kind.as_str(), e.id.as_str()))
+        .collect();
+    let added_durable = after
+        .iter()
+        .filter(durable)
+        .any(|e| !had.contains(&(e.vm.as_str(), e.kind.as_str(), e.id.as_str())));
     if added_durable {
         Durability::Durable
     } else {
@@ -237,7 +249,7 @@ impl Ledger {
     }
 
     fn write(&self, f: File, durability: Durability) -> Result<(), LedgerError> {
-        let mut bytes = serde_json::to_vec_pretty(&f).map_err(|e| LedgerError::Write {
+        let mut bytes = serde_json::to_vec(&f).map_err(|e| LedgerError::Write {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
@@ -460,7 +472,7 @@ mod tests {
         );
         // Updating the disk entry (complete), or removing it: consistent.
         let mut updated = base.clone();
-        updated[0].data = serde_json::json!({"complete": true});
+        updated[0].data = std::sync::Arc::new(serde_json::json!({"complete": true}));
         assert_eq!(durability(&base, &updated), Durability::Consistent);
         assert_eq!(durability(&base, &base[1..]), Durability::Consistent);
     }

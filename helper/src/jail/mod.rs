@@ -243,7 +243,7 @@ fn jail_entries(ctx: &Ctx, vm: &str) -> Result<Vec<(Entry, JailData)>, JailError
         .into_iter()
         .filter(|e| e.kind == "jail")
         .filter_map(|e| {
-            let d = serde_json::from_value(e.data.clone()).ok()?;
+            let d = JailData::deserialize(&*e.data).ok()?;
             Some((e, d))
         })
         .collect())
@@ -347,7 +347,7 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
             data.pid = Some(f.pid);
             data.start_time = Some(f.start_time);
             ctx.ledger.add(Entry {
-                data: serde_json::to_value(&data).unwrap_or(Value::Null),
+                data: std::sync::Arc::new(serde_json::to_value(&data).unwrap_or(Value::Null)),
                 ..entry
             })?;
             return Ok(answer(&data, true));
@@ -728,7 +728,7 @@ pub fn list(ctx: &Ctx, vm: Option<&str>) -> Result<Value, JailError> {
     let base = ctx.cfg.jail_dir.clone();
     let mut out = Vec::new();
     for e in entries.into_iter().filter(|e| e.kind == "jail") {
-        let Ok(d) = serde_json::from_value::<JailData>(e.data.clone()) else {
+        let Ok(d) = JailData::deserialize(&*e.data) else {
             continue;
         };
         let found = d.find(&base);

@@ -225,7 +225,7 @@ fn observe(ctx: &Ctx, host: &mut Host, e: &Entry) -> (Object, Option<(i32, u64)>
             }
         }
         "jail" => {
-            let Ok(d) = JailData::deserialize(&e.data) else {
+            let Ok(d) = JailData::deserialize(&*e.data) else {
                 return (Object::Unknown, None);
             };
             let live = d.find(&base).map(|f| (f.pid, f.start_time));
@@ -277,7 +277,7 @@ fn scan(ctx: &Ctx, args: &Value) -> OpResult {
         m.insert("kind".into(), e.kind.clone().into());
         m.insert("id".into(), e.id.into());
         if !e.data.is_null() {
-            m.insert("data".into(), e.data);
+            m.insert("data".into(), std::sync::Arc::unwrap_or_clone(e.data));
         }
         m.insert("created_at".into(), e.created_at.into());
         if let Some(b) = e.by {
@@ -320,7 +320,7 @@ impl Known {
                 .or_default()
                 .insert(e.id.clone());
             if e.kind == "jail" {
-                if let Ok(d) = JailData::deserialize(&e.data) {
+                if let Ok(d) = JailData::deserialize(&*e.data) {
                     self.jail_dirs.insert(d.dir);
                 }
             }

@@ -142,7 +142,7 @@ impl<'a> Undo<'a> {
         if let Some(last) = self.made.pop() {
             let e = Entry {
                 id: id.into(),
-                data,
+                data: std::sync::Arc::new(data),
                 ..last.clone()
             };
             self.ctx.ledger.add(e.clone())?;
@@ -412,7 +412,7 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
     fail_point("snap.create:customize")?;
     // The disk is whole: say so, with what a later create needs to adopt it.
     if let Some(e) = undo.made.iter().find(|e| e.kind == "disk").cloned() {
-        let mut data = e.data.clone();
+        let mut data = (*e.data).clone();
         if let Some(m) = data.as_object_mut() {
             m.insert("method".into(), method.as_str().into());
             m.insert("complete".into(), true.into());
@@ -424,7 +424,10 @@ pub fn create(ctx: &Ctx, req: &CreateReq) -> Result<Created, SnapError> {
             m.insert("agent".into(), json!(agent));
             m.insert("warm".into(), req.warm.into());
         }
-        ctx.ledger.add(Entry { data, ..e })?;
+        ctx.ledger.add(Entry {
+            data: std::sync::Arc::new(data),
+            ..e
+        })?;
     }
     undo.committed = true;
     Ok(Created {
@@ -680,7 +683,7 @@ pub fn customize(ctx: &Ctx, vm: &str, c: &Custom) -> Result<Customized, SnapErro
     let (path, disk) = open_ledger_disk(ctx, &e)?;
     let keys = customize::apply(&disk, &path, vm, c, ctx.owner.as_ref(), None, false)?;
     if c.host_keys || c.net.is_some() || c.agent.is_some() {
-        let mut data = e.data.clone();
+        let mut data = (*e.data).clone();
         if let Some(m) = data.as_object_mut() {
             if c.host_keys {
                 m.insert("host_keys".into(), json!(keys));
@@ -692,7 +695,10 @@ pub fn customize(ctx: &Ctx, vm: &str, c: &Custom) -> Result<Customized, SnapErro
                 m.insert("agent".into(), AGENT_INIT_HOOK.into());
             }
         }
-        ctx.ledger.add(Entry { data, ..e })?;
+        ctx.ledger.add(Entry {
+            data: std::sync::Arc::new(data),
+            ..e
+        })?;
     }
     Ok(Customized {
         path: path.display().to_string(),
