@@ -134,9 +134,9 @@ fn resolve_owner(s: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     close_inherited_fds();
-    // Long-lived: an ended inotify watch keeps its instance rather than closing it (a close
+    // Long-lived: an ended inotify watch is closed in a thread of its own (the close
     // waits out a grace period, 13-15 ms here, inside the request that made it).
-    banger::wait::keep_watches();
+    banger::wait::close_watches_in_threads();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => return TOOL.usage_error(&e),

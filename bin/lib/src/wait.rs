@@ -78,36 +78,17 @@ impl AsFd for Pidfd {
 /// (`fsnotify_destroy_group` flushes the mark reaper, an SRCU grace period): 13-15 ms on the
 /// hosts measured, half a `banger up`'s own cost when it fell in the step's exit. So the
 /// instance is never closed where someone waits: a long-lived process (the helper, after
-/// [`keep_watches`]) removes the watch and keeps the instance for the next one; any other
-/// closes it in a child it does not wait for ([`close_detached`]), as systemd's
-/// `asynchronous_close` does.
+/// [`close_watches_in_threads`]) closes it in a thread of its own; any other closes it in a
+/// child it does not wait for ([`close_detached`]), as systemd's `asynchronous_close` does.
 #[derive(Debug)]
-pub struct DirWatch {
-    fd: Option<OwnedFd>,
-    wd: i32,
-}
+pub struct DirWatch(Option<OwnedFd>);
 
-static KEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static POOL: std::sync::Mutex<Vec<OwnedFd>> = std::sync::Mutex::new(Vec::new());
+static IN_THREADS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// For a long-lived process: a [`DirWatch`] that ends gives its inotify instance back for the
-/// next one instead of closing it (which would wait out a grace period, see [`DirWatch`]).
-pub fn keep_watches() {
-    KEEP.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn pool() -> std::sync::MutexGuard<'static, Vec<OwnedFd>> {
-    POOL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn instance() -> std::io::Result<OwnedFd> {
-    if KEEP.load(std::sync::atomic::Ordering::Relaxed) {
-        if let Some(fd) = pool().pop() {
-            drain(&fd);
-            return Ok(fd);
-        }
-    }
-    Ok(inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?)
+/// For a long-lived process: a [`DirWatch`] that ends is closed in a short-lived thread (no
+/// process to fork, nothing left behind once the close is through).
+pub fn close_watches_in_threads() {
+    IN_THREADS.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn drain(fd: &OwnedFd) {
@@ -178,21 +159,16 @@ impl DirWatch {
     }
 
     fn add(dir: &Path) -> std::io::Result<DirWatch> {
-        let fd = instance()?;
-        match inotify::add_watch(&fd, dir, DIR_EVENTS) {
-            Ok(wd) => Ok(DirWatch { fd: Some(fd), wd }),
-            Err(e) => {
-                give_back(fd);
-                Err(e.into())
-            }
-        }
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        inotify::add_watch(&fd, dir, DIR_EVENTS)?;
+        Ok(DirWatch(Some(fd)))
     }
 
     /// Waits up to `timeout` for an event on the directory or for `also` (a pidfd, say) to
     /// turn readable. Drains the events.
     pub fn wait(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) -> Woke {
         // Only `drop` takes the instance.
-        let Some(fd) = &self.fd else {
+        let Some(fd) = &self.0 else {
             return Woke::Timeout;
         };
         let mut fds = vec![fd.as_fd()];
@@ -209,25 +185,18 @@ impl DirWatch {
     }
 }
 
-/// An instance whose watch is gone (or was never added): kept for the next watch, or closed
-/// without waiting.
-fn give_back(fd: OwnedFd) {
-    if KEEP.load(std::sync::atomic::Ordering::Relaxed) {
-        drain(&fd);
-        pool().push(fd);
-    } else {
-        close_detached(fd);
-    }
-}
-
 impl Drop for DirWatch {
     fn drop(&mut self) {
-        if let Some(fd) = self.fd.take() {
-            if KEEP.load(std::sync::atomic::Ordering::Relaxed) {
-                // Removing the watch queues its freeing; nobody waits for it.
-                let _ = inotify::remove_watch(&fd, self.wd);
-            }
-            give_back(fd);
+        let Some(fd) = self.0.take() else {
+            return;
+        };
+        if IN_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+            // Should the thread not start, the closure is dropped here, closing the fd.
+            let _ = std::thread::Builder::new()
+                .name("close-watch".into())
+                .spawn(move || drop(fd));
+        } else {
+            close_detached(fd);
         }
     }
 }
@@ -282,13 +251,6 @@ mod tests {
         assert_eq!(w.wait(Duration::from_secs(5), Some(p.as_fd())), Woke::Other);
     }
 
-    fn tmp_dir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("banger-wait-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn a_detached_close_closes_here_and_its_child_ends() {
         let fd = inotify::init(CreateFlags::CLOEXEC).unwrap();
@@ -305,23 +267,5 @@ mod tests {
                 assert!(nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0);
             }
         }
-    }
-
-    #[test]
-    fn a_kept_instance_forgets_its_old_watch() {
-        keep_watches();
-        let a = tmp_dir("keep-a");
-        let b = tmp_dir("keep-b");
-        let wa = DirWatch::new(&a).unwrap();
-        drop(wa);
-        let wb = DirWatch::new(&b).unwrap();
-        // The old directory's changes no longer wake anyone.
-        std::fs::write(a.join("x"), b"1").unwrap();
-        assert_eq!(wb.wait(Duration::from_millis(50), None), Woke::Timeout);
-        std::fs::write(b.join("y"), b"1").unwrap();
-        assert_eq!(wb.wait(Duration::from_secs(5), None), Woke::Event);
-        drop(wb);
-        let _ = std::fs::remove_dir_all(&a);
-        let _ = std::fs::remove_dir_all(&b);
     }
 }
