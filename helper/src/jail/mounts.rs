@@ -9,14 +9,41 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
 /// True when the ELF file at `path` asks for a program interpreter (dynamic linking).
-/// Anything that is not a 64-bit little-endian ELF is reported as static.
+/// Anything that is not a 64-bit little-endian ELF is reported as static. Only the ELF
+/// header and the program headers are read (not the megabytes of the whole binary, which
+/// took milliseconds on every launch).
 pub fn is_dynamic(path: &Path) -> Result<bool, JailError> {
-    let data = std::fs::read(path).map_err(|source| JailError::Stage {
+    use std::io::Read;
+    let err = |source| JailError::Stage {
         what: "read",
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(elf_has_interp(&data))
+    };
+    let f = std::fs::File::open(path).map_err(err)?;
+    let mut head = Vec::with_capacity(4096);
+    f.take(4096).read_to_end(&mut head).map_err(err)?;
+    // The program headers normally follow the ELF header; read further only when not.
+    let needed = phdrs_end(&head).unwrap_or(0).min(1 << 20);
+    if needed > head.len() as u64 {
+        head.clear();
+        std::fs::File::open(path)
+            .map_err(err)?
+            .take(needed)
+            .read_to_end(&mut head)
+            .map_err(err)?;
+    }
+    Ok(elf_has_interp(&head))
+}
+
+/// Where the program header table of an ELF header ends, if `d` starts with one.
+fn phdrs_end(d: &[u8]) -> Option<u64> {
+    if d.len() < 64 || &d[..4] != b"\x7fELF" {
+        return None;
+    }
+    let phoff = u64::from_le_bytes(d.get(0x20..0x28)?.try_into().ok()?);
+    let phsize = u64::from(u16::from_le_bytes(d.get(0x36..0x38)?.try_into().ok()?));
+    let phnum = u64::from(u16::from_le_bytes(d.get(0x38..0x3a)?.try_into().ok()?));
+    phoff.checked_add(phsize.checked_mul(phnum)?)
 }
 
 fn elf_has_interp(d: &[u8]) -> bool {
@@ -165,6 +192,27 @@ mod tests {
         let mut truncated = me[..64].to_vec();
         truncated[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(!elf_has_interp(&truncated));
+    }
+
+    #[test]
+    fn only_the_headers_are_read_wherever_they_lie() {
+        let exe = std::env::current_exe().unwrap();
+        assert!(is_dynamic(&exe).unwrap());
+        // The same program headers moved past the first read (8 KiB in): still found.
+        let me = std::fs::read(&exe).unwrap();
+        let end = phdrs_end(&me).unwrap() as usize;
+        let phoff = u64::from_le_bytes(me[0x20..0x28].try_into().unwrap()) as usize;
+        let mut moved = me[..64].to_vec();
+        moved[0x20..0x28].copy_from_slice(&8192u64.to_le_bytes());
+        moved.resize(8192, 0);
+        moved.extend_from_slice(&me[phoff..end]);
+        let p = std::env::temp_dir().join(format!("banger-elf-{}", std::process::id()));
+        std::fs::write(&p, &moved).unwrap();
+        assert!(is_dynamic(&p).unwrap());
+        moved.truncate(8192);
+        std::fs::write(&p, &moved).unwrap();
+        assert!(!is_dynamic(&p).unwrap());
+        let _ = std::fs::remove_file(&p);
     }
 
     #[test]
