@@ -35,6 +35,11 @@ launch() {
     echo "$rec" | jq -e '.jail.kernel == "/vmlinux" and .jail.rootfs == "/rootfs" and .jail.initrd == null'
     echo "$rec" | jq -e --arg s "$BANGER_RUN_DIR/vms/$VM.sock" '.jail.api_sock == $s and (.jail.start_time | type) == "number"'
     echo "$rec" | jq -e '.spec.vcpus == 2 and .snap.method == "copy"'
+    # Firecracker and the jail dir on one filesystem: the jailer copies it itself.
+    if [ "$(stat -c %d "$(readlink -f "$STANDIN_FIRECRACKER")")" = "$(stat -c %d "$BANGER_JAIL_DIR")" ]; then
+        echo "$rec" | jq -e --arg f "$(readlink -f "$STANDIN_FIRECRACKER")" '.jail.argv | index($f) != null'
+        [ ! -e "$BANGER_JAIL_DIR/.exec" ]
+    fi
     pid=$(echo "$rec" | jq -r .jail.pid)
     [ "$(tr -d '[:space:]' <"$chroot/firecracker.pid")" = "$pid" ]
     [ "$(cat /proc/"$pid"/comm)" = firecracker ]
@@ -184,6 +189,12 @@ launch() {
     in_ns mount -t tmpfs -o mode=0755 tmpfs "$BANGER_JAIL_DIR"
     run launch
     assert_success
+    # Firecracker lies on another filesystem: the jailer is given the helper's copy of it
+    # beside the jails (root's, made once per binary), where its own copy shares blocks.
+    exec_file=$(echo "$output" | jq -r '.jail.argv as $a | $a[($a | index("--exec-file")) + 1]')
+    [[ "$exec_file" == "$BANGER_JAIL_DIR/.exec/"*/firecracker* ]]
+    in_ns cmp "$exec_file" "$(readlink -f "$STANDIN_FIRECRACKER")"
+    [ "$(in_ns stat -c %u:%a "$(dirname "$exec_file")")" = 0:700 ]
     chroot="$BANGER_JAIL_DIR/firecracker/$VM/root"
     run in_ns grep -F " $chroot/rootfs " /proc/self/mountinfo
     assert_success
@@ -199,6 +210,13 @@ launch() {
     assert_failure
     [ -f "$BANGER_STATE_DIR/vms/$VM/disk.ext4" ]
     assert_nothing_left "$VM"
+    # A second VM gets the same copy, not a new one.
+    VM2="${VM}b"
+    vm_record "$VM2" | in_ns banger-jail launch >"$BATS_TEST_TMPDIR/second.json"
+    [ "$(jq -r '.jail.argv as $a | $a[($a | index("--exec-file")) + 1]' "$BATS_TEST_TMPDIR/second.json")" = "$exec_file" ]
+    [ "$(in_ns find "$BANGER_JAIL_DIR/.exec" -type f | wc -l)" -eq 1 ]
+    in_ns banger-jail teardown "$VM2" >/dev/null
+    assert_nothing_left "$VM2"
     in_ns umount "$BANGER_JAIL_DIR"
 }
 

@@ -18,6 +18,7 @@
 pub mod argv;
 pub mod cgroup;
 pub mod console;
+pub mod exec;
 pub mod http;
 pub mod mounts;
 pub mod process;
@@ -427,10 +428,17 @@ pub fn launch(ctx: &Ctx, spec: &LaunchSpec) -> Result<Value, JailError> {
         rootfs: seen(stage::ROOTFS),
         cgroup: None,
     };
+    // The jailer copies its exec file into the chroot: from the jail dir's own filesystem,
+    // where that copy shares blocks.
+    let exec_file = if jailed {
+        span("exec-file", || exec::for_jailer(&base, &firecracker))?
+    } else {
+        firecracker.clone()
+    };
     let plan = argv::Plan {
         id: spec.name.clone(),
         jailer: jailer.clone().unwrap_or_default(),
-        firecracker: firecracker.clone(),
+        firecracker: exec_file,
         uid,
         gid,
         chroot_base: ctx.cfg.jail_dir.clone(),
@@ -498,10 +506,13 @@ fn build(ctx: &Ctx, spec: &LaunchSpec, parent: &Dir, data: &mut JailData) -> Res
     let root = vmdir.mkdir("root", 0o700)?;
     let root_path = data.dir.join("root");
     let src = banger::timing::span("open", || open_sources(ctx, spec))?;
-    stage::file(&src.kernel, &root, stage::KERNEL, uid, gid)?;
-    if let Some(i) = &src.initrd {
-        stage::file(i, &root, stage::INITRD, uid, gid)?;
-    }
+    banger::timing::span("kernel", || {
+        stage::file(&src.kernel, &root, stage::KERNEL, uid, gid)?;
+        if let Some(i) = &src.initrd {
+            stage::file(i, &root, stage::INITRD, uid, gid)?;
+        }
+        Ok::<_, JailError>(())
+    })?;
     let mut self_bound = false;
     let mut self_bind = |ctx: &Ctx| -> Result<(), JailError> {
         if !self_bound {
@@ -516,7 +527,8 @@ fn build(ctx: &Ctx, spec: &LaunchSpec, parent: &Dir, data: &mut JailData) -> Res
         }
         Ok(())
     };
-    if stage::disk(&src.disk, &root, uid, gid)? == stage::Disk::NeedsBind {
+    let disk = banger::timing::span("disk", || stage::disk(&src.disk, &root, uid, gid))?;
+    if disk == stage::Disk::NeedsBind {
         self_bind(ctx)?;
         let dst = root_path.join(stage::ROOTFS);
         ctx.ledger.add(Entry::new(
@@ -527,12 +539,14 @@ fn build(ctx: &Ctx, spec: &LaunchSpec, parent: &Dir, data: &mut JailData) -> Res
         ))?;
         mounts::bind(&banger::fsx::fd_path(&src.disk), &dst, true)?;
     }
-    stage::empty(&root, stage::CONSOLE, 0o640, uid, gid)?;
-    console::make_fifo(&root, uid, gid)?;
-    stage::empty(&root, stage::LOG, 0o640, uid, gid)?;
-    stage::empty(&root, stage::METRICS, 0o640, uid, gid)?;
+    banger::timing::span("files", || {
+        stage::empty(&root, stage::CONSOLE, 0o640, uid, gid)?;
+        console::make_fifo(&root, uid, gid)?;
+        stage::empty(&root, stage::LOG, 0o640, uid, gid)?;
+        stage::empty(&root, stage::METRICS, 0o640, uid, gid)
+    })?;
     let firecracker = PathBuf::from(data.argv_exec());
-    if jailed && mounts::is_dynamic(&firecracker)? {
+    if jailed && banger::timing::span("elf", || mounts::is_dynamic(&firecracker))? {
         self_bind(ctx)?;
         for lib in mounts::lib_dirs(&firecracker)? {
             let mut d = root.try_clone()?;

@@ -464,7 +464,10 @@ fn jail_dirs(base: &Path) -> Vec<PathBuf> {
     };
     let mut out = Vec::new();
     for g in groups.filter_map(Result::ok) {
-        if !g.file_type().is_ok_and(|t| t.is_dir()) {
+        // `.exec` holds the helper's copy of Firecracker (jail::exec), no jails.
+        if !g.file_type().is_ok_and(|t| t.is_dir())
+            || g.file_name().to_string_lossy().starts_with('.')
+        {
             continue;
         }
         let Ok(vms) = std::fs::read_dir(g.path()) else {
@@ -632,6 +635,17 @@ mod tests {
         cfg.jail_dir = dir.join("jail");
         cfg.owner_uid = None;
         Ctx::new(cfg)
+    }
+
+    #[test]
+    fn the_copy_of_firecracker_beside_the_jails_is_no_jail() {
+        let c = ctx("execdir");
+        let base = c.cfg.jail_dir.clone();
+        for d in ["firecracker/vm1/root", ".exec/1-2-3-4.5"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        assert_eq!(jail_dirs(&base), vec![base.join("firecracker/vm1")]);
+        let _ = std::fs::remove_dir_all(base.parent().unwrap());
     }
 
     fn call(c: &Ctx, op: &str, args: Value) -> OpResult {
