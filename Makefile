@@ -60,6 +60,7 @@ bench:
 	$(CARGO) build --release --workspace
 	$(CARGO) bench -p banger-lib --bench passthrough
 	$(CARGO) bench -p banger-helper --bench helper_ping
+	$(CARGO) bench -p banger-helper --bench ledger
 	for b in benches/*.sh; do echo "== $$b"; BANGER_BIN=$(CURDIR)/target/release $$b || exit 1; done
 
 PREFIX ?= /usr/local
