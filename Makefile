@@ -37,6 +37,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	shellcheck -x -S warning tests/bats/*.bash benches/*.sh benches/*.bash .ci/run tests/deps
+	# Each script also reads whole on its own, without following what it sources.
+	shellcheck -S warning tests/bats/*.bash benches/*.sh benches/*.bash .ci/run tests/deps
 	shellcheck -S warning tests/bats/*.bats
 	for f in man/*.[178]; do [ -e "$$f" ] || continue; mandoc -T lint -W warning "$$f" || exit 1; done
 

@@ -21,6 +21,9 @@ for b in banger-vm banger-snap banger-jail banger-image banger-agent; do
     [ -x "$bin/$b" ] || { echo "agent.sh: $bin/$b not built (cargo build --release --workspace)" >&2; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "agent.sh: needs root" >&2; exit 1; }
+# What standin_links sets (declared here so the script reads whole without following the
+# source).
+fc="" jailer=""
 # shellcheck source=benches/standin.bash
 . "$here/benches/standin.bash"
 standin_links "$bin" "$here" || exit 1

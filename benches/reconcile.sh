@@ -20,6 +20,9 @@ fi
 for b in banger-vm banger-snap banger-net banger-jail banger-image banger-helper banger-reconcile; do
     [ -x "$bin/$b" ] || { echo "reconcile.sh: $bin/$b not built (cargo build --release)" >&2; exit 1; }
 done
+# What standin_links sets (declared here so the script reads whole without following the
+# source).
+fc="" jailer=""
 # shellcheck source=benches/standin.bash
 . "$here/benches/standin.bash"
 standin_links "$bin" "$here" || exit 1

@@ -16,6 +16,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+# What bench_bin and bench_firecracker set (declared here so the script reads whole without
+# following the source).
+bin="" fc="" jailer="" standin=1 rig=""
 # shellcheck source=benches/standin.bash
 . "$here/benches/standin.bash"
 bench_bin up.sh banger-vm banger-snap banger-net banger-jail banger-image banger-helper
