@@ -14,6 +14,7 @@
 
 use super::JailError;
 use banger::fsx::Dir;
+use rustix::fs::{FileType, OFlags};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,8 +38,21 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// configuration), with `base` the jail dir: `firecracker` itself when both lie on one
 /// filesystem, else the copy beside the jails (made now if there is none yet).
 pub fn for_jailer(base: &Dir, firecracker: &Path) -> Result<PathBuf, JailError> {
-    let src = File::open(firecracker).map_err(io("open", firecracker))?;
+    // Canonical already, so no symlink at its end; non-blocking so that a FIFO put there
+    // cannot hold the helper; only a regular file is copied or handed on.
+    let src = rustix::fs::open(
+        firecracker,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(|e| io("open", firecracker)(e.into()))?;
     let st = rustix::fs::fstat(&src).map_err(|e| io("stat", firecracker)(e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io("use", firecracker)(std::io::Error::other(
+            "Firecracker is not a regular file",
+        )));
+    }
     if st.st_dev == base.stat()?.st_dev {
         return Ok(firecracker.to_path_buf());
     }
@@ -53,7 +67,7 @@ pub fn for_jailer(base: &Dir, firecracker: &Path) -> Result<PathBuf, JailError> 
     let dir = store.ensure_dir(&key, 0o700)?;
     let path = dir.join(name);
     if let Some(have) = dir.stat_at(name)? {
-        if rustix::fs::FileType::from_raw_mode(have.st_mode) == rustix::fs::FileType::RegularFile
+        if FileType::from_raw_mode(have.st_mode) == FileType::RegularFile
             && have.st_size == st.st_size
         {
             return Ok(path);
@@ -141,6 +155,20 @@ mod tests {
         let base = Dir::open_trusted(&d).unwrap();
         assert_eq!(for_jailer(&base, &fc).unwrap(), fc);
         assert!(!d.join(EXEC_DIR).exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn only_a_regular_file_is_taken() {
+        let d = tmp(&std::env::temp_dir(), "fifo");
+        let fc = d.join("firecracker");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fc, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        let base = Dir::open_trusted(&d).unwrap();
+        let e = for_jailer(&base, &fc).unwrap_err();
+        assert!(
+            banger::cli::one_line(&e).contains("not a regular file"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
