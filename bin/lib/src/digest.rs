@@ -2,7 +2,7 @@
 //! reader (images, warm artifacts, installed binaries, the agent).
 
 use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::io::{Read, Write};
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -34,6 +34,23 @@ pub fn sha256_read(mut r: impl Read, mut done: impl FnMut(u64)) -> std::io::Resu
     Ok(hex(&h.finalize()))
 }
 
+/// [`sha256_read`] of `r` while copying it into `w` (a download kept and checked at once).
+/// An error writing is the copy's error.
+pub fn sha256_copy(r: impl Read, w: impl Write, done: impl FnMut(u64)) -> std::io::Result<String> {
+    struct Tee<R, W> {
+        r: R,
+        w: W,
+    }
+    impl<R: Read, W: Write> Read for Tee<R, W> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.r.read(buf)?;
+            self.w.write_all(&buf[..n])?;
+            Ok(n)
+        }
+    }
+    sha256_read(Tee { r, w }, done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +62,9 @@ mod tests {
         let mut seen = Vec::new();
         assert_eq!(sha256_read(&b"abc"[..], |n| seen.push(n)).unwrap(), abc);
         assert_eq!(seen, [3]);
+        let mut copy = Vec::new();
+        assert_eq!(sha256_copy(&b"abc"[..], &mut copy, |_| ()).unwrap(), abc);
+        assert_eq!(copy, b"abc");
         assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
     }
 }

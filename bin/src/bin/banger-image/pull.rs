@@ -8,12 +8,11 @@
 
 use crate::check;
 use crate::import::{add_boot_files, owner, run, ImageError};
-use crate::store::{hex, io, Images};
+use crate::store::{io, Images};
 use banger::config::Config;
 use banger::record::Record;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -60,7 +59,7 @@ fn human(b: u64) -> String {
 
 /// Copies `r` into `dst`, hashing; progress on stderr when it is a terminal.
 fn stream(
-    mut r: impl Read,
+    r: impl Read,
     dst: &Path,
     total: Option<u64>,
     label: &str,
@@ -69,35 +68,25 @@ fn stream(
         .write(true)
         .create_new(true)
         .open(dst)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
     let tty = std::io::stderr().is_terminal();
     let mut done = 0u64;
     let mut last = Instant::now();
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        f.write_all(&buf[..n])?;
-        done += n as u64;
+    let sum = banger::digest::sha256_copy(r, &mut f, |n| {
+        done = n;
         if tty && last.elapsed() > Duration::from_millis(200) {
             last = Instant::now();
             match total {
                 Some(t) if t > 0 => eprint!(
                     "\r{}: pulling {label}: {} / {} ({}%)   ",
                     crate::BIN,
-                    human(done),
+                    human(n),
                     human(t),
-                    done * 100 / t
+                    n * 100 / t
                 ),
-                _ => eprint!("\r{}: pulling {label}: {}   ", crate::BIN, human(done)),
+                _ => eprint!("\r{}: pulling {label}: {}   ", crate::BIN, human(n)),
             }
         }
-    }
+    })?;
     if tty {
         eprintln!(
             "\r{}: pulled {label}: {}            ",
@@ -106,7 +95,7 @@ fn stream(
         );
     }
     f.sync_all()?;
-    Ok(hex(&h.finalize()))
+    Ok(sum)
 }
 
 fn fetch(url: &str, dst: &Path, label: &str) -> Result<String, ImageError> {

@@ -55,8 +55,6 @@ pub fn io<'a>(
     }
 }
 
-pub use banger::digest::hex;
-
 /// Files from this size on show their progress (copy, checksum) on stderr.
 const LARGE: u64 = 64 << 20;
 

@@ -3,8 +3,7 @@
 //! checked before anything is unpacked, then unpacked into a private temp directory.
 
 use crate::system::SystemError;
-use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -71,25 +70,13 @@ fn download(from: &str, dst: &Path) -> Result<String, SystemError> {
         Box::new(std::fs::File::open(path).map_err(|e| failed(&what, e))?)
     };
     let mut f = std::fs::File::create(dst).map_err(|e| failed(&what, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
     let mut total = 0u64;
-    let mut r = reader.take(MAX_BYTES + 1);
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(failed(&what, e)),
-        };
-        total += n as u64;
-        if total > MAX_BYTES {
-            return Err(failed(&what, format!("larger than {MAX_BYTES} bytes")));
-        }
-        h.update(&buf[..n]);
-        f.write_all(&buf[..n]).map_err(|e| failed(&what, e))?;
+    let sum = banger::digest::sha256_copy(reader.take(MAX_BYTES + 1), &mut f, |n| total = n)
+        .map_err(|e| failed(&what, e))?;
+    if total > MAX_BYTES {
+        return Err(failed(&what, format!("larger than {MAX_BYTES} bytes")));
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(sum)
 }
 
 /// Fetches and unpacks the archive at `from` (checked against `sha256` when given; a URL
