@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -60,7 +61,7 @@ pub struct Entry {
     /// Shared, so that copying the ledger for an update copies no data (compared by pointer
     /// first, too).
     #[serde(default, skip_serializing_if = "no_data")]
-    pub data: std::sync::Arc<Value>,
+    pub data: Arc<Value>,
     #[serde(default)]
     pub created_at: String,
     /// The uid of the caller that made it (root's entries are out of the owner's reach).
@@ -74,7 +75,7 @@ impl Entry {
             vm: vm.into(),
             kind: kind.into(),
             id: id.into(),
-            data: std::sync::Arc::new(data),
+            data: Arc::new(data),
             created_at: banger::record::now_rfc3339(),
             by: None,
         }
@@ -84,7 +85,7 @@ impl Entry {
     }
 }
 
-fn no_data(v: &std::sync::Arc<Value>) -> bool {
+fn no_data(v: &Arc<Value>) -> bool {
     v.is_null()
 }
 
@@ -129,7 +130,7 @@ struct Cache {
     key: Option<FileKey>,
     /// Shared, not copied, with the reads that only look (a copy of 300 entries costs about
     /// a third of a millisecond).
-    entries: std::sync::Arc<Vec<Entry>>,
+    entries: Arc<Vec<Entry>>,
 }
 
 fn key_of(st: &rustix::fs::Stat) -> FileKey {
@@ -148,7 +149,7 @@ pub struct Ledger {
     path: PathBuf,
     /// Stamped into the entries this handle adds.
     by: Option<u32>,
-    cache: std::sync::Arc<std::sync::Mutex<Cache>>,
+    cache: Arc<std::sync::Mutex<Cache>>,
 }
 
 impl Ledger {
@@ -205,7 +206,7 @@ impl Ledger {
 
     /// Reads the file (under the lock), or takes the entries from the cache when the file is
     /// the version they came from.
-    fn read(&self) -> Result<std::sync::Arc<Vec<Entry>>, LedgerError> {
+    fn read(&self) -> Result<Arc<Vec<Entry>>, LedgerError> {
         use std::io::Read;
         let read_err = |source| LedgerError::Read {
             path: self.path.clone(),
@@ -229,7 +230,7 @@ impl Ledger {
             path: self.path.clone(),
             source,
         })?;
-        let entries = std::sync::Arc::new(file.entries);
+        let entries = Arc::new(file.entries);
         let mut c = self.cache();
         c.key = Some(key);
         c.entries = entries.clone();
@@ -242,7 +243,7 @@ impl Ledger {
         match rustix::fs::stat(&self.path) {
             Ok(st) => {
                 c.key = Some(key_of(&st));
-                c.entries = std::sync::Arc::new(entries);
+                c.entries = Arc::new(entries);
             }
             Err(_) => c.key = None,
         }
@@ -286,7 +287,7 @@ impl Ledger {
 
     /// The entries as they are now, shared (nothing copied), read under the lock: for the
     /// callers that only look.
-    pub fn snapshot(&self) -> Result<std::sync::Arc<Vec<Entry>>, LedgerError> {
+    pub fn snapshot(&self) -> Result<Arc<Vec<Entry>>, LedgerError> {
         banger::timing::span("ledger-read", || {
             let _g = self.lock()?;
             self.read()
@@ -472,7 +473,7 @@ mod tests {
         );
         // Updating the disk entry (complete), or removing it: consistent.
         let mut updated = base.clone();
-        updated[0].data = std::sync::Arc::new(serde_json::json!({"complete": true}));
+        updated[0].data = Arc::new(serde_json::json!({"complete": true}));
         assert_eq!(durability(&base, &updated), Durability::Consistent);
         assert_eq!(durability(&base, &base[1..]), Durability::Consistent);
     }
