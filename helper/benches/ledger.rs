@@ -1,5 +1,6 @@
-//! Benchmark: one ledger update (an entry added, then removed) as the ledger grows, and what
-//! of it is the encoding and the file write. The ledger of 50 VMs holds about 250 entries, and
+//! Benchmark: one ledger update (an entry added, then removed) as the ledger grows (a line of
+//! the journal; every 256th update writes a new snapshot, counted in the mean), and what a
+//! snapshot's encoding and a copy of the entries cost. The ledger of 50 VMs holds about 250 entries, and
 //! a first `banger up` updates it five times. Prints numbers; asserts nothing.
 //! Run: cargo bench -p banger-helper --bench ledger
 
@@ -54,7 +55,7 @@ fn main() {
     let base = std::env::temp_dir().join(format!("banger-bench-ledger-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     println!(
-        "ledger update (add one entry, then remove it), mean of 200 each, in {}",
+        "ledger update (add one entry, then remove it), mean of 400 updates (compactions included), in {}",
         base.display()
     );
     for n in [1usize, 50, 250] {
@@ -89,7 +90,7 @@ fn main() {
         }
         let copy = t.elapsed().as_secs_f64() * 1e3 / f64::from(reps);
         println!(
-            "  {n:4} VMs, {n_entries:4} entries ({:4} KiB): {per:.3} ms per update, of which encoding {enc:.3} ms, the copy and compare {copy:.3} ms",
+            "  {n:4} VMs, {n_entries:4} entries ({:4} KiB as a snapshot): {per:.3} ms per update; a snapshot's encoding {enc:.3} ms, a copy and compare {copy:.3} ms",
             bytes / 1024
         );
     }

@@ -32,6 +32,12 @@ const FLAGS: &[Flag] = &[
         value: Some("SECS"),
         help: "deadline for a client to send its request (default 5)",
     },
+    Flag {
+        long: "print-ledger",
+        short: None,
+        value: None,
+        help: "print the ledger (its snapshot with the journal applied) as one JSON document, and exit",
+    },
 ];
 
 const MAIN: Command = Command {
@@ -56,6 +62,7 @@ struct Args {
     owner: Option<String>,
     max_clients: usize,
     read_timeout: u64,
+    print_ledger: bool,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -65,6 +72,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         owner: None,
         max_clients: 64,
         read_timeout: 5,
+        print_ledger: false,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -73,6 +81,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("owner") => a.owner = Some(p.value()?.string()?),
             Long("max-clients") => a.max_clients = p.value()?.parse()?,
             Long("read-timeout") => a.read_timeout = p.value()?.parse()?,
+            Long("print-ledger") => a.print_ledger = true,
             Short('h') | Long("help") => TOOL.exit_help(None),
             Short('V') | Long("version") => TOOL.exit_version(),
             _ => return Err(arg.unexpected()),
@@ -132,6 +141,26 @@ fn resolve_owner(s: &str) -> Result<u32, String> {
     }
 }
 
+/// `--print-ledger`: the ledger as `{"v":1,"entries":[...]}` on stdout, read under its lock
+/// (nothing is created when there is none yet).
+fn print_ledger(cfg: &Config) -> ExitCode {
+    let ledger = banger_helper::ledger::Ledger::new(cfg.ledger_path());
+    let entries = if cfg.root_dir.exists() {
+        match ledger.list() {
+            Ok(e) => e,
+            Err(e) => {
+                cli::report(TOOL.name, &e);
+                return ExitCode::from(cli::EXIT_FAILURE);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let doc = serde_json::json!({"v": 1, "entries": entries});
+    println!("{doc}");
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     close_inherited_fds();
     // Long-lived: an ended inotify watch is closed in a thread of its own (the close
@@ -148,6 +177,9 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_FAILURE);
         }
     };
+    if args.print_ledger {
+        return print_ledger(&cfg);
+    }
     if let Some(o) = &args.owner {
         match resolve_owner(o) {
             Ok(0) => return TOOL.usage_error(&"--owner must not be root: root may always call"),

@@ -144,7 +144,7 @@ teardown() {
         tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qE -- "--id $n( |\$)" && fcs=$((fcs + 1))
     done
     [ "$fcs" -eq 1 ]
-    [ "$(jq --arg n "$n" '[.entries[] | select(.vm == $n and (.kind == "disk" or .kind == "tap" or .kind == "jail"))] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 3 ]
+    [ "$(ledger_jq --arg n "$n" '[.entries[] | select(.vm == $n and (.kind == "disk" or .kind == "tap" or .kind == "jail"))] | length')" -eq 3 ]
     as_owner banger down --timeout 1 "$n" >/dev/null
     as_owner banger rm --yes "$n" >/dev/null
     nothing_left "$n"

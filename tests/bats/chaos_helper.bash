@@ -116,7 +116,7 @@ fc_alive() {
 # ledger_has NAME KIND: the ledger holds an entry of KIND for NAME.
 ledger_has() {
     [ -f "$BANGER_ROOT_DIR/ledger.json" ] &&
-        jq -e --arg n "$1" --arg k "$2" 'any(.entries[]; .vm == $n and .kind == $k)' "$BANGER_ROOT_DIR/ledger.json" >/dev/null
+        ledger_jq -e --arg n "$1" --arg k "$2" 'any(.entries[]; .vm == $n and .kind == $k)' >/dev/null
 }
 
 # stored NAME: the stored record (the store is the truth), or nothing.
@@ -161,7 +161,7 @@ retired_gone() {
     local _
     for _ in $(seq 1 250); do
         if ! ip -n "$NS_H" -o link show | grep -q ': bgz' &&
-            ! jq -e 'any(.entries[]; .data.retired != null)' "$BANGER_ROOT_DIR/ledger.json" >/dev/null 2>&1; then
+            ! ledger_jq -e 'any(.entries[]; .data.retired != null)' >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.02
@@ -181,7 +181,7 @@ nothing_left() {
         in_world test -e "$BANGER_STATE_DIR/locks/$n.lock" && bad+=" lock:$n"
         fc_alive "$n" && bad+=" firecracker:$n"
         if [ -f "$BANGER_ROOT_DIR/ledger.json" ] &&
-            jq -e --arg n "$n" 'any(.entries[]; .vm == $n)' "$BANGER_ROOT_DIR/ledger.json" >/dev/null; then
+            ledger_jq -e --arg n "$n" 'any(.entries[]; .vm == $n)' >/dev/null; then
             bad+=" ledger:$n"
         fi
     done

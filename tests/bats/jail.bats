@@ -87,7 +87,7 @@ launch() {
     run in_ns banger-jail launch "$VM"
     assert_success
     [ "$(echo "$output" | jq -r .jail.pid)" = "$pid" ]
-    [ "$(jq '[.entries[] | select(.kind == "jail")] | length' "$BANGER_ROOT_DIR/ledger.json")" = 1 ]
+    [ "$(ledger_jq '[.entries[] | select(.kind == "jail")] | length')" = 1 ]
     run in_ns banger-jail list
     assert_success
     echo "$output" | jq -e --arg n "$VM" --argjson p "$pid" 'select(.name == $n) | .type == "jail" and .running and .live_pid == $p'
@@ -200,7 +200,7 @@ launch() {
     assert_success
     run grep -F "$chroot" /proc/self/mountinfo
     assert_failure
-    jq -e '[.entries[] | select(.kind == "mount")] | length == 2' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e '[.entries[] | select(.kind == "mount")] | length == 2'
     # Writes reach the VM's own disk.
     echo hello | in_ns dd of="$chroot/rootfs" bs=1 seek=4096 conv=notrunc status=none
     [ "$(dd if="$BANGER_STATE_DIR/vms/$VM/disk.ext4" bs=1 skip=4096 count=5 status=none)" = hello ]

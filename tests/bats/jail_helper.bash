@@ -120,8 +120,7 @@ assert_nothing_left() {
     [ ! -e "$BANGER_JAIL_DIR/firecracker/$name" ] || { echo "chroot of $name left" >&2; return 1; }
     [ ! -e "$BANGER_JAIL_DIR/direct/$name" ] || { echo "direct dir of $name left" >&2; return 1; }
     if [ -f "$BANGER_ROOT_DIR/ledger.json" ]; then
-        jq -e --arg n "$name" '[.entries[] | select(.vm == $n)] | length == 0' \
-            "$BANGER_ROOT_DIR/ledger.json" >/dev/null || { echo "ledger entries of $name left" >&2; return 1; }
+        ledger_jq -e --arg n "$name" '[.entries[] | select(.vm == $n)] | length == 0' >/dev/null || { echo "ledger entries of $name left" >&2; return 1; }
     fi
 }
 

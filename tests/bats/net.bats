@@ -32,8 +32,7 @@ teardown() {
     in_h nft list table inet banger | grep -F 'ip saddr 10.200.0.0/24 ip daddr != 10.200.0.0/24 oifname != "banger0" masquerade'
     [ "$(in_h cat /proc/sys/net/ipv4/ip_forward)" = 1 ]
     # The ledger has every resource.
-    jq -e '[.entries[] | "\(.vm) \(.kind) \(.id)"] | sort == ["- bridge banger0", "- nft-table inet banger", "- sysctl net.ipv4.ip_forward", "a addr 10.200.0.2", "a tap bgr0ac80002"]' \
-        "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e '[.entries[] | "\(.vm) \(.kind) \(.id)"] | sort == ["- bridge banger0", "- nft-table inet banger", "- sysctl net.ipv4.ip_forward", "a addr 10.200.0.2", "a tap bgr0ac80002"]'
     # The hosts file resolves the name.
     run cat "$BANGER_RUN_DIR/hosts"
     assert_line $'10.200.0.2\ta a.banger'
@@ -88,7 +87,7 @@ teardown() {
     run in_h banger-net up a b
     assert_success
     [ "$(echo "$output" | jq -cS .net)" = "$(echo "$first" | jq -cS .net)" ]
-    [ "$(jq '[.entries[] | select(.kind == "addr")] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 2 ]
+    [ "$(ledger_jq '[.entries[] | select(.kind == "addr")] | length')" -eq 2 ]
     # A tap removed behind banger's back is put back by up.
     in_h ip link del bgr0ac80003
     run in_h banger-net up b
@@ -150,7 +149,7 @@ teardown() {
     assert_success
     echo "$output" | jq -e '.net.forwards == [{"host_port":8080,"guest_port":80,"proto":"tcp"},{"host_port":5353,"guest_port":53,"proto":"udp"}]'
     jq -e '.net.forwards | length == 2' "$BANGER_STATE_DIR/vms/a/vm.json"
-    jq -e '[.entries[] | select(.kind == "nft-rule") | .id] | sort == ["tcp/8080", "udp/5353"]' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e '[.entries[] | select(.kind == "nft-rule") | .id] | sort == ["tcp/8080", "udp/5353"]'
     run in_w socat -T 3 - TCP:198.51.100.1:8080 </dev/null
     assert_success
     assert_output "hello from the guest"
@@ -193,7 +192,7 @@ teardown() {
     assert_success
     [ "$(ns_state "$NS_H")" = "$before" ]
     [ "$(in_h cat /proc/sys/net/ipv4/ip_forward)" = "$fwd_before" ]
-    jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e '.entries == []'
     run cat "$BANGER_RUN_DIR/hosts"
     refute_output --partial a.banger
     # down again is a no-op that succeeds.
@@ -240,7 +239,7 @@ teardown() {
     echo "$output" | grep '^{' | jq -e '.error.step == "net" and .error.code == "subnet_overlap"'
     [ "$(ns_state "$NS_H")" = "$before" ]
     jq -e 'has("net") | not' "$BANGER_STATE_DIR/vms/a/vm.json"
-    jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e '.entries == []'
     # A route overlaps too; another subnet works.
     ip -n "$NS_H" addr flush dev dummy0
     ip -n "$NS_H" link set dummy0 up
@@ -268,7 +267,7 @@ teardown() {
     assert_output --partial "ip link del bgr0ac80002"
     [ "$(ns_state "$NS_H")" = "$before" ]
     # Refused before anything was recorded: no entry (not even a ledger file).
-    [ ! -e "$BANGER_ROOT_DIR/ledger.json" ] || jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json"
+    [ ! -e "$BANGER_ROOT_DIR/ledger.json" ] || ledger_jq -e '.entries == []'
     # down never touches it either.
     run in_h banger-net down a
     assert_success
@@ -393,13 +392,13 @@ teardown() {
     mk_vm a
     run in_h banger-net up a
     assert_success
-    jq -e '[.entries[] | select(.kind == "sysctl")] == []' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e '[.entries[] | select(.kind == "sysctl")] == []'
     [ "$(in_h cat /proc/sys/net/ipv4/ip_forward)" = 1 ]
     run in_h banger-net down a
     assert_success
     # Down leaves forwarding as the host had it: on.
     [ "$(in_h cat /proc/sys/net/ipv4/ip_forward)" = 1 ]
-    jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e '.entries == []'
 }
 
 @test "net up/down next to another tool's bridge, NAT table and forwarding (a Docker host): theirs untouched (issue 13, item 3)" {
@@ -466,7 +465,7 @@ wait_no_link() {
     assert_output --partial "tap-retire"
     refute_output --partial "tap-del"
     # While the retired tap exists, the ledger holds it (as a shared entry, off the bridge).
-    jq -e --arg t "$tap" 'all(.entries[]; .id != $t)' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e --arg t "$tap" 'all(.entries[]; .id != $t)'
     # The same address again at once: a fresh tap of the same name, on the bridge.
     banger-net up a >/dev/null
     [ "$(jq -r .net.tap "$BANGER_STATE_DIR/vms/a/vm.json")" = "$tap" ]
@@ -474,10 +473,10 @@ wait_no_link() {
     # The retired one goes, and so does its entry.
     wait_no_link "$NS_H" bgz
     for _ in $(seq 1 100); do
-        jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' "$BANGER_ROOT_DIR/ledger.json" >/dev/null && break
+        ledger_jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' >/dev/null && break
         sleep 0.05
     done
-    jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")'
     # A retirement that finds its name taken (down, up, down within the kernel's removal,
     # here an interface of someone else's) removes the tap at once, and never touches theirs.
     in_h ip tuntap add dev "bgz${tap#bgr}" mode tap
@@ -490,10 +489,10 @@ wait_no_link() {
     wait_no_link "$NS_H" bgz
     [ "$(ns_state "$NS_H")" = "$before" ]
     for _ in $(seq 1 100); do
-        jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json" >/dev/null && break
+        ledger_jq -e '.entries == []' >/dev/null && break
         sleep 0.05
     done
-    jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e '.entries == []'
 }
 
 @test "net down: a helper that dies between the ledger write and the retirement leaks nothing: the next helper removes the tap (issue 14)" {
@@ -507,16 +506,16 @@ wait_no_link() {
     wait "$HELPER_PID" || true
     HELPER_PID=""
     # The ledger names the tap as retired; the tap still has its old name.
-    jq -e --arg t "$tap" 'any(.entries[]; .vm == "-" and .kind == "tap" and .data.retired == $t)' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e --arg t "$tap" 'any(.entries[]; .vm == "-" and .kind == "tap" and .data.retired == $t)'
     in_h ip link show dev "$tap" >/dev/null
     # The next helper removes it (under its old name) and the entry; b's tap stays.
     start_helper_in "$NS_H"
     wait_no_link "$NS_H" "$tap"
     for _ in $(seq 1 100); do
-        jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' "$BANGER_ROOT_DIR/ledger.json" >/dev/null && break
+        ledger_jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' >/dev/null && break
         sleep 0.05
     done
-    jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -e 'all(.entries[]; .vm != "-" or .kind != "tap")'
     grep -q "removed 1 tap(s) an earlier helper had retired" "$BATS_TEST_TMPDIR/helper.log"
     tap_b=$(jq -r .net.tap "$BANGER_STATE_DIR/vms/b/vm.json")
     in_h ip link show dev "$tap_b" >/dev/null

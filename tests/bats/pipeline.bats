@@ -33,7 +33,7 @@ requests_of() {
 }
 
 ledger_of() {
-    jq -c --arg n "$1" '[.entries[] | select(.vm == $n) | .kind] | sort' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -c --arg n "$1" '[.entries[] | select(.vm == $n) | .kind] | sort'
 }
 
 @test "pipeline (stand-in firecracker): banger up creates, launches and boots a VM; the API got the record's facts" {

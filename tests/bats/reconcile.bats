@@ -119,7 +119,7 @@ teardown() {
     run --separate-stderr reconcile --apply
     assert_success
     run ! ledger_has "$n" disk
-    [ "$(jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 0 ]
+    [ "$(ledger_jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length')" -eq 0 ]
     run --separate-stderr reconcile --apply --gc
     assert_success
     assert_output ""
@@ -174,7 +174,7 @@ teardown() {
     run --separate-stderr reconcile --apply --gc
     assert_success
     finding "$n" '.kind == "no-record" and .result == "done"'
-    [ "$(jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 0 ]
+    [ "$(ledger_jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length')" -eq 0 ]
     run ! ip -n "$NS_H" link show "$tap"
     run --separate-stderr reconcile --apply --gc
     assert_success
@@ -207,7 +207,7 @@ teardown() {
             consistent "$n"
             consistent_disk "$n"
         else
-            [ "$(jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 0 ] ||
+            [ "$(ledger_jq --arg n "$n" '[.entries[] | select(.vm == $n)] | length')" -eq 0 ] ||
                 { echo "$n: no record but ledger entries" >&2; false; }
         fi
     done

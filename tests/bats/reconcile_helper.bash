@@ -21,7 +21,7 @@ fc_pid() {
 world_state() {
     retired_gone
     in_world find "$BANGER_STATE_DIR/vms" "$BANGER_RUN_DIR" "$BANGER_JAIL_DIR" -printf '%p %s %T@\n' 2>/dev/null | sort
-    cat "$BANGER_ROOT_DIR/ledger.json" 2>/dev/null
+    banger-helper --print-ledger 2>/dev/null
     ip -n "$NS_H" -o link show | awk -F': ' '{print $2}'
     ip netns exec "$NS_H" nft list ruleset 2>/dev/null
     pgrep -f -- "--id $CHAOS_TAG-" | sort
@@ -46,7 +46,7 @@ whole_disks() {
         stored "$n" | jq -r '.snap.path // empty'
     done
     [ -f "$BANGER_ROOT_DIR/ledger.json" ] &&
-        jq -r '.entries[] | select(.kind == "disk" and .data.complete == true) | .data.cow // .id' "$BANGER_ROOT_DIR/ledger.json"
+        ledger_jq -r '.entries[] | select(.kind == "disk" and .data.complete == true) | .data.cow // .id'
     return 0
 }
 

@@ -41,7 +41,7 @@ fc_of() {
 }
 
 ledger_of() {
-    jq -c --arg n "$1" '[.entries[] | select(.vm == $n) | .kind] | sort' "$BANGER_ROOT_DIR/ledger.json"
+    ledger_jq -c --arg n "$1" '[.entries[] | select(.vm == $n) | .kind] | sort'
 }
 
 # raw_vm NAME [JSON]: a record written straight into the store.
@@ -220,7 +220,7 @@ matrix() {
     assert_failure 1
     [ -z "$(ip -n "$NS_H" -o link show type tun)" ]
     [ ! -e "$BANGER_STATE_DIR/vms" ] || [ -z "$(ls "$BANGER_STATE_DIR/vms")" ]
-    [ ! -f "$BANGER_ROOT_DIR/ledger.json" ] || [ "$(jq '.entries | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 0 ]
+    [ ! -f "$BANGER_ROOT_DIR/ledger.json" ] || [ "$(ledger_jq '.entries | length')" -eq 0 ]
 }
 
 @test "item 11 (stand-in firecracker): a damaged record is listed as damaged, and banger rm --force releases what the ledger holds" {

@@ -59,12 +59,10 @@ guest_cat() {
 
 # ledger_count [VM]: how many ledger entries (of VM) the helper has.
 ledger_count() {
-    local f="$BANGER_ROOT_DIR/ledger.json"
-    [ -f "$f" ] || { echo 0; return; }
     if [ -n "${1:-}" ]; then
-        jq --arg vm "$1" '[.entries[] | select(.vm == $vm)] | length' "$f"
+        ledger_jq --arg vm "$1" '[.entries[] | select(.vm == $vm)] | length'
     else
-        jq '.entries | length' "$f"
+        ledger_jq '.entries | length'
     fi
 }
 
@@ -94,7 +92,7 @@ snap_teardown() {
     local l
     # dm devices and loops this test made (the ledger is the record of them).
     if [ -f "${BANGER_ROOT_DIR:-/nonexistent}/ledger.json" ]; then
-        for l in $(jq -r '.entries[] | select(.kind == "dm") | .id' "$BANGER_ROOT_DIR/ledger.json"); do
+        for l in $(ledger_jq -r '.entries[] | select(.kind == "dm") | .id'); do
             dmsetup remove "$l" 2>/dev/null || true
         done
     fi

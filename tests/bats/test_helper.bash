@@ -43,6 +43,15 @@ banger_env() {
     HELPER_PID=""
 }
 
+# ledger_jq JQ-ARGS...: jq over the helper's ledger, its snapshot with the journal applied
+# (banger-helper --print-ledger: ledger.json alone is not the whole ledger). Returns 2 when the
+# ledger cannot be read, so that a negated check never passes on a read error.
+ledger_jq() {
+    local doc
+    doc=$(banger-helper --print-ledger) || { echo "ledger_jq: cannot read the ledger" >&2; return 2; }
+    jq "$@" <<<"$doc"
+}
+
 # start_helper [banger-helper flags...]: a helper on this test's socket; waits until it answers.
 start_helper() {
     banger-helper --socket "$BANGER_HELPER_SOCKET" "$@" 2>>"$BATS_TEST_TMPDIR/helper.log" &

@@ -90,7 +90,7 @@ state_of() {
     echo "$output" | jq -e '.vm.state == "stopped" and .jail == null and .net == null and .snap.path != null'
     run banger rm t1 --yes
     assert_success
-    [ "$(jq '[.entries[] | select(.vm == "t1")] | length' "$BANGER_ROOT_DIR/ledger.json")" -eq 0 ]
+    [ "$(ledger_jq '[.entries[] | select(.vm == "t1")] | length')" -eq 0 ]
 }
 
 @test "vm (real firecracker, real jailer): Firecracker's own fault_message reaches the user" {

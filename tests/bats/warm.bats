@@ -58,7 +58,7 @@ warm_up() {
     # The warming VM is gone, with everything made for it.
     run banger-vm list
     refute_output --partial warm-default
-    run jq -e '[.entries[] | select(.vm == "warm-default")] | length == 0' "$BANGER_ROOT_DIR/ledger.json"
+    run ledger_jq -e '[.entries[] | select(.vm == "warm-default")] | length == 0'
     assert_success
     run --separate-stderr banger-image list
     echo "$output" | jq -e 'select(.name == "default") | .warm.state == "fresh"'
@@ -120,7 +120,7 @@ warm_up() {
 no_vm() {
     run banger-vm status "$1"
     assert_failure
-    run jq -e --arg n "$1" '[.entries[] | select(.vm == $n)] | length == 0' "$BANGER_ROOT_DIR/ledger.json"
+    run ledger_jq -e --arg n "$1" '[.entries[] | select(.vm == $n)] | length == 0'
     assert_success
     [ ! -e "$BANGER_STATE_DIR/vms/$1" ]
 }
