@@ -175,6 +175,10 @@ fn read_all(f: Option<(std::fs::File, FileKey)>) -> std::io::Result<Vec<u8>> {
     Ok(b)
 }
 
+/// See [`Ledger::stamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(Option<FileKey>, Option<FileKey>);
+
 /// The ledger at a path.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -209,6 +213,13 @@ impl Ledger {
     /// The snapshot, `ledger.json`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What names the ledger's content now (both files' identity, read without the lock):
+    /// any update changes it.
+    pub fn stamp(&self) -> Stamp {
+        let key = |p: &Path| rustix::fs::stat(p).ok().map(|st| key_of(&st));
+        Stamp(key(&self.path), key(&self.journal_path()))
     }
 
     /// The journal beside it, `ledger.journal`.
@@ -783,6 +794,28 @@ mod tests {
         l.add(Entry::new("b", "tap", "y", Value::Null)).unwrap();
         assert_eq!(journal_lines(&l), 2, "written as a line, not a snapshot");
         assert!(!left.exists());
+        let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn every_update_changes_the_stamp() {
+        let l = tmp();
+        let mut seen = vec![l.stamp()];
+        l.add(Entry::new("a", "tap", "x", Value::Null)).unwrap();
+        seen.push(l.stamp());
+        for i in 0..COMPACT_LINES + 2 {
+            l.add(Entry::new("a", "mount", &format!("m{i}"), Value::Null))
+                .unwrap();
+            seen.push(l.stamp());
+        }
+        let n = seen.len();
+        seen.sort_by_key(|s| format!("{s:?}"));
+        seen.dedup();
+        assert_eq!(seen.len(), n);
+        // Reading changes nothing.
+        let s = l.stamp();
+        l.list().unwrap();
+        assert_eq!(l.stamp(), s);
         let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
     }
 

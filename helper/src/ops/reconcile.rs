@@ -246,19 +246,10 @@ struct ScanArgs {
     vm: Option<String>,
 }
 
-/// The ledger file's identity: a write renames a new file over it, so an unchanged stamp
-/// means an unchanged ledger.
-fn ledger_stamp(ctx: &Ctx) -> Option<(u64, u64, i64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    // The ledger lives in the helper's root-only directory (see `Ctx::root_dir`).
-    let m = std::fs::symlink_metadata(ctx.ledger.path()).ok()?;
-    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
-}
-
 fn scan(ctx: &Ctx, args: &Value) -> OpResult {
     let a: ScanArgs = validate::args(args)?;
     let vm = a.vm.as_deref().map(validate::name).transpose()?;
-    let stamp = ledger_stamp(ctx);
+    let stamp = ctx.ledger.stamp();
     let mut entries = ctx.ledger.list().map_err(ledger_err)?;
     if let Some(v) = vm {
         entries.retain(|e| e.vm == v);
@@ -295,7 +286,7 @@ fn scan(ctx: &Ctx, args: &Value) -> OpResult {
         // Objects are made after their entry and removed before it: an object seen between
         // two reads of the ledger that neither read holds is no step's work in progress.
         let seen = host_objects(ctx, &mut host);
-        if stamp.is_none() || ledger_stamp(ctx) != stamp {
+        if ctx.ledger.stamp() != stamp {
             known.add(&ctx.ledger.list().map_err(ledger_err)?);
         }
         strays(&known, seen)
