@@ -161,6 +161,38 @@ fn print_ledger(cfg: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// On SIGTERM (systemd's stop) or SIGINT: fold the ledger's journal into its snapshot, then
+/// die of the signal as before. A helper from before the journal (a downgrade) reads only the
+/// snapshot; one killed otherwise leaves the journal, which the next helper reads.
+fn compact_on_stop(ledger: banger_helper::ledger::Ledger) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            server::log(format_args!(
+                "cannot watch for SIGTERM (the ledger's journal stays at stop): {e}"
+            ));
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("stop".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                if let Err(e) = ledger.compact_journal() {
+                    cli::report(TOOL.name, &e);
+                }
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+                std::process::exit(128 + sig);
+            }
+        });
+    if let Err(e) = spawned {
+        server::log(format_args!(
+            "cannot watch for SIGTERM (the ledger's journal stays at stop): {e}"
+        ));
+    }
+}
+
 fn main() -> ExitCode {
     close_inherited_fds();
     // Long-lived: an ended inotify watch is closed in a thread of its own (the close
@@ -213,6 +245,7 @@ fn main() -> ExitCode {
     };
     banger_helper::notify::serving(&opts.socket);
     let ctx = Ctx::new(cfg);
+    compact_on_stop(ctx.ledger.clone());
     // `down` retires taps from now on; a thread removes them (and what a helper before this
     // one left).
     banger_helper::net::retire::start(&ctx);

@@ -97,7 +97,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     })
 }
 
-fn log(msg: std::fmt::Arguments) {
+pub fn log(msg: std::fmt::Arguments) {
     // Under systemd the journal names the unit and pid itself (JOURNAL_STREAM is set when
     // stderr goes to it): no second prefix there.
     if std::env::var_os("JOURNAL_STREAM").is_some() {

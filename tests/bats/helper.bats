@@ -121,6 +121,44 @@ teardown() {
     [ "$(stat -c %a "$BANGER_ROOT_DIR")" = 700 ]
 }
 
+@test "helper: an update is a line of the ledger's journal; SIGTERM folds the journal into ledger.json; --print-ledger shows the whole" {
+    stop_helper
+    rm -f "$BANGER_HELPER_SOCKET"
+    # A ledger as a helper before the journal wrote it (no gen): two mounts whose objects are gone.
+    mkdir -p "$BANGER_ROOT_DIR"
+    chmod 0700 "$BANGER_ROOT_DIR"
+    jq -n -c '{v:1, entries:[{vm:"a",kind:"mount",id:"/nonexistent/m1",created_at:"t"},
+        {vm:"a",kind:"mount",id:"/nonexistent/m2",created_at:"t"}]}' >"$BANGER_ROOT_DIR/ledger.json"
+    start_helper --owner "$OWNER_UID"
+    # The first update writes a snapshot with a gen; the next one is a journal line.
+    for m in m1 m2; do
+        run helper_call "{\"op\":\"reconcile.drop\",\"args\":{\"vm\":\"a\",\"kind\":\"mount\",\"id\":\"/nonexistent/$m\"}}"
+        assert_success
+        echo "$output" | jq -e '.ok'
+    done
+    jq -e '.gen and (.entries | length == 1)' "$BANGER_ROOT_DIR/ledger.json"
+    [ "$(wc -l <"$BANGER_ROOT_DIR/ledger.journal")" -eq 2 ]
+    [ "$(stat -c %a "$BANGER_ROOT_DIR/ledger.journal")" = 600 ]
+    ledger_jq -e '.entries == []'
+    # Stopped as systemd stops it: the journal is folded in, and it still dies of the signal.
+    kill -TERM "$HELPER_PID"
+    local rc=0
+    wait "$HELPER_PID" || rc=$?
+    [ "$rc" -eq 143 ]
+    HELPER_PID=""
+    [ ! -e "$BANGER_ROOT_DIR/ledger.journal" ]
+    jq -e '.entries == []' "$BANGER_ROOT_DIR/ledger.json"
+    # --print-ledger: usage and the whole ledger; nothing is made where there is none.
+    run banger-helper --print-ledger
+    assert_success
+    echo "$output" | jq -e '.v == 1 and .entries == []'
+    rm -rf "$BANGER_ROOT_DIR"
+    run banger-helper --print-ledger
+    assert_success
+    assert_output '{"v":1,"entries":[]}'
+    [ ! -e "$BANGER_ROOT_DIR" ]
+}
+
 @test "banger-helper: --help, --version and usage errors" {
     run banger-helper --help
     assert_success

@@ -434,6 +434,27 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Folds the journal into a new snapshot (durably) and removes it, under the lock; returns
+    /// whether there was anything to fold. For a helper that stops: a helper from before the
+    /// journal (a downgrade) reads the snapshot alone.
+    pub fn compact_journal(&self) -> Result<bool, LedgerError> {
+        let _g = self.lock()?;
+        let mut c = self.cache();
+        let res = (|| {
+            self.refresh(&mut c)?;
+            if c.journal.is_none() {
+                return Ok(false);
+            }
+            let entries = (*c.entries).clone();
+            self.compact(&mut c, entries, Durability::Durable)?;
+            Ok(true)
+        })();
+        if res.is_err() {
+            c.valid = false;
+        }
+        res
+    }
+
     /// The entries as they are now, shared (nothing copied), read under the lock: for the
     /// callers that only look.
     pub fn snapshot(&self) -> Result<Arc<Vec<Entry>>, LedgerError> {
@@ -816,6 +837,25 @@ mod tests {
         let s = l.stamp();
         l.list().unwrap();
         assert_eq!(l.stamp(), s);
+        let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn compact_journal_leaves_the_whole_ledger_in_the_snapshot() {
+        let l = tmp();
+        assert!(!l.compact_journal().unwrap(), "nothing to fold");
+        l.add(Entry::new("a", "tap", "x", Value::Null)).unwrap();
+        l.add(Entry::new("b", "tap", "y", Value::Null)).unwrap();
+        l.remove("a", "tap", "x").unwrap();
+        assert!(l.compact_journal().unwrap());
+        assert!(!l.journal_path().exists());
+        let s: Snapshot = serde_json::from_slice(&std::fs::read(l.path()).unwrap()).unwrap();
+        let ids: Vec<&str> = s.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["y"]);
+        assert!(!l.compact_journal().unwrap());
+        // Updates go on in a journal of the new snapshot.
+        l.add(Entry::new("c", "tap", "z", Value::Null)).unwrap();
+        assert_eq!(Ledger::new(l.path()).list().unwrap().len(), 2);
         let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
     }
 
