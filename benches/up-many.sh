@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: does `banger up` slow down as VMs pile up? COUNT VMs (default 50) brought up one
 # after another with `banger up NAME --wait-console READY`, all kept running; prints the time
-# of the first, of every tenth and of the last, and the ratio of the last five to the first
-# five (medians, so one slow run does not decide it). With the Firecracker and jailer TEST
+# of the first, of every tenth and of the last, the ratio of the last five to the first five
+# (medians, so one slow run does not decide it), and the ratio of the trend over all of them
+# (Theil-Sen, robust to the bursts of other tenants' work). With the Firecracker and jailer TEST
 # STAND-INS by default; with the real ones and the rig's tiny guest (128 MiB each) when
 # BANGER_TEST_FIRECRACKER and BANGER_TEST_JAILER are set. Prints numbers; asserts nothing.
 # Needs root.
@@ -101,6 +102,18 @@ for n in $(seq 1 "$count"); do
 done
 awk -v f="$first" -v l="$last" -v c="$count" 'BEGIN {
     printf "  median of VMs 1-5 %8.1f ms, of VMs %d-%d %8.1f ms: ratio %.2f\n", f / 1000, c - 4, c, l / 1000, l / f }'
+# The trend over every up (Theil-Sen: the median of the slopes between every two ups, the
+# intercept the median of what is left): a burst of another tenant's work in the first or the
+# last five moves the medians above, and this hardly at all.
+slope=$(for i in $(seq 0 $((count - 1))); do echo "$i ${times[$i]}"; done | awk '
+    { x[NR] = $1; y[NR] = $2 }
+    END { for (i = 1; i <= NR; i++) for (j = i + 1; j <= NR; j++) print (y[j] - y[i]) / (x[j] - x[i]) }' |
+    sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+base=$(for i in $(seq 0 $((count - 1))); do echo "$i ${times[$i]}"; done |
+    awk -v s="$slope" '{ print $2 - s * $1 }' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+awk -v s="$slope" -v b="$base" -v c="$count" 'BEGIN {
+    f = b; l = b + s * (c - 1)
+    printf "  trend over all %d (Theil-Sen): VM 1 %8.1f ms, VM %d %8.1f ms: ratio %.2f (%+.3f ms per VM)\n", c, f / 1000, c, l / 1000, l / f, s / 1000 }'
 if [ -n "${TIMING:-}" ]; then
     echo "where the time went in the first up:"
     sed 's/^/  /' "$tmp/up-first.err"

@@ -17,6 +17,7 @@
 //! name. Compaction writes a new snapshot durably, then removes the journal.
 
 use super::Entry;
+use banger::store::Durability;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -87,6 +88,49 @@ impl Change {
                 .filter(|e| old.get(&key(e)) != Some(e))
                 .cloned()
                 .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.del.is_empty() && self.put.is_empty()
+    }
+
+    /// Leaves only what changes `entries`: of several puts of one key the last; a put replaces
+    /// a removal of its key; removals of what is not there and puts of what is there already
+    /// go. Looks each key up in turn (a change holds a few entries, the ledger hundreds: no
+    /// index, no copy).
+    pub fn against(mut self, entries: &[Entry]) -> Change {
+        let mut seen = HashSet::new();
+        let mut put: Vec<Entry> = Vec::with_capacity(self.put.len());
+        for e in self.put.into_iter().rev() {
+            if seen.insert((e.vm.clone(), e.kind.clone(), e.id.clone())) {
+                put.push(e);
+            }
+        }
+        put.reverse();
+        self.del.retain(|k| !seen.contains(k));
+        let mut gone = HashSet::new();
+        self.del.retain(|(v, k, i)| {
+            gone.insert((v.clone(), k.clone(), i.clone()))
+                && entries
+                    .iter()
+                    .any(|e| key(e) == (v.as_str(), k.as_str(), i.as_str()))
+        });
+        put.retain(|p| !entries.iter().any(|e| e == p));
+        Change { del: self.del, put }
+    }
+
+    /// Durable when it adds an entry of a [`super::DURABLE_KINDS`] kind that `entries` lacks
+    /// (the thing it names is made next and must never exist unrecorded), else consistent.
+    pub fn durability(&self, entries: &[Entry]) -> Durability {
+        let adds_durable = self.put.iter().any(|p| {
+            super::DURABLE_KINDS.contains(&p.kind.as_str())
+                && !entries.iter().any(|e| key(e) == key(p))
+        });
+        if adds_durable {
+            Durability::Durable
+        } else {
+            Durability::Consistent
         }
     }
 
@@ -256,6 +300,46 @@ mod tests {
         c.apply(&mut replayed);
         assert_eq!(sorted(replayed), sorted(after));
         assert_eq!(Change::between(&before, &before), Change::default());
+    }
+
+    #[test]
+    fn a_change_against_the_entries_keeps_only_what_changes_them() {
+        let have = vec![e("a", "tap", "t"), e("a", "disk", "/d")];
+        let key = |v: &str, k: &str, i: &str| (v.to_string(), k.to_string(), i.to_string());
+        // Removing what is not there, putting what is there already: nothing.
+        let c = Change {
+            del: vec![key("b", "tap", "u")],
+            put: vec![have[0].clone()],
+        };
+        assert!(c.against(&have).is_empty());
+        // Of two puts of one key the last; a put of a key also removed replaces it.
+        let mut newer = e("a", "tap", "t");
+        newer.data = Arc::new(serde_json::json!({"up": true}));
+        let c = Change {
+            del: vec![
+                key("a", "tap", "t"),
+                key("a", "disk", "/d"),
+                key("a", "disk", "/d"),
+            ],
+            put: vec![
+                e("c", "jail", "/j"),
+                newer.clone(),
+                have[0].clone(),
+                newer.clone(),
+            ],
+        }
+        .against(&have);
+        assert_eq!(c.del, vec![key("a", "disk", "/d")]);
+        assert_eq!(c.put.len(), 2);
+        let mut after = have.clone();
+        c.apply(&mut after);
+        assert_eq!(sorted(after), sorted(vec![newer, e("c", "jail", "/j")]));
+        // A removal and a put of the same entry as it is: nothing changes.
+        let c = Change {
+            del: vec![key("a", "tap", "t")],
+            put: vec![have[0].clone()],
+        };
+        assert!(c.against(&have).is_empty());
     }
 
     fn journal(gen: &str, changes: &[Change]) -> Vec<u8> {

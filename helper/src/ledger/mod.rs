@@ -96,26 +96,6 @@ fn no_data(v: &Arc<Value>) -> bool {
 /// Kinds whose resource survives a reboot: adding one is written durably.
 pub const DURABLE_KINDS: &[&str] = &["disk", "jail"];
 
-/// How a change from `before` to `after` is written: durably when it adds an entry of a
-/// [`DURABLE_KINDS`] kind, else consistently.
-fn durability(before: &[Entry], after: &[Entry]) -> Durability {
-    let durable = |e: &&Entry| DURABLE_KINDS.contains(&e.kind.as_str());
-    let had: std::collections::HashSet<(&str, &str, &str)> = before
-        .iter()
-        .filter(durable)
-        .map(|e| (e.vm.as_str(), e.kind.as_str(), e.id.as_str()))
-        .collect();
-    let added_durable = after
-        .iter()
-        .filter(durable)
-        .any(|e| !had.contains(&(e.vm.as_str(), e.kind.as_str(), e.id.as_str())));
-    if added_durable {
-        Durability::Durable
-    } else {
-        Durability::Consistent
-    }
-}
-
 /// What identifies one version of a file: the snapshot is replaced by a rename at every
 /// write, the journal grows at every write, so device, inode, size and modification time name
 /// their content.
@@ -347,9 +327,8 @@ impl Ledger {
             }
         }
         let st = rustix::fs::fstat(&f).map_err(|e| write_err(e.into()))?;
-        let mut entries = (*c.entries).clone();
-        change.apply(&mut entries);
-        c.entries = Arc::new(entries);
+        // In place unless a reader still holds the entries (then they are copied).
+        change.apply(Arc::make_mut(&mut c.entries));
         c.journal = Some(key_of(&st));
         c.valid_len += buf.len() as u64;
         c.journal_len = c.valid_len;
@@ -414,24 +393,54 @@ impl Ledger {
         f: impl FnOnce(&mut Vec<Entry>) -> T,
     ) -> Result<T, LedgerError> {
         self.refresh(c)?;
-        let before = c.entries.clone();
-        let mut after = (*before).clone();
+        let mut after = (*c.entries).clone();
         let out = f(&mut after);
-        if after == *before {
-            return Ok(out);
+        let change = Change::between(&c.entries, &after);
+        self.commit(c, change)?;
+        Ok(out)
+    }
+
+    /// Writes `change` (made of the cache's entries: under the lock, refreshed), unless it
+    /// changes nothing.
+    fn commit(&self, c: &mut Cache, change: Change) -> Result<(), LedgerError> {
+        let change = change.against(&c.entries);
+        if change.is_empty() {
+            return Ok(());
         }
-        let durability = durability(&before, &after);
+        let durability = change.durability(&c.entries);
         // What writers killed in a compaction left (a readdir of this small directory).
         if let Some(name) = self.path.file_name().and_then(|n| n.to_str()) {
             sweep_temps(self.dir(), name);
         }
         match c.gen.clone() {
             Some(gen) if c.lines < COMPACT_LINES && c.valid_len < COMPACT_BYTES => {
-                self.append(c, &gen, Change::between(&before, &after), durability)?
+                self.append(c, &gen, change, durability)
             }
-            _ => banger::timing::span("compact", || self.compact(c, after, durability))?,
+            _ => banger::timing::span("compact", || {
+                let mut after = (*c.entries).clone();
+                change.apply(&mut after);
+                self.compact(c, after, durability)
+            }),
         }
-        Ok(out)
+    }
+
+    /// A change made from the entries as they are (under the lock), then written; `f` returns
+    /// the change and a value passed back to the caller. Nothing is copied or compared whole.
+    fn change<T>(&self, f: impl FnOnce(&[Entry]) -> (Change, T)) -> Result<T, LedgerError> {
+        banger::timing::span("ledger-write", || {
+            let _g = self.lock()?;
+            let mut c = self.cache();
+            let res = (|| {
+                self.refresh(&mut c)?;
+                let (change, out) = f(&c.entries);
+                self.commit(&mut c, change)?;
+                Ok(out)
+            })();
+            if res.is_err() {
+                c.valid = false;
+            }
+            res
+        })
     }
 
     /// Folds the journal into a new snapshot (durably) and removes it, under the lock; returns
@@ -481,38 +490,27 @@ impl Ledger {
             .collect())
     }
 
-    /// Adds an entry; an entry with the same vm/kind/id is replaced (idempotent steps).
-    pub fn add(&self, mut e: Entry) -> Result<(), LedgerError> {
+    fn stamp_by(&self, mut e: Entry) -> Entry {
         if e.by.is_none() {
             e.by = self.by;
         }
-        self.update(|v| {
-            v.retain(|x| !x.same(&e.vm, &e.kind, &e.id));
-            v.push(e);
-        })
+        e
+    }
+
+    /// Adds an entry; an entry with the same vm/kind/id is replaced (idempotent steps).
+    pub fn add(&self, e: Entry) -> Result<(), LedgerError> {
+        self.add_all(vec![e])
     }
 
     /// Adds entries in one write; an entry with the same vm/kind/id is replaced.
     pub fn add_all(&self, entries: Vec<Entry>) -> Result<(), LedgerError> {
-        let by = self.by;
-        self.update(|v| {
-            for mut e in entries {
-                if e.by.is_none() {
-                    e.by = by;
-                }
-                v.retain(|x| !x.same(&e.vm, &e.kind, &e.id));
-                v.push(e);
-            }
-        })
+        let put = entries.into_iter().map(|e| self.stamp_by(e)).collect();
+        self.change(|_| (Change { del: vec![], put }, ()))
     }
 
     /// Removes entries (vm, kind, id) in one write; returns how many were there.
     pub fn remove_all(&self, keys: &[(&str, &str, &str)]) -> Result<usize, LedgerError> {
-        self.update(|v| {
-            let n = v.len();
-            v.retain(|x| !keys.iter().any(|(vm, kind, id)| x.same(vm, kind, id)));
-            n - v.len()
-        })
+        self.swap(keys, Vec::new())
     }
 
     /// Removes entries (vm, kind, id) and adds others, in one write; returns how many were
@@ -522,29 +520,23 @@ impl Ledger {
         remove: &[(&str, &str, &str)],
         add: Vec<Entry>,
     ) -> Result<usize, LedgerError> {
-        let by = self.by;
-        self.update(|v| {
-            let n = v.len();
-            v.retain(|x| !remove.iter().any(|(vm, kind, id)| x.same(vm, kind, id)));
-            let removed = n - v.len();
-            for mut e in add {
-                if e.by.is_none() {
-                    e.by = by;
-                }
-                v.retain(|x| !x.same(&e.vm, &e.kind, &e.id));
-                v.push(e);
-            }
-            removed
+        let put = add.into_iter().map(|e| self.stamp_by(e)).collect();
+        self.change(|entries| {
+            let removed = entries
+                .iter()
+                .filter(|x| remove.iter().any(|(vm, kind, id)| x.same(vm, kind, id)))
+                .count();
+            let del = remove
+                .iter()
+                .map(|(v, k, i)| (v.to_string(), k.to_string(), i.to_string()))
+                .collect();
+            (Change { del, put }, removed)
         })
     }
 
     /// Removes an entry; returns whether it was there.
     pub fn remove(&self, vm: &str, kind: &str, id: &str) -> Result<bool, LedgerError> {
-        self.update(|v| {
-            let n = v.len();
-            v.retain(|x| !x.same(vm, kind, id));
-            v.len() != n
-        })
+        Ok(self.remove_all(&[(vm, kind, id)])? > 0)
     }
 
     /// The entry for vm/kind/id, if the ledger has it.
@@ -621,6 +613,11 @@ mod tests {
 
     #[test]
     fn only_a_new_disk_or_jail_is_written_durably() {
+        let durability = |before: &[Entry], after: &[Entry]| {
+            Change::between(before, after)
+                .against(before)
+                .durability(before)
+        };
         let e = |kind: &str, id: &str| Entry::new("a", kind, id, Value::Null);
         let base = vec![e("disk", "/d"), e("tap", "t0")];
         let with = |x: Entry| {
