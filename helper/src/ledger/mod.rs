@@ -856,6 +856,91 @@ mod tests {
         let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
     }
 
+    /// Not a test of its own: the writer `a_writer_killed_at_any_point_leaves_a_prefix` runs
+    /// in a child process (this test binary again). It adds entries 0, 1, 2... and prints
+    /// each number once its add returned.
+    #[test]
+    fn ledger_writer_child() {
+        let Some(path) = std::env::var_os("BANGER_LEDGER_WRITER") else {
+            return;
+        };
+        let l = Ledger::new(PathBuf::from(path));
+        let start = l.list().unwrap().len();
+        for i in start.. {
+            let data = serde_json::json!({"pad": "x".repeat(i % 700)});
+            l.add(Entry::new("w", "mount", &format!("m{i}"), data))
+                .unwrap();
+            println!("{i}");
+        }
+    }
+
+    #[test]
+    fn a_writer_killed_at_any_point_leaves_a_prefix() {
+        use std::io::BufRead;
+        let l = tmp();
+        std::fs::create_dir_all(l.path().parent().unwrap()).unwrap();
+        let mut acked: Option<usize> = None;
+        // Kills at many points: mid-line, mid-compaction (every 256 lines), between.
+        for round in 0..24u64 {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "ledger::tests::ledger_writer_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("BANGER_LEDGER_WRITER", l.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = child.stdout.take().unwrap();
+            let mut lines = std::io::BufReader::new(out).lines();
+            // Let it write a varying number of entries, then kill it at once.
+            let want = 5 + (round * 37) % 90;
+            let mut seen = 0;
+            for line in lines.by_ref() {
+                if let Ok(i) = line.unwrap_or_default().trim().parse::<usize>() {
+                    acked = Some(i);
+                    seen += 1;
+                    if seen >= want {
+                        break;
+                    }
+                }
+            }
+            child.kill().unwrap();
+            // Whatever it printed before the kill was acknowledged.
+            for line in lines.map_while(Result::ok) {
+                if let Ok(i) = line.trim().parse::<usize>() {
+                    acked = Some(i);
+                }
+            }
+            child.wait().unwrap();
+            let acked = acked.expect("the writer wrote");
+            // A fresh reader: a ledger that parses and holds exactly 0..=acked, or one more
+            // (an add that wrote but was killed before it said so).
+            let got: Vec<String> = Ledger::new(l.path())
+                .list()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"))
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            let n = got.len();
+            assert!(
+                n == acked + 1 || n == acked + 2,
+                "round {round}: {n} entries, {acked} acknowledged"
+            );
+            for (i, id) in got.iter().enumerate() {
+                assert_eq!(id, &format!("m{i}"), "round {round}: a prefix, in order");
+            }
+        }
+        assert!(
+            acked.unwrap_or(0) > COMPACT_LINES,
+            "the kills spanned a compaction"
+        );
+        let _ = std::fs::remove_dir_all(l.path().parent().unwrap().parent().unwrap());
+    }
+
     #[test]
     fn a_damaged_journal_is_an_error_not_a_reset() {
         let l = tmp();
