@@ -225,14 +225,26 @@ impl Config {
     /// The owner's credentials, for the owner's files when root runs a step (work done
     /// with them, so root never follows what the owner controls). None when this process is
     /// not root (it works with its own rights anyway) or no owner other than root is
-    /// configured; the passwd and group lookup (0.4 ms) is made only when they are needed.
+    /// configured; the passwd and group lookup (0.5-0.8 ms, NSS loaded on the first) is made
+    /// only when they are needed, and once per process: a step lives for milliseconds (the
+    /// long-lived helper looks them up itself, at its start).
     pub fn owner_creds(&self) -> Option<crate::detach::Creds> {
+        use crate::detach::Creds;
+        static SEEN: std::sync::Mutex<Option<(u32, u32, Creds)>> = std::sync::Mutex::new(None);
         if !rustix::process::geteuid().is_root() {
             return None;
         }
-        self.owner_uid
-            .filter(|u| *u != 0)
-            .map(|u| crate::detach::Creds::of_user(u, self.owner_gid.unwrap_or(u)))
+        let uid = self.owner_uid.filter(|u| *u != 0)?;
+        let gid = self.owner_gid.unwrap_or(uid);
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        match &*seen {
+            Some((u, g, c)) if (*u, *g) == (uid, gid) => Some(c.clone()),
+            _ => {
+                let c = Creds::of_user(uid, gid);
+                *seen = Some((uid, gid, c.clone()));
+                Some(c)
+            }
+        }
     }
 
     /// Makes `uid` the owner, with its primary group.

@@ -401,6 +401,9 @@ impl Preflight {
     pub fn start(cfg: &Config, direct: bool) -> Preflight {
         let cfg = cfg.clone();
         let check = move || {
+            // The owner's passwd and group lookup, which the console keeper's start needs when
+            // root runs this step, made here while the helper works.
+            let _ = cfg.owner_creds();
             banger::preflight::kvm(&cfg, false)
                 .and_then(|()| banger::preflight::binaries(&cfg, direct))
                 .map_err(|p| p.to_string())
