@@ -166,18 +166,21 @@ fn print_ledger(cfg: &Config) -> ExitCode {
 /// snapshot; one killed otherwise leaves the journal, which the next helper reads.
 fn compact_on_stop(ledger: banger_helper::ledger::Ledger) {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
-        Ok(s) => s,
-        Err(e) => {
-            server::log(format_args!(
-                "cannot watch for SIGTERM (the ledger's journal stays at stop): {e}"
-            ));
-            return;
-        }
-    };
+    // The handlers are installed in the thread that serves them: a thread that cannot start
+    // leaves the signals' default (the helper dies of them, as before), never a handler that
+    // nothing reads.
     let spawned = std::thread::Builder::new()
         .name("stop".into())
         .spawn(move || {
+            let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+                Ok(s) => s,
+                Err(e) => {
+                    server::log(format_args!(
+                        "cannot watch for SIGTERM (the ledger's journal stays at stop): {e}"
+                    ));
+                    return;
+                }
+            };
             if let Some(sig) = signals.forever().next() {
                 if let Err(e) = ledger.compact_journal() {
                     cli::report(TOOL.name, &e);

@@ -8,7 +8,9 @@
 //! snapshot and is ignored (a compaction that stopped between writing the snapshot and removing
 //! the journal; a snapshot written by hand). A line cut short at the end (a writer killed or a
 //! power loss before it reached the disk) is an update that never completed: it is dropped and
-//! the next update writes over it. A bad line followed by good ones is corruption, an error.
+//! the next update writes over it, and so is everything from a line holding zeros (pages a
+//! power loss kept from the disk; nothing after them was synced). A bad line without zeros
+//! followed by good ones is corruption, an error.
 //!
 //! Crash safety: the journal is only ever appended to under the ledger's lock, so what is on
 //! disk after a crash is a prefix of the updates: an earlier, consistent ledger. An update that
@@ -19,7 +21,7 @@
 use super::Entry;
 use banger::store::Durability;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Updates in the journal after which the next one compacts instead (writes a snapshot).
@@ -73,7 +75,9 @@ fn key(e: &Entry) -> (&str, &str, &str) {
 
 impl Change {
     /// What turns `before` into `after` (entries are keyed by vm, kind and id).
+    #[cfg(test)]
     pub fn between(before: &[Entry], after: &[Entry]) -> Change {
+        use std::collections::HashMap;
         let old: HashMap<(&str, &str, &str), &Entry> = before.iter().map(|e| (key(e), e)).collect();
         let new: HashSet<(&str, &str, &str)> = after.iter().map(key).collect();
         Change {
@@ -236,8 +240,14 @@ pub(super) fn replay(
                 n += 1;
             }
             Err(e) => {
-                if let Some(e2) = rest_parses(&bytes[at + l.len()..]) {
-                    return Err(e.unwrap_or(e2));
+                // Zeros in it: pages that never reached the disk before a power loss. Every
+                // sync writes the whole file, so nothing after them was synced either: the
+                // updates from here on were never durable and are dropped like a torn tail,
+                // even if later pages made it.
+                if !l.contains(&0) {
+                    if let Some(e2) = rest_parses(&bytes[at + l.len()..]) {
+                        return Err(e.unwrap_or(e2));
+                    }
                 }
                 break;
             }
@@ -390,6 +400,22 @@ mod tests {
         let mut zeroed = one.clone();
         zeroed.extend(std::iter::repeat_n(0u8, 300));
         assert_eq!(replay(&base, Some("g"), &zeroed).unwrap().lines, 1);
+        // Zeros in the middle, good lines after them (a power loss that kept a later page and
+        // lost an earlier one, all of them written after the last sync): the lines before.
+        let three = journal(
+            "g",
+            &[
+                put(e("a", "tap", "t")),
+                put(e("b", "tap", "u")),
+                put(e("c", "tap", "v")),
+            ],
+        );
+        let mut gap = three.clone();
+        for b in &mut gap[one.len() + 5..one.len() + 20] {
+            *b = 0;
+        }
+        let r = replay(&base, Some("g"), &gap).unwrap();
+        assert_eq!((r.entries.len(), r.valid), (1, one.len() as u64));
         // A header cut short: nothing.
         assert_eq!(replay(&base, Some("g"), &whole[..5]).unwrap().valid, 0);
         // A damaged line with a good one after it: corruption, not a torn write.

@@ -374,32 +374,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// Read-modify-write under the ledger lock. `f` returns a value passed back to the caller.
-    pub fn update<T>(&self, f: impl FnOnce(&mut Vec<Entry>) -> T) -> Result<T, LedgerError> {
-        banger::timing::span("ledger-write", || {
-            let _g = self.lock()?;
-            let mut c = self.cache();
-            let res = self.update_locked(&mut c, f);
-            if res.is_err() {
-                c.valid = false;
-            }
-            res
-        })
-    }
-
-    fn update_locked<T>(
-        &self,
-        c: &mut Cache,
-        f: impl FnOnce(&mut Vec<Entry>) -> T,
-    ) -> Result<T, LedgerError> {
-        self.refresh(c)?;
-        let mut after = (*c.entries).clone();
-        let out = f(&mut after);
-        let change = Change::between(&c.entries, &after);
-        self.commit(c, change)?;
-        Ok(out)
-    }
-
     /// Writes `change` (made of the cache's entries: under the lock, refreshed), unless it
     /// changes nothing.
     fn commit(&self, c: &mut Cache, change: Change) -> Result<(), LedgerError> {
