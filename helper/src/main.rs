@@ -142,11 +142,16 @@ fn resolve_owner(s: &str) -> Result<u32, String> {
 }
 
 /// `--print-ledger`: the ledger as `{"v":1,"entries":[...]}` on stdout, read under its lock
-/// (nothing is created when there is none yet).
+/// (nothing is created when there is none yet). Like every op, only from a root dir that is
+/// root's all the way up (the ledger's files are opened by name in it).
 fn print_ledger(cfg: &Config) -> ExitCode {
-    let ledger = banger_helper::ledger::Ledger::new(cfg.ledger_path());
     let entries = if cfg.root_dir.exists() {
-        match ledger.list() {
+        let ctx = Ctx::new(cfg.clone());
+        if let Err(e) = ctx.root_dir() {
+            cli::report(TOOL.name, &e);
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
+        match ctx.ledger.list() {
             Ok(e) => e,
             Err(e) => {
                 cli::report(TOOL.name, &e);
@@ -163,8 +168,9 @@ fn print_ledger(cfg: &Config) -> ExitCode {
 
 /// On SIGTERM (systemd's stop) or SIGINT: fold the ledger's journal into its snapshot, then
 /// die of the signal as before. A helper from before the journal (a downgrade) reads only the
-/// snapshot; one killed otherwise leaves the journal, which the next helper reads.
-fn compact_on_stop(ledger: banger_helper::ledger::Ledger) {
+/// snapshot; one killed otherwise leaves the journal, which the next helper reads. As for
+/// every op, nothing is written unless the root dir is root's all the way up.
+fn compact_on_stop(ctx: Ctx) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     // The handlers are installed in the thread that serves them: a thread that cannot start
     // leaves the signals' default (the helper dies of them, as before), never a handler that
@@ -182,8 +188,13 @@ fn compact_on_stop(ledger: banger_helper::ledger::Ledger) {
                 }
             };
             if let Some(sig) = signals.forever().next() {
-                if let Err(e) = ledger.compact_journal() {
-                    cli::report(TOOL.name, &e);
+                match ctx.root_dir() {
+                    Err(e) => cli::report(TOOL.name, &e),
+                    Ok(_) => {
+                        if let Err(e) = ctx.ledger.compact_journal() {
+                            cli::report(TOOL.name, &e);
+                        }
+                    }
                 }
                 let _ = signal_hook::low_level::emulate_default_handler(sig);
                 std::process::exit(128 + sig);
@@ -248,7 +259,7 @@ fn main() -> ExitCode {
     };
     banger_helper::notify::serving(&opts.socket);
     let ctx = Ctx::new(cfg);
-    compact_on_stop(ctx.ledger.clone());
+    compact_on_stop(Ctx::new(ctx.cfg.clone()));
     // `down` retires taps from now on; a thread removes them (and what a helper before this
     // one left).
     banger_helper::net::retire::start(&ctx);

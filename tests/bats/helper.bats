@@ -157,6 +157,14 @@ teardown() {
     assert_success
     assert_output '{"v":1,"entries":[]}'
     [ ! -e "$BANGER_ROOT_DIR" ]
+    # A root dir the owner could write (a symlink or a FIFO planted as ledger.journal) is
+    # refused, as every op refuses it: nothing is opened by name in it.
+    mkdir -p "$BANGER_ROOT_DIR"
+    chown "$OWNER_UID" "$BANGER_ROOT_DIR"
+    mkfifo "$BANGER_ROOT_DIR/ledger.journal"
+    run timeout 10 banger-helper --print-ledger
+    assert_failure 1
+    assert_output --partial "$BANGER_ROOT_DIR"
 }
 
 @test "banger-helper: --help, --version and usage errors" {
