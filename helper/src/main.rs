@@ -188,11 +188,14 @@ fn compact_on_stop(ctx: Ctx) {
                 }
             };
             if let Some(sig) = signals.forever().next() {
-                match ctx.root_dir() {
-                    Err(e) => cli::report(TOOL.name, &e),
-                    Ok(_) => {
-                        if let Err(e) = ctx.ledger.compact_journal() {
-                            cli::report(TOOL.name, &e);
+                // No root dir yet: no ledger to fold, and nothing is made at a stop.
+                if ctx.cfg.root_dir.exists() {
+                    match ctx.root_dir() {
+                        Err(e) => cli::report(TOOL.name, &e),
+                        Ok(_) => {
+                            if let Err(e) = ctx.ledger.compact_journal() {
+                                cli::report(TOOL.name, &e);
+                            }
                         }
                     }
                 }
