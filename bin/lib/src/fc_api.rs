@@ -193,6 +193,13 @@ impl Client {
             .max_idle_connections(0)
             .timeout_global(Some(timeout))
             .user_agent("banger")
+            // Firecracker's answers are a few hundred bytes of head and at most a few KiB of
+            // body (a larger body streams through). ureq's default 128 KiB buffers are
+            // mapped and faulted in afresh for every connection: start's six calls took
+            // 2.0 ms with them, 1.1 ms with these.
+            .max_response_header_size(8 * 1024)
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
             .build();
         let agent = ureq::Agent::with_parts(
             config,
@@ -548,5 +555,30 @@ mod tests {
         );
         h.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_buffers_is_read_whole() {
+        let big = "x".repeat(200 * 1024);
+        let body = format!("{{\"fault_message\":\"{big}\"}}");
+        let resp: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let (sock, h) = serve(vec![resp]);
+        let e = Client::new(&sock)
+            .drive("rootfs", &big, true, false)
+            .unwrap_err();
+        let reqs = h.join().unwrap();
+        let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+        // the request's body (over the output buffer) went out whole, and the answer came back whole
+        assert!(reqs[0].contains(&big));
+        match e {
+            FcError::Fault { fault, .. } => assert_eq!(fault, big),
+            other => panic!("{other}"),
+        }
     }
 }
