@@ -58,7 +58,8 @@ start_helper() {
     HELPER_PID=$!
     local _
     for _ in $(seq 1 200); do
-        [ -S "$BANGER_HELPER_SOCKET" ] && return 0
+        # The name appears at bind(), before listen(): wait for an answer, not for the name.
+        [ -S "$BANGER_HELPER_SOCKET" ] && helper_call '{"op":"ping"}' 2>/dev/null | grep -q '"ok":true' && return 0
         kill -0 "$HELPER_PID" 2>/dev/null || { cat "$BATS_TEST_TMPDIR/helper.log" >&2; return 1; }
         sleep 0.02
     done

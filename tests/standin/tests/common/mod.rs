@@ -128,12 +128,23 @@ pub struct Client {
 
 impl Client {
     pub fn connect(sock: &Path) -> Client {
-        assert!(
-            wait_for(5, || sock.exists()),
-            "no API socket at {}",
-            sock.display()
-        );
-        let stream = UnixStream::connect(sock).unwrap();
+        // The socket's name appears at bind(), before listen(): a connect in between is
+        // refused. Wait for a connect that succeeds, not for the name (under load the gap
+        // was long enough for the test to lose the race).
+        let mut stream = None;
+        let mut last = None;
+        wait_for(5, || match UnixStream::connect(sock) {
+            Ok(s) => {
+                stream = Some(s);
+                true
+            }
+            Err(e) => {
+                last = Some(e);
+                false
+            }
+        });
+        let stream = stream
+            .unwrap_or_else(|| panic!("no API socket answers at {}: {last:?}", sock.display()));
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
