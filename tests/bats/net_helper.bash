@@ -154,6 +154,9 @@ net_teardown() {
 start_helper_in() {
     local ns=$1
     shift
+    # One helper per test: one this test started before (in setup) is stopped first, or it
+    # would answer the wait below and outlive the test.
+    stop_helper
     ip netns exec "$ns" banger-helper --socket "$BANGER_HELPER_SOCKET" "$@" 2>>"$BATS_TEST_TMPDIR/helper.log" &
     HELPER_PID=$!
     for _ in $(seq 1 200); do

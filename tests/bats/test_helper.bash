@@ -54,6 +54,9 @@ ledger_jq() {
 
 # start_helper [banger-helper flags...]: a helper on this test's socket; waits until it answers.
 start_helper() {
+    # One helper per test: one this test started before (in setup) is stopped first, or it
+    # would answer the wait below and outlive the test.
+    stop_helper
     banger-helper --socket "$BANGER_HELPER_SOCKET" "$@" 2>>"$BATS_TEST_TMPDIR/helper.log" &
     HELPER_PID=$!
     local _
