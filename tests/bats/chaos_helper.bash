@@ -60,7 +60,7 @@ chaos_helper_start() {
     HELPER_PID=$!
     local _
     for _ in $(seq 1 250); do
-        [ -S "$BANGER_HELPER_SOCKET" ] && helper_call '{"op":"ping"}' 2>/dev/null | grep -q '"ok":true' && return 0
+        helper_answers && return 0
         kill -0 "$HELPER_PID" 2>/dev/null || { tail -5 "$BATS_TEST_TMPDIR/helper.log" >&2; return 1; }
         sleep 0.02
     done

@@ -109,11 +109,7 @@ teardown() {
     command -v systemd-socket-activate >/dev/null || skip "systemd-socket-activate not installed"
     systemd-socket-activate -l "$BANGER_HELPER_SOCKET" banger-helper 2>>"$BATS_TEST_TMPDIR/helper.log" &
     HELPER_PID=$!
-    # The name appears at bind(), before listen(): wait for an answer, not for the name.
-    for _ in $(seq 1 100); do
-        [ -S "$BANGER_HELPER_SOCKET" ] && helper_call '{"op":"ping"}' 2>/dev/null | grep -q '"ok":true' && break
-        sleep 0.02
-    done
+    for _ in $(seq 1 100); do helper_answers && break; sleep 0.02; done
     run helper_call '{"op":"ping"}'
     assert_output --partial '"ok":true'
 }

@@ -160,8 +160,7 @@ start_helper_in() {
     ip netns exec "$ns" banger-helper --socket "$BANGER_HELPER_SOCKET" "$@" 2>>"$BATS_TEST_TMPDIR/helper.log" &
     HELPER_PID=$!
     for _ in $(seq 1 200); do
-        # The name appears at bind(), before listen(): wait for an answer, not for the name.
-        [ -S "$BANGER_HELPER_SOCKET" ] && helper_call '{"op":"ping"}' 2>/dev/null | grep -q '"ok":true' && return 0
+        helper_answers && return 0
         kill -0 "$HELPER_PID" 2>/dev/null || { cat "$BATS_TEST_TMPDIR/helper.log" >&2; return 1; }
         sleep 0.02
     done

@@ -61,8 +61,7 @@ start_helper() {
     HELPER_PID=$!
     local _
     for _ in $(seq 1 200); do
-        # The name appears at bind(), before listen(): wait for an answer, not for the name.
-        [ -S "$BANGER_HELPER_SOCKET" ] && helper_call '{"op":"ping"}' 2>/dev/null | grep -q '"ok":true' && return 0
+        helper_answers && return 0
         kill -0 "$HELPER_PID" 2>/dev/null || { cat "$BATS_TEST_TMPDIR/helper.log" >&2; return 1; }
         sleep 0.02
     done
@@ -76,6 +75,12 @@ stop_helper() {
         wait "$HELPER_PID" 2>/dev/null || true
         HELPER_PID=""
     fi
+}
+
+# helper_answers: true when a helper answers a ping on this test's socket. The name appears at
+# bind(), before listen(): a wait for the name alone can be refused after it.
+helper_answers() {
+    [ -S "$BANGER_HELPER_SOCKET" ] && helper_call '{"op":"ping"}' 2>/dev/null | grep -q '"ok":true'
 }
 
 # helper_call JSON [socket]: one request line, prints the answer line.
